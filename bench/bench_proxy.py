@@ -1,0 +1,235 @@
+"""Proxy overhead benchmark: direct vs a minimal floor proxy vs the railwatch sidecar.
+
+Starts the demo upstream, the floor proxy (``_floor_proxy.py``: aiohttp server and
+client on uvloop, nothing else) and the sidecar (tracing on: every request becomes
+a trace record written by the JSON-lines exporter; no detectors unless
+``--policy`` is given), each as its own process. The proxies are pinned to one
+core; the load generator and the upstream share the other. Targets take turns in
+every round, and each figure is the median over rounds, because this machine is
+shared and noisy. The steadiest figure is the proxy process's CPU time per
+request, read from ``/proc/PID/stat``.
+
+Run: ``.venv/bin/python bench/bench_proxy.py [--rounds 5] [--requests 2000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY_2KB = "Summarise the following text. " + ("lorem ipsum dolor sit amet " * 72)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def spawn(cmd: list[str], core: int | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    if core is not None and len(os.sched_getaffinity(0)) > 1:
+        cmd = ["taskset", "-c", str(core), *cmd]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+async def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            try:
+                async with s.get(url) as r:
+                    await r.read()
+                    return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)  # seconds
+    wall: float = 0.0
+    cpu: float = 0.0
+    chunks: int = 0
+    ttfb: list[float] = field(default_factory=list)
+
+
+async def load_unary(session: aiohttp.ClientSession, url: str, n: int, conc: int) -> Run:
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": BODY_2KB}]})
+    run = Run()
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for _ in counter:
+            t = time.perf_counter()
+            async with session.post(url + "/v1/chat/completions", data=body,
+                                    headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                assert r.status == 200, r.status
+            run.latencies.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    run.wall = time.perf_counter() - t0
+    return run
+
+
+async def load_stream(session: aiohttp.ClientSession, url: str, n: int, pace_ms: float) -> Run:
+    prompt = f"stream a paced answer please [[demo:pace_ms={pace_ms}]] [[demo:chunk=4]] " + "word " * 40
+    body = orjson.dumps({"model": "m", "stream": True,
+                         "messages": [{"role": "user", "content": prompt}]})
+    run = Run()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        async with session.post(url + "/v1/chat/completions", data=body,
+                                headers={"Content-Type": "application/json"}) as r:
+            first = True
+            async for chunk in r.content.iter_any():
+                if first:
+                    run.ttfb.append(time.perf_counter() - t)
+                    first = False
+                run.chunks += chunk.count(b"data: ")
+        run.latencies.append(time.perf_counter() - t)
+    run.wall = time.perf_counter() - t0
+    return run
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="railwatch-bench-"))
+    up_port, floor_port, side_port = free_port(), free_port(), free_port()
+    py = sys.executable
+    procs = {
+        "upstream": spawn([py, "-m", "sidecar.cli", "demo-upstream", "--port", str(up_port)], 0),
+    }
+    upstream = f"http://127.0.0.1:{up_port}"
+    procs["floor"] = spawn([py, str(HERE / "_floor_proxy.py"), "--upstream", upstream,
+                            "--port", str(floor_port)], 1)
+    cfg = tmp / "railwatch.yaml"
+    cfg.write_text(
+        f"data_dir: {tmp}\nprivacy: {{capture: raw}}\n"
+        f"exporters:\n  - kind: jsonl\n    options: {{path: '{tmp}/traces.jsonl'}}\n"
+        + (f"policy: {args.policy}\n" if args.policy else "")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAILWATCH_")}
+    procs["sidecar"] = spawn([py, "-m", "sidecar.cli", "serve", "--config", str(cfg),
+                              "--upstream", upstream, "--port", str(side_port)], 1, env)
+    targets = {
+        "direct": (upstream, None),
+        "floor": (f"http://127.0.0.1:{floor_port}", procs["floor"].pid),
+        "sidecar": (f"http://127.0.0.1:{side_port}", procs["sidecar"].pid),
+    }
+    try:
+        for name, (url, _) in targets.items():
+            await wait_ready(url + "/v1/models")
+        if len(os.sched_getaffinity(0)) > 1:
+            os.sched_setaffinity(0, {0})  # the load generator shares core 0 with the upstream
+        results: dict[tuple[str, str], list[Run]] = {}
+        conn = aiohttp.TCPConnector(limit=256)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            scenarios = [
+                ("unary c=1", lambda u: load_unary(session, u, args.requests // 4, 1)),
+                ("unary c=32", lambda u: load_unary(session, u, args.requests, 32)),
+                ("stream", lambda u: load_stream(session, u, args.streams, args.pace_ms)),
+            ]
+            for name, (url, _) in targets.items():  # warm-up: connections, caches, JIT-free paths
+                await load_unary(session, url, 200, 8)
+            for rnd in range(args.rounds):
+                for scen, fn in scenarios:
+                    for name, (url, pid) in targets.items():
+                        before = cpu_seconds(pid) if pid else 0.0
+                        run = await fn(url)
+                        run.cpu = (cpu_seconds(pid) - before) if pid else 0.0
+                        results.setdefault((scen, name), []).append(run)
+                print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(10)
+    report(results, args)
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace) -> None:
+    print(f"\nrailwatch proxy benchmark: medians of {args.rounds} rounds, 2 KB chat bodies, "
+          "proxies pinned to one core, tracing on (JSON-lines exporter)")
+    for scen in ("unary c=1", "unary c=32"):
+        print(f"\n{scen}")
+        print(f"{'target':<8} {'CPU ms/req':>10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'added p50':>10} {'added p99':>10}")
+        direct = results[(scen, "direct")]
+        d50 = med([pct(r.latencies, 0.5) for r in direct])
+        d99 = med([pct(r.latencies, 0.99) for r in direct])
+        cpu: dict[str, float] = {}
+        for name in ("direct", "floor", "sidecar"):
+            runs = results[(scen, name)]
+            n = len(runs[0].latencies)
+            cpu[name] = med([r.cpu / n * 1000 for r in runs])
+            rps = med([n / r.wall for r in runs])
+            p50 = med([pct(r.latencies, 0.5) for r in runs])
+            p99 = med([pct(r.latencies, 0.99) for r in runs])
+            cpu_s = f"{cpu[name]:.3f}" if name != "direct" else "-"
+            print(f"{name:<8} {cpu_s:>10} {rps:>8.0f} {p50 * 1000:>8.3f} {p99 * 1000:>8.3f} "
+                  f"{(p50 - d50) * 1000:>10.3f} {(p99 - d99) * 1000:>10.3f}")
+        print(f"CPU per request, sidecar/floor: {cpu['sidecar'] / cpu['floor']:.2f}x (target <= 1.5x)")
+    print(f"\nstream ({args.streams} streams per round, chunks paced {args.pace_ms} ms)")
+    print(f"{'target':<8} {'TTFB p50 ms':>12} {'vs direct':>10} {'CPU us/chunk':>13} {'chunks':>7}")
+    d_ttfb = med([pct(r.ttfb, 0.5) for r in results[("stream", "direct")]])
+    per_chunk: dict[str, float] = {}
+    for name in ("direct", "floor", "sidecar"):
+        runs = results[("stream", name)]
+        ttfb = med([pct(r.ttfb, 0.5) for r in runs])
+        per_chunk[name] = med([r.cpu / max(1, r.chunks) * 1e6 for r in runs])
+        cpu_s = f"{per_chunk[name]:.1f}" if name != "direct" else "-"
+        print(f"{name:<8} {ttfb * 1000:>12.3f} {(ttfb - d_ttfb) * 1000:>10.3f} {cpu_s:>13} "
+              f"{runs[0].chunks:>7}")
+    print(f"CPU per chunk, sidecar/floor: {per_chunk['sidecar'] / per_chunk['floor']:.2f}x "
+          "(target <= 1.5x; TTFB target within 1 ms of direct)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=2000, help="requests per c=32 run (c=1 runs a quarter)")
+    ap.add_argument("--streams", type=int, default=20)
+    ap.add_argument("--pace-ms", type=float, default=5.0)
+    ap.add_argument("--policy", help="policy file for the sidecar (detectors on)")
+    args = ap.parse_args()
+    try:
+        import uvloop
+
+        uvloop.run(main_async(args))
+    except ImportError:
+        asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

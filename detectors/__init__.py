@@ -1,0 +1,1 @@
+"""railwatch detectors: text in, findings out."""

@@ -1,0 +1,1 @@
+"""railwatch exporters: finished trace records out to storage and telemetry."""

@@ -1,0 +1,95 @@
+"""Per-request state: the typed ``RequestContext`` that travels through the pipeline.
+
+One context is created per request by the ingress stage, owned by that request's
+task alone (never shared, never global) and turned into a frozen
+:class:`~sidecar.record.TraceRecord` by the emit stage. Timings are taken with
+``time.perf_counter()`` (seconds) and converted to milliseconds only in the record.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.record import DecisionRecord, FindingRecord
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    source: str | None = None  # "upstream" | "counted"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    trace_flags: str
+    method: str
+    path: str
+    route: str
+    upstream: str
+    t0: float = field(default_factory=time.perf_counter)  # perf_counter at arrival
+    started_at: float = field(default_factory=time.time)  # epoch seconds at arrival
+
+    # parsed request (None for passthrough / unparsed bodies)
+    body: dict[str, Any] | None = None
+    model_requested: str | None = None
+    stream: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    n: int | None = None
+    tenant: str | None = None
+    user: str | None = None
+    conversation_id: str | None = None
+
+    # response facts
+    status: int = 0
+    error_type: str | None = None
+    client_disconnected: bool = False
+    model_served: str | None = None
+    system_fingerprint: str | None = None
+    response_id: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    upstream_attempts: int = 0
+
+    # perf_counter timestamps (seconds); None until reached
+    upstream_sent_at: float | None = None
+    upstream_done_at: float | None = None
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    ended_at: float | None = None
+
+    # text seen (raw); the emit stage applies the privacy setting
+    prompt_text: str | None = None
+    output_parts: list[str] = field(default_factory=list)
+
+    # guardrails
+    findings: list[FindingRecord] = field(default_factory=list)
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    decision: str = "pass"
+    retries: int = 0
+    handoff_id: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, status: int, error_type: str) -> None:
+        self.status = status
+        self.error_type = error_type
+
+    def mark_token(self, now: float | None = None) -> None:
+        """Record that output content was sent to the client (streams)."""
+        now = time.perf_counter() if now is None else now
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.last_token_at = now
+
+    @property
+    def output_text(self) -> str | None:
+        return "".join(self.output_parts) if self.output_parts else None

@@ -1,0 +1,131 @@
+"""Emit stage: freeze the context into a TraceRecord and hand it to the exporters.
+
+Runs once per request, in the request's ``finally`` (also for errors and client
+disconnects). It never blocks and never raises into the request: the export
+pipeline only appends to bounded queues drained by worker threads.
+
+Privacy (``privacy.capture``): ``raw`` keeps text as seen; ``masked`` keeps the
+text only after the PII masker (provided by the guard) replaced every finding,
+and keeps nothing when no masker is configured; ``none`` keeps no text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from types import MappingProxyType
+
+from exporters.batch import ExportPipeline
+from sidecar.context import RequestContext
+from sidecar.record import TraceRecord
+from sidecar.settings import PrivacySettings
+
+logger = logging.getLogger(__name__)
+
+TextMasker = Callable[[str], str]
+
+
+def _ms(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start) * 1000.0, 4)
+
+
+class Emitter:
+    def __init__(
+        self,
+        exports: ExportPipeline,
+        privacy: PrivacySettings,
+        masker: TextMasker | None = None,
+    ) -> None:
+        self.exports = exports
+        self.privacy = privacy
+        self.masker = masker
+        self.emitted = 0
+
+    def _text(self, text: str | None) -> tuple[str | None, bool]:
+        mode = self.privacy.capture
+        if text is None or mode == "none":
+            return None, False
+        limit = self.privacy.max_text_chars
+        if mode == "masked":
+            if self.masker is None:
+                return None, False
+            text = self.masker(text)
+            return (text[:limit] if len(text) > limit else text), True
+        return (text[:limit] if len(text) > limit else text), False
+
+    def build(self, ctx: RequestContext) -> TraceRecord:
+        end = ctx.ended_at if ctx.ended_at is not None else time.perf_counter()
+        total = (end - ctx.t0) * 1000.0
+        upstream_ms = _ms(ctx.upstream_sent_at, ctx.upstream_done_at)
+        ttft = tpot = None
+        if ctx.stream and ctx.first_token_at is not None:
+            ttft = _ms(ctx.t0, ctx.first_token_at)
+            tokens = ctx.usage.completion_tokens
+            if tokens and tokens > 1 and ctx.last_token_at is not None:
+                tpot = round((ctx.last_token_at - ctx.first_token_at) * 1000.0 / (tokens - 1), 4)
+        prompt, masked_p = self._text(ctx.prompt_text)
+        output, masked_o = self._text(ctx.output_text)
+        usage = ctx.usage
+        total_tokens = usage.total_tokens
+        if total_tokens is None and usage.prompt_tokens is not None:
+            total_tokens = usage.prompt_tokens + (usage.completion_tokens or 0)
+        return TraceRecord(
+            request_id=ctx.request_id,
+            trace_id=ctx.trace_id,
+            span_id=ctx.span_id,
+            parent_span_id=ctx.parent_span_id,
+            started_at=ctx.started_at,
+            ended_at=ctx.started_at + total / 1000.0,
+            method=ctx.method,
+            path=ctx.path,
+            route=ctx.route,
+            upstream=ctx.upstream,
+            tenant=ctx.tenant,
+            user=ctx.user,
+            conversation_id=ctx.conversation_id,
+            model_requested=ctx.model_requested,
+            model_served=ctx.model_served,
+            system_fingerprint=ctx.system_fingerprint,
+            response_id=ctx.response_id,
+            finish_reasons=tuple(ctx.finish_reasons),
+            temperature=ctx.temperature,
+            top_p=ctx.top_p,
+            max_tokens=ctx.max_tokens,
+            n=ctx.n,
+            stream=ctx.stream,
+            status=ctx.status,
+            error_type=ctx.error_type,
+            client_disconnected=ctx.client_disconnected,
+            upstream_attempts=ctx.upstream_attempts,
+            total_ms=round(total, 4),
+            upstream_ms=upstream_ms,
+            overhead_ms=round(total - upstream_ms, 4) if upstream_ms is not None else None,
+            ttft_ms=ttft,
+            tpot_ms=tpot,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=total_tokens,
+            usage_source=usage.source,
+            prompt_text=prompt,
+            output_text=output,
+            text_masked=masked_p or masked_o,
+            findings=tuple(ctx.findings),
+            decisions=tuple(ctx.decisions),
+            decision=ctx.decision,
+            retries=ctx.retries,
+            handoff_id=ctx.handoff_id,
+            attributes=MappingProxyType(ctx.attributes) if ctx.attributes else MappingProxyType({}),
+        )
+
+    def emit(self, ctx: RequestContext) -> None:
+        """Build and submit the record. Never raises: a bug here must not fail the request."""
+        try:
+            record = self.build(ctx)
+        except Exception:  # noqa: BLE001 - logged with type only, the request goes on
+            logger.exception("could not build the trace record for request %s", ctx.request_id)
+            return
+        self.exports.submit(record)
+        self.emitted += 1

@@ -1,0 +1,176 @@
+"""Reading OpenAI responses into the context: unary bodies and SSE streams.
+
+:class:`StreamObserver` sees a stream's bytes *after* they were written to the
+client, so observation never delays delivery. It parses events incrementally
+(:class:`~sidecar.sse.SseParser`), keeps each choice's text and tool-call
+arguments, the response id, served model, ``system_fingerprint``, finish
+reasons and usage. When the upstream sends no ``usage``, completion tokens are
+counted as content-bearing deltas (servers such as vLLM send one token per
+delta; this is an estimate and is marked ``usage_source="counted"``).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import orjson
+
+from sidecar.context import RequestContext
+from sidecar.sse import SseParser
+
+
+def decode_body(raw: bytes, encoding: str | None) -> bytes:
+    """Undo gzip/deflate when an upstream compressed despite ``Accept-Encoding: identity``."""
+    if not encoding or encoding == "identity":
+        return raw
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompress(raw, 16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        try:
+            return zlib.decompress(raw)
+        except zlib.error:
+            return zlib.decompress(raw, -zlib.MAX_WBITS)
+    raise ValueError(f"unsupported content-encoding {encoding!r}")
+
+
+def _apply_usage(ctx: RequestContext, usage: Any) -> None:
+    if not isinstance(usage, dict):
+        return
+    u = ctx.usage
+    p, c, t = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
+    u.prompt_tokens = p if isinstance(p, int) else u.prompt_tokens
+    u.completion_tokens = c if isinstance(c, int) else u.completion_tokens
+    u.total_tokens = t if isinstance(t, int) else u.total_tokens
+    u.source = "upstream"
+
+
+def _apply_meta(ctx: RequestContext, doc: dict[str, Any]) -> None:
+    if ctx.response_id is None:
+        rid = doc.get("id")
+        ctx.response_id = rid if isinstance(rid, str) else None
+    model = doc.get("model")
+    if isinstance(model, str):
+        ctx.model_served = model
+    fp = doc.get("system_fingerprint")
+    if isinstance(fp, str):
+        ctx.system_fingerprint = fp
+
+
+def observe_unary(ctx: RequestContext, body: bytes) -> dict[str, Any] | None:
+    """Fill the context from a non-streaming completion body; returns the parsed doc."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    _apply_meta(ctx, doc)
+    _apply_usage(ctx, doc.get("usage"))
+    choices = doc.get("choices")
+    if isinstance(choices, list):
+        texts: list[str] = []
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str):
+                ctx.finish_reasons.append(reason)
+            message = choice.get("message")
+            if isinstance(message, dict):
+                content = message.get("content")
+                if isinstance(content, str):
+                    texts.append(content)
+            else:
+                text = choice.get("text")
+                if isinstance(text, str):
+                    texts.append(text)
+        if texts:
+            ctx.output_parts = ["\n".join(texts)] if len(texts) > 1 else texts
+    return doc
+
+
+class StreamObserver:
+    """Follows one SSE completion stream. ``feed`` is cheap and never raises."""
+
+    __slots__ = ("ctx", "parser", "choices", "tool_args", "done", "events", "counted")
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
+        self.parser = SseParser()
+        self.choices: dict[int, list[str]] = {}
+        self.tool_args: dict[tuple[int, int], list[str]] = {}
+        self.done = False
+        self.events = 0
+        self.counted = 0
+
+    def feed(self, chunk: bytes) -> None:
+        events = self.parser.feed(chunk)
+        if events:
+            now = time.perf_counter()
+            for event in events:
+                try:
+                    self._event(event.data, now)
+                except (AttributeError, TypeError):  # a malformed event: skip, keep streaming
+                    continue
+
+    def _event(self, data: bytes, now: float) -> None:
+        self.events += 1
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(doc, dict):
+            return
+        ctx = self.ctx
+        if ctx.response_id is None:
+            _apply_meta(ctx, doc)
+        usage = doc.get("usage")
+        if usage:
+            _apply_usage(ctx, usage)
+        choices = doc.get("choices")
+        if not choices:
+            return
+        for choice in choices:
+            index = choice.get("index", 0)
+            reason = choice.get("finish_reason")
+            if reason:
+                ctx.finish_reasons.append(reason)
+            delta = choice.get("delta")
+            if delta is None:  # text completion stream
+                text = choice.get("text")
+                if text:
+                    self.choices.setdefault(index, []).append(text)
+                    self.counted += 1
+                    ctx.mark_token(now)
+                continue
+            content = delta.get("content")
+            if content:
+                self.choices.setdefault(index, []).append(content)
+                self.counted += 1
+                ctx.mark_token(now)
+            calls = delta.get("tool_calls")
+            if calls:
+                for call in calls:
+                    fn = call.get("function") or {}
+                    args = fn.get("arguments")
+                    if args:
+                        self.tool_args.setdefault((index, call.get("index", 0)), []).append(args)
+                self.counted += 1
+                ctx.mark_token(now)
+
+    def close(self) -> None:
+        """End of stream: flush the parser, settle text and token counts into the context."""
+        for event in self.parser.close():
+            self._event(event.data, time.perf_counter())
+        ctx = self.ctx
+        if self.choices:
+            texts = ["".join(self.choices[i]) for i in sorted(self.choices)]
+            ctx.output_parts = ["\n".join(texts)] if len(texts) > 1 else texts
+        if ctx.usage.source is None and self.counted:
+            ctx.usage.completion_tokens = self.counted
+            ctx.usage.source = "counted"

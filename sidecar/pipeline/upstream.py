@@ -1,0 +1,206 @@
+"""Upstream stage: one pooled aiohttp client for every request to the model server.
+
+Measured on this machine (see README "Performance"): aiohttp's client costs a
+fraction of httpx's per request and keeps its throughput under concurrency, so
+the sidecar uses one ``aiohttp.ClientSession`` for its whole life: keep-alive,
+a bounded connection pool (``upstream.pool_size``, optionally per host).
+
+Header policy: end-to-end headers (``Authorization`` included) pass through and
+are never logged; hop-by-hop headers (RFC 9110 section 7.6.1, plus any named in
+``Connection``) and ``Host``/``Content-Length`` are dropped. A new
+``traceparent`` naming the sidecar's span is sent so the upstream's spans join
+the caller's trace.
+
+Failures become :class:`UpstreamUnavailableError` (502) or
+:class:`UpstreamTimeoutError` (504); messages are public and name no URL
+credentials and no body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+
+from sidecar import semconv
+from sidecar.context import RequestContext
+from sidecar.errors import UpstreamTimeoutError, UpstreamUnavailableError
+from sidecar.settings import UpstreamSettings
+from sidecar.tracecontext import format_traceparent
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_DROP_REQUEST = HOP_BY_HOP | {"host", "content-length", semconv.HEADER_TRACEPARENT}
+_DROP_RESPONSE = HOP_BY_HOP | {"content-length", "date", "server"}
+
+
+def _connection_listed(headers: Mapping[str, str]) -> set[str]:
+    listed = headers.get("connection")
+    if not listed:
+        return set()
+    return {h.strip().lower() for h in listed.split(",") if h.strip()}
+
+
+def forward_request_headers(
+    headers: Mapping[str, str], ctx: RequestContext, *, inspect: bool
+) -> CIMultiDict[str]:
+    """Headers to send upstream. ``inspect``: ask for an uncompressed body we can read."""
+    drop = _DROP_REQUEST | _connection_listed(headers)
+    if inspect:
+        drop = drop | {"accept-encoding"}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    if inspect:
+        out["Accept-Encoding"] = "identity"
+    out[semconv.HEADER_TRACEPARENT] = format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags)
+    return out
+
+
+def response_headers(headers: Iterable[tuple[str, str]], *, decoded: bool) -> CIMultiDict[str]:
+    """Upstream response headers fit to pass to the client."""
+    out: CIMultiDict[str] = CIMultiDict()
+    pairs = list(headers)
+    listed = {
+        h.strip().lower() for n, v in pairs if n.lower() == "connection" for h in v.split(",")
+    }
+    drop = _DROP_RESPONSE | listed
+    if decoded:
+        drop = drop | {"content-encoding"}
+    for name, value in pairs:
+        if name.lower() not in drop:
+            out.add(name, value)
+    return out
+
+
+class UpstreamClient:
+    """Owns the pooled session. ``start()`` and ``close()`` run in the app's lifespan."""
+
+    def __init__(self, settings: UpstreamSettings, base_url: str) -> None:
+        self.settings = settings
+        self.base_url = base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        # Non-streaming: a total deadline. Streaming: only the silence between bytes.
+        self.unary_timeout = aiohttp.ClientTimeout(
+            total=settings.total_timeout_s,
+            connect=settings.connect_timeout_s,
+            sock_read=settings.read_timeout_s,
+        )
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+        )
+        self._ready_at = 0.0
+        self._ready: dict[str, Any] = {"state": "unknown"}
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.pool_size,
+            limit_per_host=self.settings.pool_per_host,
+            keepalive_timeout=self.settings.keepalive_s,
+            ttl_dns_cache=300,
+            family=socket.AF_UNSPEC,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # bytes pass through as the upstream sent them
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            read_bufsize=2**16,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("UpstreamClient.start() was not awaited")
+        return self._session
+
+    async def send(
+        self,
+        ctx: RequestContext,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        stream: bool,
+    ) -> aiohttp.ClientResponse:
+        """Send one request; return the response with its headers read, body not yet read.
+
+        The caller must release the response (``async with`` or ``release()``). Raises
+        UpstreamUnavailableError or UpstreamTimeoutError; may be cancelled, which
+        closes the upstream connection.
+        """
+        ctx.upstream_attempts += 1
+        if ctx.upstream_sent_at is None:
+            ctx.upstream_sent_at = time.perf_counter()
+        try:
+            return await self.session.request(
+                method,
+                self.base_url + path_qs,
+                data=body,
+                headers=headers,
+                timeout=self.stream_timeout if stream else self.unary_timeout,
+                allow_redirects=False,
+                compress=None,
+            )
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeoutError("the upstream model server timed out") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
+            raise UpstreamUnavailableError("the upstream model server is unreachable") from None
+
+    async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole response body; broken or stalled bodies map to 502/504."""
+        try:
+            return await resp.read()
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeoutError("the upstream model server timed out") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
+            raise UpstreamUnavailableError(
+                "the upstream model server closed the connection before the response was complete",
+                code="upstream_broken_response",
+            ) from None
+
+    async def probe(self, max_age_s: float = 2.0, timeout_s: float = 2.0) -> dict[str, Any]:
+        """Is the upstream answering HTTP at all? Cached for ``max_age_s``; never raises."""
+        now = time.monotonic()
+        if now - self._ready_at < max_age_s:
+            return self._ready
+        started = time.perf_counter()
+        try:
+            async with self.session.get(
+                self.base_url + "/v1/models",
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                # Any HTTP answer means reachable; 401/404 only say what the route wants.
+                state = {"state": "ok", "status": resp.status}
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            state = {"state": "unreachable", "error": type(exc).__name__}
+        state["url"] = self.base_url
+        state["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        self._ready, self._ready_at = state, now
+        return state

@@ -1,0 +1,133 @@
+"""The finished-request record that every exporter receives.
+
+A :class:`TraceRecord` is built once, at the end of a request, from the request's
+``RequestContext`` and never changes afterwards. It is the only type the
+``exporters`` package imports from ``sidecar`` (together with the names in
+``sidecar.semconv``), so this module must stay free of heavy imports.
+
+Units: every ``*_ms`` field is milliseconds (float); ``started_at`` / ``ended_at``
+are Unix epoch seconds (float). Text fields (``prompt_text``, ``output_text``) hold
+what the privacy setting allows: raw text, masked text, or ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRecord:
+    """One detector finding as it is stored: where, what, how sure, what was done."""
+
+    stage: str  # "input" | "output"
+    detector: str
+    label: str
+    score: float
+    start: int  # character offsets into the checked text
+    end: int
+    action: str  # the policy action applied because of it ("flag", "mask", "block", ...)
+    latency_ms: float = 0.0  # the detector call's latency for the batch holding this text
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One policy decision taken at a stage of the request."""
+
+    stage: str  # "input" | "output"
+    action: str  # "pass" | "flag" | "mask" | "block" | "retry" | "fallback" | "handoff"
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """Everything railwatch knows about one request, frozen at its end."""
+
+    # identity
+    request_id: str  # 32 hex chars, unique per request; the row id in storage
+    trace_id: str  # 32 hex chars (W3C), continued from an incoming traceparent
+    span_id: str  # 16 hex chars, the sidecar's server span
+    parent_span_id: str | None
+    started_at: float  # epoch seconds
+    ended_at: float  # epoch seconds
+
+    # where it went
+    method: str
+    path: str
+    route: str  # operation: "chat" | "text_completion" | "embeddings" | "models" | "passthrough" | ...
+    upstream: str  # upstream base URL, never with credentials
+    tenant: str | None = None
+    user: str | None = None
+    conversation_id: str | None = None
+
+    # model
+    model_requested: str | None = None
+    model_served: str | None = None
+    system_fingerprint: str | None = None
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    n: int | None = None
+
+    # outcome
+    stream: bool = False
+    status: int = 0  # HTTP status sent to the client
+    error_type: str | None = None  # stable code such as "upstream_timeout", None when OK
+    client_disconnected: bool = False
+    upstream_attempts: int = 0  # HTTP attempts made to upstreams (0: never sent)
+
+    # timings, milliseconds
+    total_ms: float = 0.0
+    upstream_ms: float | None = None  # request sent -> last upstream byte
+    overhead_ms: float | None = None  # total - upstream: what the sidecar added
+    ttft_ms: float | None = None  # streams: request received -> first content token sent
+    tpot_ms: float | None = None  # streams: mean time per output token after the first
+
+    # tokens
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    usage_source: str | None = None  # "upstream" | "counted" | None
+
+    # content, as the privacy setting allows
+    prompt_text: str | None = None
+    output_text: str | None = None
+    text_masked: bool = False
+
+    # guardrails
+    findings: tuple[FindingRecord, ...] = ()
+    decisions: tuple[DecisionRecord, ...] = ()
+    decision: str = "pass"  # the final action
+    retries: int = 0
+    handoff_id: str | None = None
+
+    attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists, nested records dicts)."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            value = getattr(self, name)
+            if name == "findings":
+                value = [_slots_dict(f) for f in value]
+            elif name == "decisions":
+                value = [
+                    {"stage": d.stage, "action": d.action, "reasons": list(d.reasons)}
+                    for d in value
+                ]
+            elif name == "attributes":
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+
+def _slots_dict(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}

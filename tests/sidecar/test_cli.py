@@ -1,0 +1,92 @@
+"""The ``railwatch`` command, run as a real process the way the README runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+
+RAILWATCH = [sys.executable, "-m", "sidecar.cli"]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAILWATCH_")}
+    env.update({"RAILWATCH_DATA_DIR": str(tmp_path / "data"), **extra})
+    return env
+
+
+def test_version_and_help() -> None:
+    out = subprocess.run([*RAILWATCH, "--version"], capture_output=True, text=True, check=True)
+    assert re.fullmatch(r"railwatch \d+\.\d+\.\d+\n", out.stdout)
+    for sub in ([], ["serve"], ["demo-upstream"]):
+        res = subprocess.run([*RAILWATCH, *sub, "--help"], capture_output=True, text=True)
+        assert res.returncode == 0 and "usage: railwatch" in res.stdout
+
+
+def test_bad_config_fails_fast_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "railwatch.yaml"
+    cfg.write_text("server:\n  max_in_flight: many\n")
+    res = subprocess.run(
+        [*RAILWATCH, "serve", "--config", str(cfg)], capture_output=True, text=True,
+        env=_env(tmp_path), timeout=60,
+    )
+    assert res.returncode == 2
+    assert f"invalid setting 'server.max_in_flight' (from {cfg})" in res.stderr
+    res = subprocess.run(
+        [*RAILWATCH, "serve"], capture_output=True, text=True, timeout=60,
+        env=_env(tmp_path, RAILWATCH_UPSTREAM__URL="not a url"),
+    )
+    assert res.returncode == 2 and "RAILWATCH_UPSTREAM__URL" in res.stderr
+
+
+def test_serve_without_upstream_starts_the_demo(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*RAILWATCH, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=_env(tmp_path, RAILWATCH_PRIVACY__CAPTURE="raw"),
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        banner = "".join(lines)
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", banner)
+        assert match, banner
+        url = match.group(1)
+        assert "demo upstream" in banner and "not a language model" in banner
+        assert f'OpenAI(base_url="{url}/v1"' in banner
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(
+            model="railwatch-demo", messages=[{"role": "user", "content": "from the README"}]
+        )
+        assert reply.choices[0].message.content == "Echo: from the README"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "from the README" not in err  # no request text in logs
+    traces = (tmp_path / "data" / "traces.jsonl").read_bytes().splitlines()
+    records = [orjson.loads(t) for t in traces]
+    chat = [r for r in records if r["route"] == "chat"]
+    assert len(chat) == 1 and chat[0]["status"] == 200
+    assert chat[0]["output_text"] == "Echo: from the README"
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "notaport"], ["frobnicate"]])
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    res = subprocess.run([*RAILWATCH, *argv], capture_output=True, text=True)
+    assert res.returncode == 2
