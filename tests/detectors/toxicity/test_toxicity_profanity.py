@@ -1,0 +1,187 @@
+"""ToxicityDetector on the profanity backend: scores, fallback, options, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from detectors.base import Detector, Finding
+from detectors.errors import DetectorStartError, DetectorUnavailableError
+from detectors.toxicity import ToxicityDetector
+
+Options = ToxicityDetector.Options
+
+
+@pytest.fixture(scope="module")
+def profanity() -> ToxicityDetector:
+    det = ToxicityDetector(Options(backend="profanity"))
+    asyncio.run(det.start())
+    return det
+
+
+@pytest.mark.parametrize(
+    ("text", "offensive"),
+    [
+        ("you are a fucking idiot", True),
+        ("shut up, you stupid bitch", True),
+        ("this is bullshit", True),
+        ("what an asshole", True),
+        ("have a wonderful day", False),
+        ("the quarterly report is attached", False),
+        ("please review my pull request when you can", False),
+        ("I love spending time with my family", False),
+        ("", False),
+    ],
+)
+def test_profanity_scores(profanity: ToxicityDetector, text: str, offensive: bool) -> None:
+    [findings] = profanity.detect_sync([text])
+    assert [f.label for f in findings] == ["toxicity"]
+    score = findings[0].score
+    assert 0.0 <= score <= 1.0
+    assert (score > 0.5) is offensive, score
+
+
+def test_profanity_finding_shape(profanity: ToxicityDetector) -> None:
+    texts = ["héllo wörld 👋", "damn it", "x" * 5000]
+    results = profanity.detect_sync(texts)
+    assert len(results) == 3
+    for text, findings in zip(texts, results, strict=True):
+        assert len(findings) == 1
+        f = findings[0]
+        assert isinstance(f, Finding)
+        assert (f.detector, f.start, f.end) == ("toxicity", 0, len(text))
+        assert f.metadata["backend"] == "profanity"
+        assert f.metadata["checkpoint"].startswith("alt-profanity-check==")
+        assert f.metadata["truncated"] is False
+
+
+async def test_detect_matches_detect_sync_and_keeps_order(profanity: ToxicityDetector) -> None:
+    texts = ["fuck off", "good morning", "you piece of shit", "lovely weather"]
+    via_async = await profanity.detect(texts)
+    one_by_one = [profanity.detect_sync([t])[0] for t in texts]
+    assert via_async == one_by_one
+    assert [r[0].score > 0.5 for r in via_async] == [True, False, True, False]
+    assert await profanity.detect([]) == []
+
+
+def test_profanity_state_and_protocol(profanity: ToxicityDetector) -> None:
+    assert isinstance(profanity, Detector)
+    assert profanity.blocking is True
+    assert profanity.backend == "profanity"
+    assert profanity.labels == ("toxicity",)
+    state = profanity.state()
+    assert state["backend"] == "profanity"
+    assert state["device"] == "cpu"
+    assert state["labels"] == ["toxicity"]
+    assert "fallback_reason" not in state  # configured, not a fallback
+
+
+async def test_auto_falls_back_without_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    det = ToxicityDetector(Options(models_root=str(tmp_path)), name="toxicity_out")
+    with caplog.at_level(logging.INFO, logger="detectors.toxicity"):
+        await det.start()
+        findings = det.detect_sync(["SECRET-SENTINEL-TEXT you moron"])
+    assert det.backend == "profanity"
+    state = det.state()
+    assert state["backend"] == "profanity"
+    assert str(tmp_path / "detoxify-original") in state["fallback_reason"]
+    assert findings[0][0].detector == "toxicity_out"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("falling back to backend profanity" in r.getMessage() for r in warnings)
+    assert "SECRET-SENTINEL" not in caplog.text  # never log text
+    await det.close()
+
+
+async def test_env_models_root_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAILWATCH_MODELS_DIR", str(tmp_path / "env-root"))
+    det = ToxicityDetector(Options(checkpoint="unbiased"))
+    await det.start()
+    assert str(tmp_path / "env-root" / "detoxify-unbiased") in det.state()["fallback_reason"]
+
+
+@pytest.mark.parametrize(
+    ("options", "names"),
+    [
+        ({"backend": "detoxify"}, ["backend='detoxify'", "model_dir", "models pull detoxify"]),
+        ({"backend": "detoxify", "checkpoint": "multilingual"}, ["detoxify-multilingual"]),
+        (
+            {"backend": "auto", "model_dir": "/nonexistent/railwatch"},
+            ["model_dir=", "does not exist"],
+        ),
+        ({"backend": "detoxify", "model_dir": "/nonexistent/railwatch"}, ["model_dir="]),
+    ],
+)
+async def test_required_or_configured_folder_missing_fails(
+    tmp_path: Path, options: dict[str, str], names: list[str]
+) -> None:
+    det = ToxicityDetector(Options(models_root=str(tmp_path), **options))
+    with pytest.raises(DetectorStartError) as err:
+        await det.start()
+    for name in names:
+        assert name in str(err.value)
+    assert det.state() == {"backend": None, "started": False}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"backend": "bert"},
+        {"threshold": 0.5},  # thresholds belong to the policy
+        {"max_length": 4},
+        {"batch_size": 0},
+        {"max_windows": 0},
+        {"checkpoint": "original-small"},
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        Options.model_validate(options)
+
+
+async def test_lifecycle_errors() -> None:
+    det = ToxicityDetector(Options(backend="profanity"))
+    assert det.labels == ()
+    with pytest.raises(DetectorUnavailableError):
+        det.detect_sync(["hello"])
+    with pytest.raises(DetectorUnavailableError):
+        _ = det.backend
+    await det.start()
+    await det.start()  # idempotent
+    assert det.detect_sync(["hello"])[0][0].label == "toxicity"
+    await det.close()
+    await det.close()  # never raises, idempotent
+    with pytest.raises(DetectorUnavailableError):
+        det.detect_sync(["hello"])
+
+
+SAMPLE = [
+    "you are a fucking idiot",
+    "have a wonderful day",
+    "I hate all of you people",
+    "kill yourself",
+    "",
+    "what the hell is this",
+]
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_scores_equal_the_package_predict_prob(
+    folded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folded linear model and the generic path both give the package's numbers."""
+    import profanity_check
+
+    from detectors.toxicity import _profanity
+
+    if not folded:
+        monkeypatch.setattr(_profanity, "_fold", lambda model: None)
+    det = ToxicityDetector(Options(backend="profanity"))
+    asyncio.run(det.start())
+    got = [fs[0].score for fs in det.detect_sync(SAMPLE)]
+    assert got == pytest.approx(list(profanity_check.predict_prob(SAMPLE)), abs=1e-9)
