@@ -45,7 +45,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-def spawn(cmd: list[str], core: int | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], core: int | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     if core is not None and len(os.sched_getaffinity(0)) > 1:
         cmd = ["taskset", "-c", str(core), *cmd]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -81,8 +83,11 @@ async def load_unary(session: aiohttp.ClientSession, url: str, n: int, conc: int
     async def worker() -> None:
         for _ in counter:
             t = time.perf_counter()
-            async with session.post(url + "/v1/chat/completions", data=body,
-                                    headers={"Content-Type": "application/json"}) as r:
+            async with session.post(
+                url + "/v1/chat/completions",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as r:
                 await r.read()
                 assert r.status == 200, r.status
             run.latencies.append(time.perf_counter() - t)
@@ -94,15 +99,19 @@ async def load_unary(session: aiohttp.ClientSession, url: str, n: int, conc: int
 
 
 async def load_stream(session: aiohttp.ClientSession, url: str, n: int, pace_ms: float) -> Run:
-    prompt = f"stream a paced answer please [[demo:pace_ms={pace_ms}]] [[demo:chunk=4]] " + "word " * 40
-    body = orjson.dumps({"model": "m", "stream": True,
-                         "messages": [{"role": "user", "content": prompt}]})
+    prompt = (
+        f"stream a paced answer please [[demo:pace_ms={pace_ms}]] [[demo:chunk=4]] " + "word " * 40
+    )
+    body = orjson.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    )
     run = Run()
     t0 = time.perf_counter()
     for _ in range(n):
         t = time.perf_counter()
-        async with session.post(url + "/v1/chat/completions", data=body,
-                                headers={"Content-Type": "application/json"}) as r:
+        async with session.post(
+            url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        ) as r:
             first = True
             async for chunk in r.content.iter_any():
                 if first:
@@ -127,17 +136,36 @@ async def main_async(args: argparse.Namespace) -> None:
         "upstream": spawn([py, "-m", "sidecar.cli", "demo-upstream", "--port", str(up_port)], 0),
     }
     upstream = f"http://127.0.0.1:{up_port}"
-    procs["floor"] = spawn([py, str(HERE / "_floor_proxy.py"), "--upstream", upstream,
-                            "--port", str(floor_port)], 1)
+    procs["floor"] = spawn(
+        [py, str(HERE / "_floor_proxy.py"), "--upstream", upstream, "--port", str(floor_port)], 1
+    )
     cfg = tmp / "railwatch.yaml"
     cfg.write_text(
         f"data_dir: {tmp}\nprivacy: {{capture: raw}}\n"
         f"exporters:\n  - kind: jsonl\n    options: {{path: '{tmp}/traces.jsonl'}}\n"
-        + (f"policy: {args.policy}\n" if args.policy else "")
+        + (
+            f"guardrails: {{enabled: true, policy: '{args.policy}'}}\n"
+            if args.policy
+            else "guardrails: {enabled: false}\n"
+        )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAILWATCH_")}
-    procs["sidecar"] = spawn([py, "-m", "sidecar.cli", "serve", "--config", str(cfg),
-                              "--upstream", upstream, "--port", str(side_port)], 1, env)
+    procs["sidecar"] = spawn(
+        [
+            py,
+            "-m",
+            "sidecar.cli",
+            "serve",
+            "--config",
+            str(cfg),
+            "--upstream",
+            upstream,
+            "--port",
+            str(side_port),
+        ],
+        1,
+        env,
+    )
     targets = {
         "direct": (upstream, None),
         "floor": (f"http://127.0.0.1:{floor_port}", procs["floor"].pid),
@@ -179,12 +207,16 @@ def med(xs: list[float]) -> float:
 
 
 def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace) -> None:
-    print(f"\nrailwatch proxy benchmark: medians of {args.rounds} rounds, 2 KB chat bodies, "
-          "proxies pinned to one core, tracing on (JSON-lines exporter)")
+    print(
+        f"\nrailwatch proxy benchmark: medians of {args.rounds} rounds, 2 KB chat bodies, "
+        "proxies pinned to one core, tracing on (JSON-lines exporter)"
+    )
     for scen in ("unary c=1", "unary c=32"):
         print(f"\n{scen}")
-        print(f"{'target':<8} {'CPU ms/req':>10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'added p50':>10} {'added p99':>10}")
+        print(
+            f"{'target':<8} {'CPU ms/req':>10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'added p50':>10} {'added p99':>10}"
+        )
         direct = results[(scen, "direct")]
         d50 = med([pct(r.latencies, 0.5) for r in direct])
         d99 = med([pct(r.latencies, 0.99) for r in direct])
@@ -197,9 +229,13 @@ def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace) 
             p50 = med([pct(r.latencies, 0.5) for r in runs])
             p99 = med([pct(r.latencies, 0.99) for r in runs])
             cpu_s = f"{cpu[name]:.3f}" if name != "direct" else "-"
-            print(f"{name:<8} {cpu_s:>10} {rps:>8.0f} {p50 * 1000:>8.3f} {p99 * 1000:>8.3f} "
-                  f"{(p50 - d50) * 1000:>10.3f} {(p99 - d99) * 1000:>10.3f}")
-        print(f"CPU per request, sidecar/floor: {cpu['sidecar'] / cpu['floor']:.2f}x (target <= 1.5x)")
+            print(
+                f"{name:<8} {cpu_s:>10} {rps:>8.0f} {p50 * 1000:>8.3f} {p99 * 1000:>8.3f} "
+                f"{(p50 - d50) * 1000:>10.3f} {(p99 - d99) * 1000:>10.3f}"
+            )
+        print(
+            f"CPU per request, sidecar/floor: {cpu['sidecar'] / cpu['floor']:.2f}x (target <= 1.5x)"
+        )
     print(f"\nstream ({args.streams} streams per round, chunks paced {args.pace_ms} ms)")
     print(f"{'target':<8} {'TTFB p50 ms':>12} {'vs direct':>10} {'CPU us/chunk':>13} {'chunks':>7}")
     d_ttfb = med([pct(r.ttfb, 0.5) for r in results[("stream", "direct")]])
@@ -209,19 +245,31 @@ def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace) 
         ttfb = med([pct(r.ttfb, 0.5) for r in runs])
         per_chunk[name] = med([r.cpu / max(1, r.chunks) * 1e6 for r in runs])
         cpu_s = f"{per_chunk[name]:.1f}" if name != "direct" else "-"
-        print(f"{name:<8} {ttfb * 1000:>12.3f} {(ttfb - d_ttfb) * 1000:>10.3f} {cpu_s:>13} "
-              f"{runs[0].chunks:>7}")
-    print(f"CPU per chunk, sidecar/floor: {per_chunk['sidecar'] / per_chunk['floor']:.2f}x "
-          "(target <= 1.5x; TTFB target within 1 ms of direct)")
+        print(
+            f"{name:<8} {ttfb * 1000:>12.3f} {(ttfb - d_ttfb) * 1000:>10.3f} {cpu_s:>13} "
+            f"{runs[0].chunks:>7}"
+        )
+    print(
+        f"CPU per chunk, sidecar/floor: {per_chunk['sidecar'] / per_chunk['floor']:.2f}x "
+        "(target <= 1.5x; TTFB target within 1 ms of direct)"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=2000, help="requests per c=32 run (c=1 runs a quarter)")
+    ap.add_argument(
+        "--requests", type=int, default=2000, help="requests per c=32 run (c=1 runs a quarter)"
+    )
     ap.add_argument("--streams", type=int, default=20)
     ap.add_argument("--pace-ms", type=float, default=5.0)
-    ap.add_argument("--policy", help="policy file for the sidecar (detectors on)")
+    ap.add_argument(
+        "--policy",
+        help="policy file for the sidecar (detectors on); default: "
+        "guardrails off, tracing only (e.g. bench/policy_cpu.yaml)",
+    )
     args = ap.parse_args()
     try:
         import uvloop

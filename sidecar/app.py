@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +20,16 @@ from aiohttp import web
 from exporters import registry as exporter_registry
 from exporters.base import Exporter
 from exporters.batch import BatchProcessor, ExportPipeline
+from detectors import registry as detector_registry
+from detectors.errors import DetectorError
+from detectors.runner import DetectorRunner
 from sidecar.errors import ConfigError, StartupError
-from sidecar.pipeline.emit import Emitter
-from sidecar.pipeline.proxy import Proxy
+from sidecar.pipeline.actions import UpstreamSet
+from sidecar.pipeline.emit import Emitter, TextMasker
+from sidecar.pipeline.guard import Guard
+from sidecar.pipeline.proxy import Proxy, public_url
 from sidecar.pipeline.upstream import UpstreamClient
+from sidecar.policy import Policy, load_policy
 from sidecar.settings import ExporterSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -33,10 +40,11 @@ class Runtime:
     """The started components of one sidecar; held by the app under ``RUNTIME``."""
 
     settings: Settings
-    upstream: UpstreamClient
+    upstreams: UpstreamSet
     exports: ExportPipeline
     emitter: Emitter
     proxy: Proxy
+    guard: Guard | None = None
     components: dict[str, str] = field(default_factory=dict)  # name -> "starting" | "ok" | ...
 
 
@@ -59,6 +67,50 @@ def build_exporters(settings: Settings) -> list[tuple[Exporter, ExporterSettings
     return built
 
 
+def build_guard(policy: Policy) -> Guard:
+    """Create (not start) every detector the policy names, in a runner."""
+    runner = DetectorRunner()
+    detectors = {}
+    for name, spec in policy.detectors.items():
+        try:
+            detector = detector_registry.create(spec.kind, spec.options, name=name)
+        except DetectorError as exc:
+            raise ConfigError(f"invalid policy detector '{name}': {exc}") from None
+        runner.add(detector, spec.run)
+        detectors[name] = detector
+    return Guard(policy, runner, detectors)
+
+
+def privacy_masker(guard: Guard | None) -> TextMasker | None:
+    """For ``privacy.capture: masked``: mask every PII finding of the policy's PII detector."""
+    if guard is None:
+        return None
+    from sidecar.masking import Masker
+
+    for name, spec in guard.policy.detectors.items():
+        if spec.kind == "pii":
+            detector = guard.detectors[name]
+
+            def mask(text: str, _d: Any = detector) -> str:
+                return Masker().mask(text, _d.detect_sync([text])[0])
+
+            return mask
+    return None
+
+
+def _check_fallbacks(policy: Policy, settings: Settings) -> None:
+    for i, route in enumerate(policy.routes):
+        for j, target in enumerate(route.fallback):
+            if target.upstream not in (None, "primary") and (
+                target.upstream not in settings.fallback_upstreams
+            ):
+                known = ", ".join(sorted(settings.fallback_upstreams)) or "none"
+                raise ConfigError(
+                    f"invalid policy key 'routes.{i}.fallback.{j}.upstream': unknown upstream "
+                    f"'{target.upstream}' (settings fallback_upstreams: {known})"
+                )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -74,11 +126,27 @@ def create_app(
         pairs = build_exporters(settings)
     else:
         pairs = [(e, ExporterSettings(kind=e.name)) for e in exporters]
-    upstream = UpstreamClient(settings.upstream, settings.upstream.url)
+    upstreams = UpstreamSet(
+        UpstreamClient(settings.upstream, settings.upstream.url),
+        {
+            name: UpstreamClient(spec, spec.url or "")
+            for name, spec in settings.fallback_upstreams.items()
+        },
+        settings.circuit,
+        public_url,
+    )
+    for name, spec in settings.fallback_upstreams.items():
+        if spec.url is None:
+            raise ConfigError(f"invalid setting 'fallback_upstreams.{name}.url': required")
+    guard = None
+    if settings.guardrails.enabled:
+        policy = load_policy(settings.guardrails.policy)
+        _check_fallbacks(policy, settings)
+        guard = build_guard(policy)
     exports = ExportPipeline()
-    emitter = Emitter(exports, settings.privacy)
-    proxy = Proxy(settings.server, upstream, emitter)
-    runtime = Runtime(settings, upstream, exports, emitter, proxy)
+    emitter = Emitter(exports, settings.privacy, privacy_masker(guard))
+    proxy = Proxy(settings.server, upstreams, emitter, guard)
+    runtime = Runtime(settings, upstreams, exports, emitter, proxy, guard)
 
     # aiohttp's own body limit is ours plus slack; ingress enforces the exact limit (413).
     app = web.Application(client_max_size=settings.server.max_body_bytes + 1024)
@@ -87,8 +155,19 @@ def create_app(
 
     async def lifespan(_app: web.Application) -> AsyncIterator[None]:
         runtime.components["upstream_client"] = "starting"
-        await upstream.start()
+        await upstreams.start()
         runtime.components["upstream_client"] = "ok"
+        if guard is not None:
+            runtime.components["detectors"] = "starting"
+            try:
+                await guard.runner.start()
+            except DetectorError as exc:
+                runtime.components["detectors"] = "failed"
+                await upstreams.close()
+                await guard.runner.close()
+                raise StartupError(str(exc)) from exc
+            runtime.components["detectors"] = "ok"
+            _limit_torch_threads(settings.guardrails.torch_threads)
         for exporter, spec in pairs:
             key = f"exporter:{exporter.name}"
             runtime.components[key] = "starting"
@@ -100,7 +179,7 @@ def create_app(
                         await result
                 except Exception as exc:
                     runtime.components[key] = "failed"
-                    await upstream.close()
+                    await upstreams.close()
                     raise StartupError(
                         f"exporter '{exporter.name}' failed to start: {type(exc).__name__}: {exc}"
                     ) from exc
@@ -116,8 +195,11 @@ def create_app(
         try:
             yield
         finally:
-            await upstream.close()
+            await upstreams.close()
             runtime.components["upstream_client"] = "stopped"
+            if guard is not None:
+                await guard.runner.close()
+                runtime.components["detectors"] = "stopped"
             await asyncio.to_thread(exports.shutdown, settings.server.shutdown_timeout_s)
             for name in list(runtime.components):
                 if name.startswith("exporter:"):
@@ -127,14 +209,24 @@ def create_app(
     return app
 
 
+def _limit_torch_threads(threads: int) -> None:
+    """Apply ``guardrails.torch_threads`` when a detector loaded torch (never imports it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and threads > 0:
+        torch.set_num_threads(threads)
+
+
 def readiness(runtime: Runtime, upstream_state: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
     """(ready, JSON body) for ``/readyz``."""
     exporters = runtime.exports.state()
     components: dict[str, Any] = {
         "upstream": upstream_state,
+        "upstreams": runtime.upstreams.state(),
         "pipeline": {"state": "ok", **runtime.proxy.state()},
         "exporters": exporters,
     }
+    if runtime.guard is not None:
+        components["detectors"] = runtime.guard.runner.state()
     started = all(state == "ok" for state in runtime.components.values())
     ready = started and upstream_state.get("state") == "ok"
     for name, state in runtime.components.items():

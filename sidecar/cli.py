@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sidecar import __version__
@@ -77,6 +78,21 @@ def _banner(url: str, upstream: str, demo: bool, traces: str) -> str:
     return "\n".join(lines)
 
 
+def _describe_exporters(settings: Any) -> str:
+    parts = []
+    for spec in settings.exporters:
+        if spec.kind == "jsonl":
+            path = str(spec.options.get("path", "-")).replace("{data_dir}", str(settings.data_path()))
+            parts.append(f"jsonl -> {path}")
+        elif spec.kind == "clickhouse":
+            dsn = spec.options.get("dsn")
+            where = "server" if dsn else f"embedded chDB in {settings.data_path('clickhouse')}"
+            parts.append(f"clickhouse ({where}; read with `railwatch traces` / `railwatch report`)")
+        else:
+            parts.append(spec.kind)
+    return ", ".join(parts) or "no exporters"
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -114,13 +130,7 @@ async def _serve(args: argparse.Namespace) -> int:
         await site.start()
         host, port = runner.addresses[0][:2]
         host = f"[{host}]" if ":" in host else host
-        traces = ", ".join(f"{e.kind}" for e in settings.exporters) or "no exporters"
-        for spec in settings.exporters:
-            if spec.kind == "jsonl":
-                path = str(spec.options.get("path", "-")).replace(
-                    "{data_dir}", str(settings.data_path())
-                )
-                traces = traces.replace("jsonl", f"jsonl -> {path}", 1)
+        traces = _describe_exporters(settings)
         print(_banner(f"http://{host}:{port}", settings.upstream.url or "", demo is not None, traces),
               flush=True)
         await _wait_for_signal()
@@ -137,6 +147,154 @@ def _demo_upstream(args: argparse.Namespace) -> int:
 
     _setup_logging("INFO")
     run_demo_upstream(args.host, args.port, chunk_delay_ms=args.chunk_delay_ms)
+    return 0
+
+
+async def _check_async(args: argparse.Namespace, text: str) -> dict[str, Any]:
+    from sidecar.app import build_guard
+    from sidecar.policy import load_policy
+
+    guard = build_guard(load_policy(args.policy))
+    try:
+        await guard.runner.start()
+    except Exception as exc:
+        await guard.runner.close()
+        raise StartupError(f"detectors failed to start: {exc}") from None
+    try:
+        if args.route:
+            route = guard.route_named(args.route)
+            if route is None:
+                raise ConfigError(f"no policy route named '{args.route}'")
+        else:
+            route = guard.route_for("/v1/chat/completions", None, None)
+        return await guard.check_text(text, args.stage, route)
+    finally:
+        await guard.runner.close()
+
+
+def _check(args: argparse.Namespace) -> int:
+    import orjson
+
+    _setup_logging("WARNING")
+    text = sys.stdin.read() if args.text == "-" else args.text
+    result = _run(_check_async(args, text))
+    if args.json:
+        sys.stdout.write(orjson.dumps(result).decode() + "\n")
+        return 0
+    findings = result["findings"]
+    print(f"route: {result['route'] or '(none matched)'}    stage: {args.stage}")
+    if findings:
+        print(f"{'detector':<12} {'label':<20} {'score':>7} {'span':>13}")
+        for f in findings:
+            print(f"{f['detector']:<12} {f['label']:<20} {f['score']:>7.3f} "
+                  f"{str(f['start']) + '-' + str(f['end']):>13}")
+    else:
+        print("no findings")
+    decision = result["decision"]
+    reasons = ", ".join(decision["reasons"]) or "-"
+    print(f"decision: {decision['action']}    reasons: {reasons}")
+    if "masked_text" in result:
+        print(f"masked: {result['masked_text']}")
+    return 0
+
+
+def _models_pull(args: argparse.Namespace) -> int:
+    from detectors.errors import DetectorError
+    from detectors.toxicity.folder import default_model_dir
+    from detectors.toxicity.pull import pull_detoxify
+
+    _setup_logging("INFO")
+    dest = Path(args.dest) if args.dest else default_model_dir(args.checkpoint)
+    try:
+        folder = pull_detoxify(args.checkpoint, dest, overwrite=args.overwrite, progress=True)
+    except DetectorError as exc:
+        print(f"railwatch: models pull failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {folder}; the toxicity detector finds it there (or set options.model_dir)")
+    return 0
+
+
+def _storage(args: argparse.Namespace) -> tuple[Any, str]:
+    """A ClickHouse client and database from the settings' clickhouse exporter (or defaults)."""
+    from exporters.clickhouse import ClickHouseExporter, connect
+    from exporters.errors import ExporterError
+    from sidecar.settings import load_settings
+
+    settings = load_settings(args.config)
+    options: dict[str, Any] = {}
+    for spec in settings.exporters:
+        if spec.kind == "clickhouse":
+            options = dict(spec.options)
+            break
+    exporter = ClickHouseExporter.from_options(options, data_dir=settings.data_path())
+    try:
+        return connect(exporter.config), exporter.config.database
+    except ExporterError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    import orjson
+
+    if as_json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
+        return
+    cols = ["started_at", "route", "model", "status", "decision", "total_ms", "overhead_ms",
+            "prompt_tokens", "completion_tokens", "error_type", "trace_id"]
+    table = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in table]) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in table:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if hasattr(value, "isoformat"):
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
+def _traces(args: argparse.Namespace) -> int:
+    from exporters.clickhouse import queries
+
+    _setup_logging("WARNING")
+    client, database = _storage(args)
+    if args.traces_command == "tail":
+        rows_iter = queries.tail(client, args.n, args.follow, database=database,
+                                 include_text=args.text)
+        try:
+            for row in rows_iter:
+                _print_rows([row], args.json)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+        return 0
+    rows = queries.query_traces(
+        client, database=database, since=args.since, model=args.model, decision=args.decision,
+        route=args.route, tenant=args.tenant, trace_id=args.trace_id, limit=args.limit,
+        include_text=args.text,
+    )
+    _print_rows(rows, args.json)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import orjson
+
+    from exporters.clickhouse import queries
+
+    _setup_logging("WARNING")
+    client, database = _storage(args)
+    data = queries.report(client, database=database, since=args.since)
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, default=str).decode() + "\n")
+    else:
+        print(queries.format_report(data))
     return 0
 
 
@@ -171,6 +329,71 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--chunk-delay-ms", type=float, default=0.0,
                       help="delay between streamed chunks, milliseconds")
     demo.set_defaults(func=_demo_upstream)
+
+    check = sub.add_parser(
+        "check",
+        help="run the detectors and the policy on a text",
+        description="Run a policy route's detectors on TEXT (or standard input with '-') and "
+        "print the findings and the decision.",
+    )
+    check.add_argument("text", metavar="TEXT|-")
+    check.add_argument("--stage", choices=("input", "output"), default="input")
+    check.add_argument("--policy", metavar="FILE", help="policy file (default: the shipped one)")
+    check.add_argument("--route", help="policy route name (default: the one for chat)")
+    check.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    check.set_defaults(func=_check)
+
+    models = sub.add_parser("models", help="manage local model folders",
+                            description="Fetch and prepare model folders for offline use.")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    pull = msub.add_parser(
+        "pull",
+        help="download a Detoxify checkpoint into a self-contained folder (needs a network)",
+        description="Download Detoxify weights, config and tokenizer and write a folder the "
+        "toxicity detector loads offline.",
+    )
+    pull.add_argument("model", choices=("detoxify",))
+    pull.add_argument("--checkpoint", choices=("original", "unbiased", "multilingual"),
+                      default="original")
+    pull.add_argument("--dest", help="destination folder (default: $RAILWATCH_MODELS_DIR or "
+                      "~/.cache/railwatch/models, then detoxify-CHECKPOINT)")
+    pull.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    pull.set_defaults(func=_models_pull)
+    models.set_defaults(func=lambda a: (models.print_help(), 2)[1])
+
+    storage_note = (" Reads the ClickHouse storage of the settings (default: embedded chDB in "
+                    "data_dir, which only one process can open: stop the sidecar first, or "
+                    "point the clickhouse exporter at a server).")
+    traces = sub.add_parser("traces", help="read stored traces",
+                            description="Read stored traces." + storage_note)
+    tsub = traces.add_subparsers(dest="traces_command", metavar="ACTION")
+    for name, helptext in (("tail", "the latest traces (and new ones with --follow)"),
+                           ("query", "traces matching filters")):
+        t = tsub.add_parser(name, help=helptext, description=helptext + "." + storage_note)
+        t.add_argument("--config", metavar="FILE", help="YAML settings file")
+        t.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        t.add_argument("--text", action="store_true", help="include prompt and output text")
+        if name == "tail":
+            t.add_argument("-n", type=int, default=20, help="how many (default 20)")
+            t.add_argument("--follow", "-f", action="store_true", help="keep printing new ones")
+        else:
+            t.add_argument("--since", default="1h", help="e.g. 15m, 1h, 7d or an ISO time")
+            t.add_argument("--model")
+            t.add_argument("--decision", help="pass, flag, mask, block, ...")
+            t.add_argument("--route", help="chat, text_completion, embeddings, ...")
+            t.add_argument("--tenant")
+            t.add_argument("--trace-id")
+            t.add_argument("--limit", type=int, default=100)
+        t.set_defaults(func=_traces)
+    traces.set_defaults(func=lambda a: (traces.print_help(), 2)[1])
+
+    report = sub.add_parser("report", help="a summary of traffic and guardrails",
+                            description="Request volume, latency percentiles, TTFT/TPOT, "
+                            "tokens, trigger rates, PII types, JSON validity." + storage_note)
+    report.add_argument("--since", default="24h", help="e.g. 1h, 24h, 7d")
+    report.add_argument("--config", metavar="FILE", help="YAML settings file")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=_report)
     return parser
 
 

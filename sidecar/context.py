@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.record import DecisionRecord, FindingRecord
+from sidecar.record import AttemptRecord, DecisionRecord, DetectorRunRecord, FindingRecord
 
 
 @dataclass(slots=True)
@@ -73,9 +73,11 @@ class RequestContext:
 
     # guardrails
     findings: list[FindingRecord] = field(default_factory=list)
+    detector_runs: list[DetectorRunRecord] = field(default_factory=list)
     decisions: list[DecisionRecord] = field(default_factory=list)
     decision: str = "pass"
     retries: int = 0
+    attempts: list[AttemptRecord] = field(default_factory=list)
     handoff_id: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
 

@@ -35,6 +35,33 @@ class FindingRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DetectorRunRecord:
+    """One detector's run on one text of the request (for child spans and latency metrics)."""
+
+    stage: str  # "input" | "output"
+    detector: str
+    offset_ms: float  # when the stage started, after the request arrived
+    latency_ms: float  # the caller's wait, queueing included
+    findings: int = 0  # findings the detector returned (triggered or not)
+    error: str | None = None  # "timeout" | "crashed" | "unavailable"
+    batch_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One request sent to an upstream: the first, a retry, or a fallback (child spans)."""
+
+    kind: str  # "primary" | "retry" | "fallback"
+    upstream: str  # the upstream's name ("primary" or a fallback's name)
+    model: str | None  # the model asked for in this attempt
+    offset_ms: float  # when it was sent, after the request arrived
+    duration_ms: float
+    status: int = 0  # upstream HTTP status (0: no answer)
+    error: str | None = None  # "upstream_unavailable" | "upstream_timeout" | "circuit_open" | ...
+    decision: str = "pass"  # the output guard's verdict on this attempt's answer
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionRecord:
     """One policy decision taken at a stage of the request."""
 
@@ -84,6 +111,7 @@ class TraceRecord:
 
     # timings, milliseconds
     total_ms: float = 0.0
+    upstream_offset_ms: float | None = None  # request arrived -> first upstream send
     upstream_ms: float | None = None  # request sent -> last upstream byte
     overhead_ms: float | None = None  # total - upstream: what the sidecar added
     ttft_ms: float | None = None  # streams: request received -> first content token sent
@@ -102,9 +130,11 @@ class TraceRecord:
 
     # guardrails
     findings: tuple[FindingRecord, ...] = ()
+    detector_runs: tuple[DetectorRunRecord, ...] = ()
     decisions: tuple[DecisionRecord, ...] = ()
     decision: str = "pass"  # the final action
     retries: int = 0
+    attempts: tuple[AttemptRecord, ...] = ()
     handoff_id: str | None = None
 
     attributes: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
@@ -112,9 +142,9 @@ class TraceRecord:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists, nested records dicts)."""
         out: dict[str, Any] = {}
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             value = getattr(self, name)
-            if name == "findings":
+            if name in ("findings", "detector_runs", "attempts"):
                 value = [_slots_dict(f) for f in value]
             elif name == "decisions":
                 value = [

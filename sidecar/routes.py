@@ -7,6 +7,8 @@ from aiohttp import web
 
 from sidecar import __version__, semconv
 from sidecar.app import RUNTIME, Runtime, readiness
+from sidecar.errors import BadRequestError, NotFoundError, RequestError, error_json
+from sidecar.pipeline.ingress import parse_json_object, read_body
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -21,8 +23,43 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
 
     async def readyz(request: web.Request) -> web.Response:
         rt = request.app[RUNTIME]
-        ready, body = readiness(rt, await rt.upstream.probe())
+        ready, body = readiness(rt, await rt.upstreams.primary.client.probe())
         return _json(body, 200 if ready else 503)
+
+    async def guardrails_check(request: web.Request) -> web.Response:
+        """Run a stage's detectors and the policy on one text, without proxying."""
+        rt = request.app[RUNTIME]
+        try:
+            body = parse_json_object(await read_body(request, rt.settings.server.max_body_bytes))
+            text, stage = body.get("text"), body.get("stage", "input")
+            if not isinstance(text, str):
+                raise BadRequestError("'text' must be a string", param="text", code="invalid_type")
+            if stage not in ("input", "output"):
+                raise BadRequestError("'stage' must be 'input' or 'output'", param="stage",
+                                      code="invalid_type")
+            route_name = body.get("route")
+            response_format = body.get("response_format")
+            if response_format is not None and not isinstance(response_format, dict):
+                raise BadRequestError("'response_format' must be an object",
+                                      param="response_format", code="invalid_type")
+            if rt.guard is None:
+                raise NotFoundError("guardrails are disabled on this sidecar",
+                                    code="guardrails_disabled")
+            if route_name is None:
+                route = rt.guard.route_for("/v1/chat/completions", None, None)
+            elif isinstance(route_name, str):
+                route = rt.guard.route_named(route_name)
+                if route is None:
+                    raise BadRequestError(f"no policy route named '{route_name}'",
+                                          param="route", code="unknown_route")
+            else:
+                raise BadRequestError("'route' must be a string", param="route",
+                                      code="invalid_type")
+        except RequestError as exc:
+            return web.Response(body=error_json(exc.message, exc.error_type, exc.param, exc.code),
+                                status=exc.status, content_type="application/json")
+        result = await rt.guard.check_text(text, stage, route, response_format)
+        return _json(result)
 
     router = app.router
     router.add_get("/healthz", healthz)
@@ -31,4 +68,5 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
     router.add_post("/v1/completions", proxy.openai_handler(semconv.OP_TEXT_COMPLETION))
     router.add_post("/v1/embeddings", proxy.openai_handler(semconv.OP_EMBEDDINGS))
     router.add_get("/v1/models", proxy.passthrough_handler(semconv.OP_MODELS))
+    router.add_post("/v1/guardrails/check", guardrails_check)
     router.add_route("*", "/{tail:.*}", proxy.passthrough_handler())

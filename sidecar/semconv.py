@@ -56,3 +56,101 @@ METRIC_DETECTOR_DURATION = "railwatch_detector_duration_seconds"
 METRIC_IN_FLIGHT = "railwatch_requests_in_flight"
 METRIC_EXPORTER_QUEUE = "railwatch_exporter_queue_depth"
 METRIC_EXPORTER_DROPPED = "railwatch_exporter_dropped_records"
+
+# --- OpenTelemetry: more GenAI / HTTP names (checked against opentelemetry-semantic-conventions
+# 0.66b1, ``_incubating/attributes/gen_ai_attributes.py`` and ``metrics/gen_ai_metrics.py``)
+GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
+GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"  # seconds
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # JSON string; only with capture_content
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # JSON string; only with capture_content
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+GEN_AI_TOKEN_TYPE_INPUT = "input"
+GEN_AI_TOKEN_TYPE_OUTPUT = "output"
+GEN_AI_PROVIDER_OPENAI = "openai"  # the default gen_ai.provider.name: the wire format is OpenAI's
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+HTTP_ROUTE = "http.route"
+URL_PATH = "url.path"
+URL_FULL = "url.full"
+
+# OpenTelemetry GenAI client metrics (histograms)
+OTEL_METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"  # unit {token}
+OTEL_METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"  # unit s
+OTEL_METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"  # unit s
+OTEL_METRIC_TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"  # unit s
+
+# OpenTelemetry span and event names of our own (the request span is named from GenAI/HTTP rules)
+SPAN_DETECTOR = "detect"  # child span "detect {detector}", one per detector run
+EVENT_DECISION = "railwatch.policy.decision"  # span event, one per DecisionRecord
+
+# railwatch.* span / event attributes (durations in ms say so in the name)
+RAILWATCH_REQUEST_ID = "railwatch.request_id"
+RAILWATCH_ROUTE = "railwatch.route"
+RAILWATCH_UPSTREAM_ATTEMPTS = "railwatch.upstream.attempts"
+RAILWATCH_ATTEMPT_INDEX = "railwatch.upstream.attempt"  # 0-based, on each upstream attempt span
+RAILWATCH_TENANT = "railwatch.tenant"
+RAILWATCH_USER = "railwatch.user"
+RAILWATCH_DECISION = "railwatch.decision"  # the final action
+RAILWATCH_DECISION_STAGE = "railwatch.decision.stage"
+RAILWATCH_DECISION_REASONS = "railwatch.decision.reasons"
+RAILWATCH_RETRIES = "railwatch.retries"
+RAILWATCH_HANDOFF_ID = "railwatch.handoff_id"
+RAILWATCH_CLIENT_DISCONNECTED = "railwatch.client_disconnected"
+RAILWATCH_USAGE_SOURCE = "railwatch.usage.source"
+RAILWATCH_CONTENT_MASKED = "railwatch.content.masked"
+RAILWATCH_OVERHEAD_MS = "railwatch.duration.overhead_ms"
+RAILWATCH_TPOT_MS = "railwatch.duration.tpot_ms"
+RAILWATCH_DETECTOR = "railwatch.detector.name"
+RAILWATCH_DETECTOR_STAGE = "railwatch.detector.stage"
+RAILWATCH_DETECTOR_FINDINGS = "railwatch.detector.findings"
+RAILWATCH_DETECTOR_BATCH_SIZE = "railwatch.detector.batch_size"
+RAILWATCH_FINDING_STAGE = "railwatch.finding.stage"
+RAILWATCH_FINDING_ACTION = "railwatch.finding.action"
+RAILWATCH_FINDING_START = "railwatch.finding.start"  # character offsets, never the text
+RAILWATCH_FINDING_END = "railwatch.finding.end"
+
+# --- Prometheus: more metric names (base units seconds; counters get _total from the client)
+METRIC_REQUEST_ERRORS = "railwatch_request_errors"  # counter {route, error_type}
+METRIC_RETRIES = "railwatch_retries"  # counter {route}
+METRIC_DETECTOR_ERRORS = "railwatch_detector_errors"  # counter {detector, error}
+METRIC_DETECTOR_INFO = "railwatch_detector_info"  # gauge 1 {detector, kind, backend}
+METRIC_DETECTOR_UP = "railwatch_detector_up"  # gauge 0/1 {detector}
+METRIC_DETECTOR_QUEUE = "railwatch_detector_queue_depth"  # gauge {detector}
+METRIC_EXPORTER_FAILED = "railwatch_exporter_failed_records"  # counter {exporter}
+METRIC_EXPORTER_EXPORTED = "railwatch_exporter_exported_records"  # counter {exporter}
+METRIC_EXPORTER_UP = "railwatch_exporter_worker_up"  # gauge 0/1 {exporter}
+METRIC_CLICKHOUSE_UP = "railwatch_clickhouse_up"  # gauge 0/1 {exporter}
+METRIC_CLICKHOUSE_PENDING_ROWS = "railwatch_clickhouse_pending_rows"  # gauge {exporter}
+METRIC_CLICKHOUSE_BACKLOG_ROWS = "railwatch_clickhouse_backlog_rows"  # gauge {exporter}
+METRIC_CLICKHOUSE_BACKLOG_BYTES = "railwatch_clickhouse_backlog_bytes"  # gauge {exporter}
+METRIC_CLICKHOUSE_INSERTED_ROWS = "railwatch_clickhouse_inserted_rows"  # counter {exporter}
+METRIC_CLICKHOUSE_INSERT_FAILURES = "railwatch_clickhouse_insert_failures"  # counter {exporter}
+METRIC_CLICKHOUSE_SPILLED_ROWS = "railwatch_clickhouse_spilled_rows"  # counter {exporter}
+METRIC_CLICKHOUSE_REPLAYED_ROWS = "railwatch_clickhouse_replayed_rows"  # counter {exporter}
+METRIC_CLICKHOUSE_DROPPED_ROWS = "railwatch_clickhouse_dropped_rows"  # counter {exporter}
+METRIC_CLICKHOUSE_REJECTED_ROWS = "railwatch_clickhouse_rejected_rows"  # counter {exporter}
+METRIC_UPSTREAM_UP = "railwatch_upstream_up"  # gauge 0/1 {upstream}
+METRIC_UPSTREAM_ERRORS = "railwatch_upstream_errors"  # counter {upstream, error}
+METRIC_UPSTREAM_CIRCUIT = "railwatch_upstream_circuit_state"  # gauge 1 {upstream, state}
+METRIC_STATE_SOURCE_ERRORS = "railwatch_metrics_source_errors"  # counter {source}
+
+# Prometheus label names
+LABEL_ROUTE = "route"
+LABEL_MODEL = "model"
+LABEL_STATUS = "status"
+LABEL_DECISION = "decision"
+LABEL_ERROR_TYPE = "error_type"
+LABEL_TOKEN_TYPE = "type"
+LABEL_DETECTOR = "detector"
+LABEL_STAGE = "stage"
+LABEL_LABEL = "label"
+LABEL_ACTION = "action"
+LABEL_ERROR = "error"
+LABEL_KIND = "kind"
+LABEL_BACKEND = "backend"
+LABEL_EXPORTER = "exporter"
+LABEL_UPSTREAM = "upstream"
+LABEL_STATE = "state"
+LABEL_SOURCE = "source"
+LABEL_OTHER = "other"  # the value a bounded label takes past its cap or outside its known set

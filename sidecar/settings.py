@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sidecar.errors import ConfigError
+from sidecar.pipeline.circuit import CircuitSettings
 
 ENV_PREFIX = "RAILWATCH_"
 
@@ -90,18 +91,21 @@ class GuardrailSettings(_Model):
 
     enabled: bool = True
     policy: str | None = None
+    # CPU threads for torch-based detectors (0: torch's default, one per core). One
+    # thread keeps model work from stalling the event loop on a shared machine.
+    torch_threads: int = Field(default=1, ge=0)
 
 
 class Settings(_Model):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    fallback_upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+    circuit: CircuitSettings = CircuitSettings()
     privacy: PrivacySettings = PrivacySettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     data_dir: str = ".railwatch"
     exporters: list[ExporterSettings] = Field(
-        default_factory=lambda: [
-            ExporterSettings(kind="jsonl", options={"path": "{data_dir}/traces.jsonl"})
-        ]
+        default_factory=lambda: [ExporterSettings(kind="clickhouse")]  # embedded chDB in data_dir
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,14 +1,16 @@
-"""The request pipeline: ingress -> input guard -> upstream -> output guard -> client -> emit.
+"""The request envelope and the pass-through route.
 
 One :class:`Proxy` serves every request. Each request gets its own
-:class:`~sidecar.context.RequestContext`; the stages fill it and the emit stage
-freezes it into a trace record in ``finally``, so every request (errors, overload
-and client disconnects included) leaves exactly one record.
+:class:`~sidecar.context.RequestContext`; the envelope (:meth:`Proxy._guarded`)
+applies the in-flight limit, turns :class:`RequestError` into OpenAI-shaped error
+responses, notes client disconnects, and freezes the context into a trace record
+in ``finally``, so every request (errors, overload and disconnects included)
+leaves exactly one record. The OpenAI routes run
+:class:`~sidecar.pipeline.completions.CompletionFlow`; every other path and method
+is forwarded untouched by :meth:`Proxy._passthrough`, streamed back as it comes.
 
-Streams go straight through: each upstream chunk is written to the client as it
-arrives, then observed (never buffered, never delayed by observation). A client
-that disconnects cancels the handler (``handler_cancellation``), which releases
-the upstream response and so closes the upstream connection.
+A client that disconnects cancels the handler (``handler_cancellation``), which
+releases the upstream response and so closes the upstream connection.
 """
 
 from __future__ import annotations
@@ -21,43 +23,23 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
 from sidecar import semconv
 from sidecar.context import RequestContext
-from sidecar.errors import OverloadedError, RequestError, UpstreamTimeoutError, error_json
+from sidecar.errors import OverloadedError, RequestError
 from sidecar.pipeline import ingress
+from sidecar.pipeline.actions import UpstreamSet
+from sidecar.pipeline.completions import CompletionFlow
 from sidecar.pipeline.emit import Emitter
-from sidecar.pipeline.observe import StreamObserver, decode_body, observe_unary
-from sidecar.pipeline.upstream import UpstreamClient, forward_request_headers, response_headers
+from sidecar.pipeline.guard import Guard
+from sidecar.pipeline.responses import error_response
+from sidecar.pipeline.streaming import StreamFlow
+from sidecar.pipeline.upstream import forward_request_headers, response_headers
 from sidecar.settings import ServerSettings
 from sidecar.tracecontext import new_span_id, new_trace_id, parse_traceparent
 
 logger = logging.getLogger(__name__)
-
-_JSON = "application/json"
-_STREAM_BROKEN_EVENT = b"data: " + orjson.dumps(
-    {
-        "error": {
-            "message": "the upstream stream ended before it was complete",
-            "type": "upstream_error",
-            "param": None,
-            "code": "upstream_stream_broken",
-        }
-    }
-) + b"\n\n"
-_STREAM_TIMEOUT_EVENT = b"data: " + orjson.dumps(
-    {
-        "error": {
-            "message": "the upstream stream stalled past the read timeout",
-            "type": "upstream_error",
-            "param": None,
-            "code": "upstream_timeout",
-        }
-    }
-) + b"\n\n"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,13 +57,21 @@ def public_url(url: str) -> str:
 
 class Proxy:
     def __init__(
-        self, server: ServerSettings, upstream: UpstreamClient, emitter: Emitter
+        self,
+        server: ServerSettings,
+        upstreams: UpstreamSet,
+        emitter: Emitter,
+        guard: Guard | None = None,
     ) -> None:
         self.server = server
-        self.upstream = upstream
+        self.upstreams = upstreams
+        self.upstream = upstreams.primary.client
         self.emitter = emitter
+        self.guard = guard
+        self.streams = StreamFlow(upstreams)
+        self.completions = CompletionFlow(server, upstreams, guard, self.streams)
         self.in_flight = 0
-        self._upstream_label = public_url(upstream.base_url)
+        self._upstream_label = upstreams.primary.label
         self._overloaded_headers = {"Retry-After": str(server.retry_after_s)}
 
     # --- context --------------------------------------------------------------------------
@@ -114,14 +104,7 @@ class Proxy:
         self.emitter.emit(ctx)
 
     def error_response(self, ctx: RequestContext, exc: RequestError) -> web.Response:
-        ctx.fail(exc.status, exc.code)
-        headers = {semconv.HEADER_TRACE_ID: ctx.trace_id, **exc.headers}
-        return web.Response(
-            body=error_json(exc.message, exc.error_type, exc.param, exc.code),
-            status=exc.status,
-            content_type=_JSON,
-            headers=headers,
-        )
+        return error_response(ctx, exc)
 
     async def _guarded(
         self,
@@ -160,113 +143,12 @@ class Proxy:
     # --- OpenAI routes --------------------------------------------------------------------
 
     def openai_handler(self, route: str) -> Handler:
+        flow = self.completions
+
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await self._guarded(request, route, self._openai)
+            return await self._guarded(request, route, flow.handle)
 
         return handle
-
-    async def _openai(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
-        raw, _body = await ingress.parse_request(request, ctx, self.server.max_body_bytes)
-        headers = forward_request_headers(request.headers, ctx, inspect=True)
-        if ctx.stream:
-            return await self._forward_stream(request, ctx, headers, raw)
-        return await self._forward_unary(request, ctx, headers, raw, inspect=True)
-
-    async def _forward_unary(
-        self,
-        request: web.Request,
-        ctx: RequestContext,
-        headers: CIMultiDict[str],
-        payload: bytes | None,
-        *,
-        inspect: bool,
-    ) -> web.Response:
-        resp = await self.upstream.send(
-            ctx, request.method, request.path_qs, headers, payload, stream=False
-        )
-        try:
-            raw = await self.upstream.read_body(resp)
-        finally:
-            resp.release()
-        ctx.upstream_done_at = time.perf_counter()
-        return self._unary_response(ctx, resp, raw, inspect=inspect)
-
-    def _unary_response(
-        self, ctx: RequestContext, resp: aiohttp.ClientResponse, raw: bytes, *, inspect: bool
-    ) -> web.Response:
-        status = resp.status
-        ctx.status = status
-        if status >= 400:
-            ctx.error_type = "upstream_server_error" if status >= 500 else "upstream_client_error"
-        elif inspect:
-            try:
-                body = decode_body(raw, resp.headers.get("Content-Encoding"))
-            except (ValueError, OSError):
-                body = b""
-            if body:
-                observe_unary(ctx, body)
-        out = web.Response(
-            body=raw, status=status, headers=response_headers(resp.headers.items(), decoded=False)
-        )
-        out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
-        return out
-
-    async def _forward_stream(
-        self,
-        request: web.Request,
-        ctx: RequestContext,
-        headers: CIMultiDict[str],
-        payload: bytes,
-    ) -> web.StreamResponse:
-        resp = await self.upstream.send(
-            ctx, request.method, request.path_qs, headers, payload, stream=True
-        )
-        try:
-            ctype = resp.headers.get("Content-Type", "")
-            if resp.status != 200 or not ctype.startswith("text/event-stream"):
-                # An error, or a server that ignored "stream": pass the body through whole.
-                raw = await self.upstream.read_body(resp)
-                ctx.upstream_done_at = time.perf_counter()
-                return self._unary_response(ctx, resp, raw, inspect=True)
-            out = web.StreamResponse(
-                status=200, headers=response_headers(resp.headers.items(), decoded=False)
-            )
-            out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
-            await out.prepare(request)
-            ctx.status = 200
-            observer = StreamObserver(ctx)
-            content = resp.content
-            tail: bytes | None = None
-            while True:
-                try:
-                    chunk = await content.readany()
-                except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-                    ctx.error_type, tail = UpstreamTimeoutError.code, _STREAM_TIMEOUT_EVENT
-                    break
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError):
-                    ctx.error_type, tail = "upstream_stream_broken", _STREAM_BROKEN_EVENT
-                    break
-                if not chunk:
-                    break
-                try:
-                    await out.write(chunk)
-                except ConnectionResetError:
-                    ctx.client_disconnected = True
-                    ctx.error_type = "client_disconnected"
-                    break
-                observer.feed(chunk)
-            ctx.upstream_done_at = time.perf_counter()
-            observer.close()
-            if not ctx.client_disconnected:
-                try:
-                    if tail is not None:
-                        await out.write(tail)
-                    await out.write_eof()
-                except ConnectionResetError:
-                    ctx.client_disconnected = True
-            return out
-        finally:
-            resp.release()
 
     # --- everything else --------------------------------------------------------------------
 

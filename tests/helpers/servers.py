@@ -67,7 +67,11 @@ async def start_sidecar_async(
 
 
 def sidecar_settings(upstream_url: str, **sections: dict[str, Any]) -> Settings:
-    overrides: dict[str, Any] = {"upstream": {"url": upstream_url}, "privacy": {"capture": "raw"}}
+    overrides: dict[str, Any] = {
+        "upstream": {"url": upstream_url},
+        "privacy": {"capture": "raw"},
+        "guardrails": {"enabled": False},  # proxy tests; guard tests turn it on
+    }
     for key, value in sections.items():
         overrides.setdefault(key, {}).update(value)
     return load_settings(env={}, overrides=overrides)

@@ -26,7 +26,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_version_and_help() -> None:
     out = subprocess.run([*RAILWATCH, "--version"], capture_output=True, text=True, check=True)
     assert re.fullmatch(r"railwatch \d+\.\d+\.\d+\n", out.stdout)
-    for sub in ([], ["serve"], ["demo-upstream"]):
+    for sub in ([], ["serve"], ["demo-upstream"], ["check"], ["models"], ["models", "pull"],
+                ["traces"], ["traces", "tail"], ["traces", "query"], ["report"]):
         res = subprocess.run([*RAILWATCH, *sub, "--help"], capture_output=True, text=True)
         assert res.returncode == 0 and "usage: railwatch" in res.stdout
 
@@ -79,11 +80,20 @@ def test_serve_without_upstream_starts_the_demo(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "from the README" not in err  # no request text in logs
-    traces = (tmp_path / "data" / "traces.jsonl").read_bytes().splitlines()
-    records = [orjson.loads(t) for t in traces]
+    # the default storage is embedded chDB in the data dir; the sidecar has exited, so the
+    # CLI can open it (one process per chDB path)
+    env = _env(tmp_path)
+    res = subprocess.run([*RAILWATCH, "traces", "query", "--json", "--text", "--since", "1h"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    records = [orjson.loads(line) for line in res.stdout.splitlines()]
     chat = [r for r in records if r["route"] == "chat"]
     assert len(chat) == 1 and chat[0]["status"] == 200
     assert chat[0]["output_text"] == "Echo: from the README"
+    res = subprocess.run([*RAILWATCH, "report", "--since", "1h"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "requests" in res.stdout.lower()
 
 
 @pytest.mark.parametrize("argv", [["serve", "--port", "notaport"], ["frobnicate"]])

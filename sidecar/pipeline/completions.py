@@ -1,0 +1,186 @@
+"""The OpenAI flow: ingress -> input guard -> upstream (with actions) -> output guard.
+
+:class:`CompletionFlow` handles ``/v1/chat/completions``, ``/v1/completions`` and
+``/v1/embeddings``. Without a matching policy route it is a lean pass-through
+(parse, forward, observe). With one, the input guard may mask or block, unary
+answers go through the actions stage (:mod:`sidecar.pipeline.actions`: retries,
+fallbacks, ``then``) and the output guard, and streams go through the stream
+flow (:mod:`sidecar.pipeline.streaming`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from sidecar.context import RequestContext
+from sidecar.masking import PLACEHOLDER_PATTERN, Masker
+from sidecar.pipeline import ingress
+from sidecar.pipeline.actions import ACCEPTABLE, ActionRunner, Attempt, UpstreamSet
+from sidecar.pipeline.guard import Guard
+from sidecar.pipeline.observe import decode_body, observe_unary
+from sidecar.pipeline.responses import blocked_response, upstream_response
+from sidecar.pipeline.streaming import StreamFlow
+from sidecar.pipeline.upstream import UpstreamClient, forward_request_headers
+from sidecar.policy import SEVERITY, Decision, Route
+from sidecar.settings import ServerSettings
+
+# (ctx, route, reason, the answer the model gave or None, the decision) -> the client's response
+HandoffHook = Callable[
+    [RequestContext, Route, str, str | None, Decision], Awaitable[web.StreamResponse]
+]
+
+
+def input_restore(masker: Masker) -> Callable[[str], str]:
+    """Restore only the placeholders the input guard issued (not output-leak masks)."""
+    table = dict(masker.mapping)
+
+    def restore(text: str) -> str:
+        if "<" not in text:
+            return text
+        return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
+
+    return restore
+
+
+async def send_unary(
+    client: UpstreamClient,
+    request: web.Request,
+    ctx: RequestContext,
+    headers: CIMultiDict[str],
+    payload: bytes | None,
+) -> tuple[int, Any, bytes]:
+    """(status, headers, body) of one non-streaming upstream exchange."""
+    resp = await client.send(ctx, request.method, request.path_qs, headers, payload, stream=False)
+    try:
+        raw = await client.read_body(resp)
+    finally:
+        resp.release()
+    ctx.upstream_done_at = time.perf_counter()
+    return resp.status, resp.headers, raw
+
+
+class CompletionFlow:
+    def __init__(
+        self,
+        server: ServerSettings,
+        upstreams: UpstreamSet,
+        guard: Guard | None,
+        streams: StreamFlow,
+    ) -> None:
+        self.server = server
+        self.upstreams = upstreams
+        self.guard = guard
+        self.streams = streams
+        self.handoff: HandoffHook | None = None
+
+    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        raw, body = await ingress.parse_request(request, ctx, self.server.max_body_bytes)
+        guard = self.guard
+        route = guard.route_for(request.path, ctx.model_requested, ctx.tenant) if guard else None
+        headers = forward_request_headers(request.headers, ctx, inspect=True)
+        if route is None or guard is None:
+            if ctx.stream:
+                return await self.streams.forward(request, ctx, headers, raw)
+            status, up_headers, answer = await send_unary(
+                self.upstreams.primary.client, request, ctx, headers, raw
+            )
+            if status == 200:
+                _observe(ctx, up_headers, answer)
+            return upstream_response(ctx, status, up_headers.items(), answer)
+
+        ctx.attributes["railwatch.policy.route"] = route.name
+        masker = Masker()
+        input_decision = "pass"
+        if route.input:
+            decision, changed = await guard.check_input(ctx, route, body, masker)
+            input_decision = decision.action
+            if decision.action == "block":
+                return blocked_response(ctx, route, "input", decision)
+            if decision.action == "handoff" and self.handoff is not None:
+                return await self.handoff(ctx, route, "input_guardrail", None, decision)
+            if changed:
+                raw = orjson.dumps(body)
+        restore = input_restore(masker) if len(masker) else None
+        if ctx.stream:
+            return await self.streams.guarded(request, ctx, headers, raw, route, masker, restore)
+        return await self._unary(request, ctx, headers, body, raw, route, masker, restore,
+                                 input_decision)
+
+    async def _unary(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        headers: CIMultiDict[str],
+        body: dict[str, Any],
+        raw: bytes,
+        route: Route,
+        masker: Masker,
+        restore: Callable[[str], str] | None,
+        input_decision: str,
+    ) -> web.StreamResponse:
+        guard = self.guard
+        assert guard is not None
+        check_output = bool(route.output) or restore is not None
+
+        async def send(attempt: Attempt, payload: bytes) -> None:
+            status, up_headers, answer = await send_unary(
+                attempt.upstream.client, request, ctx, headers, payload
+            )
+            attempt.status, attempt.headers, attempt.raw = status, up_headers, answer
+            if status != 200 or not check_output:
+                return
+            try:
+                doc = orjson.loads(decode_body(answer, up_headers.get("Content-Encoding")))
+            except (ValueError, OSError):
+                return
+            if not isinstance(doc, dict):
+                return
+            attempt.doc = doc
+            attempt.decision, attempt.changed = await guard.check_output(
+                ctx, route, doc, masker, restore
+            )
+
+        final = await ActionRunner(ctx, route, self.upstreams, send, body, raw).run()
+        ctx.upstream = final.upstream.label
+        if final.error is not None and final.status == 0:
+            if route.then == "handoff" and self.handoff is not None:
+                return await self.handoff(ctx, route, "upstream_failure", None, final.decision)
+            raise final.error
+        if final.status == 200:
+            _observe(ctx, final.headers, final.raw)
+        else:
+            return upstream_response(ctx, final.status, final.headers.items(), final.raw)
+        action = final.decision.action
+        if action not in ACCEPTABLE:
+            if action in ("retry", "fallback"):  # rounds spent: the route's `then` decides
+                action = route.then
+                ctx.attributes["railwatch.exhausted"] = "1"
+            if action == "block":
+                return blocked_response(ctx, route, "output", final.decision)
+            if action == "handoff":
+                if self.handoff is not None:
+                    answer = ctx.output_text
+                    return await self.handoff(ctx, route, "output_guardrail", answer, final.decision)
+                ctx.attributes["railwatch.handoff.unavailable"] = "1"
+                return blocked_response(ctx, route, "output", final.decision)
+            action = "flag"  # then: pass, flagged
+        ctx.decision = max(input_decision, action, key=SEVERITY.__getitem__)
+        if final.changed and final.doc is not None:
+            return upstream_response(ctx, 200, final.headers.items(), orjson.dumps(final.doc),
+                                     decoded=True)
+        return upstream_response(ctx, 200, final.headers.items(), final.raw)
+
+
+def _observe(ctx: RequestContext, headers: Any, raw: bytes) -> None:
+    try:
+        body = decode_body(raw, headers.get("Content-Encoding"))
+    except (ValueError, OSError):
+        return
+    if body:
+        observe_unary(ctx, body)

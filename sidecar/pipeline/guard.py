@@ -1,0 +1,306 @@
+"""Input and output guard stages: run the route's detectors, apply the policy's decision.
+
+The input guard checks every text of the request (each message's content, content
+parts and tool results included; each prompt; each embedding input) with the
+route's input detectors. PII the policy masks is replaced in the forwarded body by
+stable placeholders (``<EMAIL_ADDRESS_1>``); the mapping lives only in this request's
+:class:`~sidecar.masking.Masker`. A ``block`` ends the request with the route's
+block response before anything reaches the upstream.
+
+The output guard checks each choice of a non-streaming answer (its content, and
+tool-call arguments for the format detector) on the answer *as the upstream sent
+it*, so the user's own masked data is not mistaken for a leak. Output PII the
+policy masks gets new placeholders; then the input placeholders, and only those,
+are restored. Streams get the input guard and placeholder restoration; windowed
+output checks on streams come with the stream guard.
+
+Findings that triggered a rule go into the trace with the action they caused;
+each stage's decision is recorded too. Nothing here logs or raises request text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors.base import Detector, Finding, TextContext
+from detectors.runner import DetectionOutcome, DetectorRunner
+from sidecar.context import RequestContext
+from sidecar.masking import Masker
+from sidecar.policy import PASS, Decision, Policy, Route, decide, merge
+from sidecar.record import DecisionRecord, DetectorRunRecord, FindingRecord
+
+# A place in a JSON body that holds text: keys and indexes from the root.
+Path = tuple[str | int, ...]
+
+
+@dataclass(slots=True)
+class Segment:
+    path: Path
+    text: str
+    context: TextContext
+
+
+@dataclass(slots=True)
+class StageResult:
+    decision: Decision
+    started: float = 0.0  # perf_counter when the stage's detectors were called
+    outcomes: list[dict[str, DetectionOutcome]] = field(default_factory=list)  # per segment
+    decisions: list[Decision] = field(default_factory=list)  # per segment
+
+
+def _get(doc: Any, path: Path) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+def _set(doc: Any, path: Path, value: Any) -> None:
+    for key in path[:-1]:
+        doc = doc[key]
+    doc[path[-1]] = value
+
+
+def input_segments(route: str, body: Mapping[str, Any]) -> list[Segment]:
+    """Every text of an OpenAI request body, with where it lives."""
+    ctx_in = TextContext(stage="input")
+    out: list[Segment] = []
+    if route == "chat":
+        for i, message in enumerate(body.get("messages") or ()):
+            content = message.get("content")
+            if isinstance(content, str) and content:
+                out.append(Segment(("messages", i, "content"), content, ctx_in))
+            elif isinstance(content, list):
+                for j, part in enumerate(content):
+                    if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]:
+                        out.append(Segment(("messages", i, "content", j, "text"), part["text"], ctx_in))
+    else:
+        key = "prompt" if route == "text_completion" else "input"
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            out.append(Segment((key,), value, ctx_in))
+        elif isinstance(value, list):
+            for k, item in enumerate(value):
+                if isinstance(item, str) and item:
+                    out.append(Segment((key, k), item, ctx_in))
+    return out
+
+
+def output_segments(
+    route: str, doc: Mapping[str, Any], request: Mapping[str, Any] | None
+) -> list[Segment]:
+    """Every text of a non-streaming answer; chat choices carry their tool calls."""
+    out: list[Segment] = []
+    request = request or {}
+    response_format = request.get("response_format")
+    tools = request.get("tools")
+    for i, choice in enumerate(doc.get("choices") or ()):
+        if not isinstance(choice, dict):
+            continue
+        if route == "chat":
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            calls = [
+                {"name": (c.get("function") or {}).get("name"),
+                 "arguments": (c.get("function") or {}).get("arguments")}
+                for c in (message.get("tool_calls") or ())
+                if isinstance(c, dict)
+            ]
+            context = TextContext(
+                stage="output",
+                response_format=response_format if isinstance(response_format, dict) else None,
+                tools=tools if isinstance(tools, list) else None,
+                tool_calls=calls or None,
+            )
+            text = content if isinstance(content, str) else ""
+            if text or calls:
+                out.append(Segment(("choices", i, "message", "content"), text, context))
+        else:
+            text = choice.get("text")
+            if isinstance(text, str):
+                out.append(Segment(("choices", i, "text"), text, TextContext(stage="output")))
+    return out
+
+
+class Guard:
+    """Runs a policy's detectors for the pipeline, the check API and the CLI."""
+
+    def __init__(
+        self, policy: Policy, runner: DetectorRunner, detectors: Mapping[str, Detector]
+    ) -> None:
+        self.policy = policy
+        self.runner = runner
+        self.detectors = dict(detectors)  # name -> instance, as added to the runner
+        self._routes: dict[tuple[str, str | None, str | None], Route | None] = {}
+
+    def route_for(self, path: str, model: str | None, tenant: str | None) -> Route | None:
+        key = (path, model, tenant)
+        try:
+            return self._routes[key]
+        except KeyError:
+            route = self.policy.route_for(path, model, tenant)
+            if len(self._routes) < 4096:  # bounded: model and tenant come from clients
+                self._routes[key] = route
+            return route
+
+    def route_named(self, name: str) -> Route | None:
+        return next((r for r in self.policy.routes if r.name == name), None)
+
+    async def run_stage(self, route: Route, stage: str, segments: Sequence[Segment]) -> StageResult:
+        rules = route.input if stage == "input" else route.output
+        names = route.detectors(stage)
+        if not names or not segments:
+            return StageResult(PASS)
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(self.runner.run_many(names, s.text, s.context) for s in segments)
+        )
+        stage_result = StageResult(PASS, started)
+        for outcomes in results:
+            by_name = {o.detector: o for o in outcomes}
+            stage_result.outcomes.append(by_name)
+            stage_result.decisions.append(decide(rules, by_name))
+        stage_result.decision = merge(stage_result.decisions)
+        return stage_result
+
+    @staticmethod
+    def record(ctx: RequestContext, stage: str, result: StageResult) -> None:
+        """Put the stage's triggered findings and its decision on the trace."""
+        for outcomes, decision in zip(result.outcomes, result.decisions):
+            for t in decision.triggered:
+                outcome = outcomes.get(t.finding.detector)
+                ctx.findings.append(
+                    FindingRecord(
+                        stage=stage,
+                        detector=t.finding.detector,
+                        label=t.finding.label,
+                        score=round(float(t.finding.score), 6),
+                        start=t.finding.start,
+                        end=t.finding.end,
+                        action=t.action,
+                        latency_ms=round(outcome.latency_ms, 4) if outcome else 0.0,
+                    )
+                )
+            offset = round((result.started - ctx.t0) * 1000.0, 4)
+            for outcome in outcomes.values():
+                ctx.detector_runs.append(
+                    DetectorRunRecord(
+                        stage=stage,
+                        detector=outcome.detector,
+                        offset_ms=offset,
+                        latency_ms=round(outcome.latency_ms, 4),
+                        findings=len(outcome.findings),
+                        error=outcome.error,
+                        batch_size=outcome.batch_size,
+                    )
+                )
+                if outcome.error:
+                    ctx.attributes[f"railwatch.detector.{outcome.detector}.error"] = outcome.error
+        decision = result.decision
+        ctx.decisions.append(DecisionRecord(stage, decision.action, decision.reasons))
+        from sidecar.policy import SEVERITY
+
+        if SEVERITY[decision.action] > SEVERITY.get(ctx.decision, 0):
+            ctx.decision = decision.action
+
+    # --- the pipeline's two stages -----------------------------------------------------
+
+    async def check_input(
+        self, ctx: RequestContext, route: Route, body: dict[str, Any], masker: Masker
+    ) -> tuple[Decision, bool]:
+        """Check and (when the policy masks) rewrite ``body`` in place; (decision, changed)."""
+        segments = input_segments(ctx.route, body)
+        result = await self.run_stage(route, "input", segments)
+        self.record(ctx, "input", result)
+        changed = False
+        if result.decision.action not in ("pass", "block"):
+            for segment, decision in zip(segments, result.decisions):
+                spans = decision.mask_findings
+                if spans:
+                    _set(body, segment.path, masker.mask(segment.text, spans))
+                    changed = True
+        return result.decision, changed
+
+    async def check_output(
+        self,
+        ctx: RequestContext,
+        route: Route,
+        doc: dict[str, Any],
+        masker: Masker,
+        restore: Callable[[str], str] | None,
+    ) -> tuple[Decision, bool]:
+        """Check a parsed answer; mask leaks and restore input placeholders in place."""
+        segments = output_segments(ctx.route, doc, ctx.body)
+        result = await self.run_stage(route, "output", segments)
+        self.record(ctx, "output", result)
+        changed = False
+        if result.decision.action == "block":
+            return result.decision, False
+        for index, segment in enumerate(segments):
+            text = segment.text
+            spans = result.decisions[index].mask_findings if result.decisions else []
+            if spans:
+                text = masker.mask(text, spans)
+            if restore is not None:
+                text = restore(text)
+            if text != segment.text:
+                _set(doc, segment.path, text)
+                changed = True
+        if restore is not None:
+            changed = _restore_tool_calls(doc, restore) or changed
+        return result.decision, changed
+
+    async def check_text(
+        self,
+        text: str,
+        stage: str,
+        route: Route | None,
+        response_format: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The ``/v1/guardrails/check`` and ``railwatch check`` answer for one text."""
+        started = time.perf_counter()
+        context = TextContext(stage=stage, response_format=response_format)
+        findings: list[Finding] = []
+        decision = PASS
+        masked_text = None
+        if route is not None:
+            result = await self.run_stage(route, stage, [Segment((), text, context)])
+            decision = result.decision
+            for outcomes in result.outcomes:
+                for outcome in outcomes.values():
+                    findings.extend(outcome.findings)
+            spans = decision.mask_findings
+            if spans:
+                masked_text = Masker().mask(text, spans)
+        body: dict[str, Any] = {
+            "findings": [
+                {"detector": f.detector, "label": f.label, "score": round(float(f.score), 6),
+                 "start": f.start, "end": f.end}
+                for f in findings
+            ],
+            "decision": {"action": decision.action, "reasons": list(decision.reasons)},
+            "route": route.name if route is not None else None,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if masked_text is not None:
+            body["masked_text"] = masked_text
+        return body
+
+
+def _restore_tool_calls(doc: dict[str, Any], restore: Callable[[str], str]) -> bool:
+    changed = False
+    for choice in doc.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        for call in (message or {}).get("tool_calls") or ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                restored = restore(fn["arguments"])
+                if restored != fn["arguments"]:
+                    fn["arguments"] = restored
+                    changed = True
+    return changed
