@@ -23,7 +23,8 @@ Data:
   presidio reports them; our detector does not (shown as ``-``).
 - ``--cases``: our own labelled cases, ``bench/data/pii_cases.jsonl`` (one JSON
   object per line: ``text``, ``spans`` [{label, start, end}], ``lookalike``).
-  Look-alike lines have no spans: every prediction on them is a false positive.
+  Look-alike lines hold no pattern entity (only dates, where they are dates), so
+  every pattern-tier prediction on them is a false positive.
 
 Span match rule: a prediction and a gold span match when they have the same label
 and overlap by at least half the length of the longer of the two (so "John" does

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -45,18 +46,46 @@ class Runtime:
     emitter: Emitter
     proxy: Proxy
     guard: Guard | None = None
+    metrics: Any = None  # the PrometheusExporter serving /metrics, when enabled
+    handoff: Any = None  # HandoffService, when handoff.enabled
+    review_auth: Any = None  # ReviewAuth of the /review UI, when handoff.enabled
+    feedback_store: Any = None  # where POST /v1/feedback writes
+    signals: Any = None  # ImplicitSignals
     components: dict[str, str] = field(default_factory=dict)  # name -> "starting" | "ok" | ...
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("railwatch_runtime", Runtime)
 
 
+def _otel_from_environment(settings: Settings) -> bool:
+    """OTLP export is switched on by the standard variables when not configured explicitly."""
+    if any(spec.kind == "otel" for spec in settings.exporters):
+        return False
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return any(
+        os.environ.get(name)
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    )
+
+
 def build_exporters(settings: Settings) -> list[tuple[Exporter, ExporterSettings]]:
-    """Instantiate the configured exporters (cheap; they connect in ``start``)."""
+    """Instantiate the configured exporters (cheap; they connect in ``start``).
+
+    Besides ``settings.exporters``: ``prometheus`` when ``metrics.enabled`` (it serves
+    ``/metrics``), and ``otel`` when an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set.
+    """
     from exporters.errors import ExporterConfigError
 
+    specs = list(settings.exporters)
+    if settings.metrics.enabled and not any(s.kind == "prometheus" for s in specs):
+        specs.append(ExporterSettings(kind="prometheus",
+                                      options={"max_models": settings.metrics.max_models}))
+    if _otel_from_environment(settings):
+        specs.append(ExporterSettings(kind="otel"))
     built = []
-    for i, spec in enumerate(settings.exporters):
+    for i, spec in enumerate(specs):
         try:
             exporter = exporter_registry.create(
                 spec.kind, spec.options, data_dir=settings.data_path()
@@ -124,8 +153,9 @@ def create_app(
                           "without --upstream to start the demo upstream)")
     if exporters is None:
         pairs = build_exporters(settings)
-    else:
+    else:  # given exporters replace `settings.exporters`; metrics and OTLP still apply
         pairs = [(e, ExporterSettings(kind=e.name)) for e in exporters]
+        pairs += build_exporters(settings.model_copy(update={"exporters": []}))
     upstreams = UpstreamSet(
         UpstreamClient(settings.upstream, settings.upstream.url),
         {
@@ -147,6 +177,11 @@ def create_app(
     emitter = Emitter(exports, settings.privacy, privacy_masker(guard))
     proxy = Proxy(settings.server, upstreams, emitter, guard)
     runtime = Runtime(settings, upstreams, exports, emitter, proxy, guard)
+    for exporter, _spec in pairs:
+        if exporter.name == "prometheus":
+            runtime.metrics = exporter
+            _register_state_sources(exporter, runtime)
+    _build_review_services(runtime, [e for e, _ in pairs])
 
     # aiohttp's own body limit is ours plus slack; ingress enforces the exact limit (413).
     app = web.Application(client_max_size=settings.server.max_body_bytes + 1024)
@@ -170,6 +205,7 @@ def create_app(
             _limit_torch_threads(settings.guardrails.torch_threads)
         for exporter, spec in pairs:
             key = f"exporter:{exporter.name}"
+            # (each exporter starts in a thread: ClickHouse connects and migrates here)
             runtime.components[key] = "starting"
             start = getattr(exporter, "start", None)
             if callable(start):
@@ -192,9 +228,15 @@ def create_app(
                 )
             )
             runtime.components[key] = "ok"
+        if runtime.handoff is not None:
+            await runtime.handoff.start()
+            runtime.components["handoff"] = "ok"
         try:
             yield
         finally:
+            if runtime.handoff is not None:
+                await runtime.handoff.close()
+                runtime.components["handoff"] = "stopped"
             await upstreams.close()
             runtime.components["upstream_client"] = "stopped"
             if guard is not None:
@@ -207,6 +249,64 @@ def create_app(
 
     app.cleanup_ctx.append(lifespan)
     return app
+
+
+def _build_review_services(runtime: Runtime, exporters: Sequence[Exporter]) -> None:
+    """Hand-off queue, review UI auth, feedback store and implicit signals.
+
+    Storage is the ClickHouse exporter's (one chDB engine per process: it owns the
+    client); without a ClickHouse exporter both live in memory, lost on restart.
+    """
+    from sidecar.feedback import ImplicitSignals
+    from sidecar.handoff.auth import ReviewAuth
+    from sidecar.handoff.clickhouse import ClickHouseHandoffStore
+    from sidecar.handoff.content import ContentPolicy
+    from sidecar.handoff.hook import make_handoff_hook
+    from sidecar.handoff.service import HandoffService
+    from sidecar.handoff.store import MemoryHandoffStore
+
+    settings = runtime.settings
+    clickhouse = next((e for e in exporters if e.name == "clickhouse"), None)
+    store: Any
+    if clickhouse is not None:
+        store = ClickHouseHandoffStore(clickhouse.run_query)  # type: ignore[attr-defined]
+    else:
+        store = MemoryHandoffStore()
+    runtime.feedback_store = store
+    runtime.signals = ImplicitSignals()
+    runtime.proxy.signals = runtime.signals
+    if not settings.handoff.enabled:
+        return
+    pii = None
+    if runtime.guard is not None:
+        for name, spec in runtime.guard.policy.detectors.items():
+            if spec.kind == "pii":
+                detector = runtime.guard.detectors[name]
+                pii = lambda text, _d=detector: _d.detect_sync([text])[0]  # noqa: E731
+                break
+    service = HandoffService(
+        settings.handoff, store, content=ContentPolicy.from_privacy(settings.privacy, pii)
+    )
+    runtime.handoff = service
+    runtime.review_auth = ReviewAuth.from_settings(settings.handoff.review)
+    runtime.proxy.completions.handoff = make_handoff_hook(service)
+    runtime.proxy.streams.handoff = runtime.proxy.completions.handoff
+    runtime.proxy.completions.handoff_service = service
+
+
+def _register_state_sources(prom: Any, runtime: Runtime) -> None:
+    """Scrape-time gauges from the components' own ``state()``."""
+    from exporters.prometheus import sources
+
+    prom.add_state_source("exports", sources.export_pipeline_source(runtime.exports.state))
+    prom.add_state_source("proxy", sources.proxy_source(runtime.proxy.state))
+    prom.add_state_source("upstreams", sources.upstreams_source(runtime.upstreams.state))
+    prom.add_state_source(
+        "upstream_probe",
+        sources.upstream_probe_source(lambda: runtime.upstreams.primary.client.last_probe()),
+    )
+    if runtime.guard is not None:
+        prom.add_state_source("detectors", sources.detector_runner_source(runtime.guard.runner.state))
 
 
 def _limit_torch_threads(threads: int) -> None:

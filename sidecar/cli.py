@@ -96,7 +96,7 @@ def _describe_exporters(settings: Any) -> str:
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from sidecar.app import create_app
+    from sidecar.app import RUNTIME, create_app
     from sidecar.settings import load_settings
 
     overrides: dict[str, Any] = {}
@@ -131,8 +131,13 @@ async def _serve(args: argparse.Namespace) -> int:
         host, port = runner.addresses[0][:2]
         host = f"[{host}]" if ":" in host else host
         traces = _describe_exporters(settings)
-        print(_banner(f"http://{host}:{port}", settings.upstream.url or "", demo is not None, traces),
-              flush=True)
+        url = f"http://{host}:{port}"
+        print(_banner(url, settings.upstream.url or "", demo is not None, traces), flush=True)
+        runtime = app[RUNTIME]
+        if runtime.review_auth is not None:
+            notice = runtime.review_auth.startup_notice(url)
+            if notice:  # a generated review token: shown once, here, never logged
+                print(notice, flush=True)
         await _wait_for_signal()
         logger.info("shutting down: finishing in-flight requests, flushing exporters")
     finally:

@@ -20,8 +20,9 @@ Placeholders that already occur in the input text are never issued, so a user's
 literal ``<EMAIL_ADDRESS_1>`` is not confused with a masked value.
 
 Measured against presidio-anonymizer (``bench/bench_detectors_pii.py``): its
-AnonymizerEngine with a custom operator is about 25x slower than this splice for
-the same spans, so it is not used.
+AnonymizerEngine with a custom operator producing the same placeholders takes about
+7x the CPU time of this splice for the same spans (58 vs 8 us per 2 KB text with
+five spans), so it is not used.
 
 Nothing here raises on text content; ``mask`` raises ``ValueError`` for a finding
 whose offsets do not fit the text (a detector bug), naming only the offsets.

@@ -87,6 +87,7 @@ class TraceRecord:
     path: str
     route: str  # operation: "chat" | "text_completion" | "embeddings" | "models" | "passthrough" | ...
     upstream: str  # upstream base URL, never with credentials
+    trace_flags: str = "01"  # W3C flags from the caller's traceparent ("01": sampled)
     tenant: str | None = None
     user: str | None = None
     conversation_id: str | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from aiohttp import web
 
@@ -61,12 +63,33 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
         result = await rt.guard.check_text(text, stage, route, response_format)
         return _json(result)
 
+    async def metrics(request: web.Request) -> web.Response:
+        """Prometheus exposition; rendering runs in a thread (it can take tens of ms)."""
+        rt = request.app[RUNTIME]
+        if rt.metrics is None:
+            return web.Response(status=404, text="metrics are disabled\n")
+        body, content_type = await asyncio.to_thread(
+            rt.metrics.render, request.headers.get("Accept")
+        )
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     router = app.router
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)
+    router.add_get("/metrics", metrics)
     router.add_post("/v1/chat/completions", proxy.openai_handler(semconv.OP_CHAT))
     router.add_post("/v1/completions", proxy.openai_handler(semconv.OP_TEXT_COMPLETION))
     router.add_post("/v1/embeddings", proxy.openai_handler(semconv.OP_EMBEDDINGS))
     router.add_get("/v1/models", proxy.passthrough_handler(semconv.OP_MODELS))
     router.add_post("/v1/guardrails/check", guardrails_check)
-    router.add_route("*", "/{tail:.*}", proxy.passthrough_handler())
+    from sidecar.feedback import setup_feedback_routes
+
+    setup_feedback_routes(
+        app, runtime.feedback_store, signals=runtime.signals,
+        store_text=runtime.settings.privacy.capture != "none",
+    )
+    if runtime.handoff is not None:
+        from sidecar.handoff.routes import setup_handoff_routes
+
+        setup_handoff_routes(app, runtime.handoff, runtime.review_auth)
+    router.add_route("*", "/{tail:.*}", proxy.passthrough_handler())  # last: everything else

@@ -88,12 +88,17 @@ EVENT_DECISION = "railwatch.policy.decision"  # span event, one per DecisionReco
 RAILWATCH_REQUEST_ID = "railwatch.request_id"
 RAILWATCH_ROUTE = "railwatch.route"
 RAILWATCH_UPSTREAM_ATTEMPTS = "railwatch.upstream.attempts"
-RAILWATCH_ATTEMPT_INDEX = "railwatch.upstream.attempt"  # 0-based, on each upstream attempt span
+RAILWATCH_UPSTREAM_NAME = "railwatch.upstream.name"  # "primary" or a fallback's name
+RAILWATCH_ATTEMPT_INDEX = "railwatch.attempt.index"  # 0-based, on each upstream attempt span
+RAILWATCH_ATTEMPT_KIND = "railwatch.attempt.kind"  # "primary" | "retry" | "fallback"
+RAILWATCH_ATTEMPT_DECISION = "railwatch.attempt.decision"  # output guard verdict on it
 RAILWATCH_TENANT = "railwatch.tenant"
 RAILWATCH_USER = "railwatch.user"
 RAILWATCH_DECISION = "railwatch.decision"  # the final action
-RAILWATCH_DECISION_STAGE = "railwatch.decision.stage"
-RAILWATCH_DECISION_REASONS = "railwatch.decision.reasons"
+# attributes of the railwatch.policy.decision event
+RAILWATCH_DECISION_STAGE = "railwatch.policy.stage"
+RAILWATCH_DECISION_ACTION = "railwatch.policy.action"
+RAILWATCH_DECISION_REASONS = "railwatch.policy.reasons"
 RAILWATCH_RETRIES = "railwatch.retries"
 RAILWATCH_HANDOFF_ID = "railwatch.handoff_id"
 RAILWATCH_CLIENT_DISCONNECTED = "railwatch.client_disconnected"
@@ -131,8 +136,11 @@ METRIC_CLICKHOUSE_REPLAYED_ROWS = "railwatch_clickhouse_replayed_rows"  # counte
 METRIC_CLICKHOUSE_DROPPED_ROWS = "railwatch_clickhouse_dropped_rows"  # counter {exporter}
 METRIC_CLICKHOUSE_REJECTED_ROWS = "railwatch_clickhouse_rejected_rows"  # counter {exporter}
 METRIC_UPSTREAM_UP = "railwatch_upstream_up"  # gauge 0/1 {upstream}
-METRIC_UPSTREAM_ERRORS = "railwatch_upstream_errors"  # counter {upstream, error}
-METRIC_UPSTREAM_CIRCUIT = "railwatch_upstream_circuit_state"  # gauge 1 {upstream, state}
+METRIC_UPSTREAM_ATTEMPTS = "railwatch_upstream_attempts"  # counter {upstream, kind, error}
+METRIC_UPSTREAM_CIRCUIT = "railwatch_upstream_circuit_state"  # gauge 0/1 {upstream, state}
+METRIC_UPSTREAM_CIRCUIT_FAILURES = "railwatch_upstream_consecutive_failures"  # gauge {upstream}
+METRIC_UPSTREAM_CIRCUIT_OPENED = "railwatch_upstream_circuit_opened"  # counter {upstream}
+METRIC_UPSTREAM_CIRCUIT_REJECTED = "railwatch_upstream_circuit_rejected"  # counter {upstream}
 METRIC_STATE_SOURCE_ERRORS = "railwatch_metrics_source_errors"  # counter {source}
 
 # Prometheus label names

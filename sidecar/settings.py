@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sidecar.errors import ConfigError
+from sidecar.handoff.config import HandoffSettings
 from sidecar.pipeline.circuit import CircuitSettings
 
 ENV_PREFIX = "RAILWATCH_"
@@ -62,6 +63,9 @@ class UpstreamSettings(_Model):
     pool_size: int = Field(default=512, gt=0)
     pool_per_host: int = Field(default=0, ge=0)  # 0: no per-host cap beyond pool_size
     keepalive_s: float = Field(default=30.0, gt=0)
+    # streams on policy routes: ask for stream_options.include_usage so token usage is
+    # always known (the extra chunk is stripped when the client did not ask for it)
+    stream_usage: bool = True
 
     @field_validator("url")
     @classmethod
@@ -96,6 +100,13 @@ class GuardrailSettings(_Model):
     torch_threads: int = Field(default=1, ge=0)
 
 
+class MetricsSettings(_Model):
+    """Prometheus ``GET /metrics`` (always on unless disabled) and its label bounds."""
+
+    enabled: bool = True
+    max_models: int = Field(default=50, ge=1)  # distinct model label values, then "other"
+
+
 class Settings(_Model):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -103,6 +114,8 @@ class Settings(_Model):
     circuit: CircuitSettings = CircuitSettings()
     privacy: PrivacySettings = PrivacySettings()
     guardrails: GuardrailSettings = GuardrailSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    handoff: HandoffSettings = HandoffSettings()
     data_dir: str = ".railwatch"
     exporters: list[ExporterSettings] = Field(
         default_factory=lambda: [ExporterSettings(kind="clickhouse")]  # embedded chDB in data_dir

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "IBAN_LENGTHS",
+    "ascii_digits",
     "card_brand",
     "iban_valid",
     "is_date",
@@ -17,12 +18,24 @@ __all__ = [
     "ssn_valid",
 ]
 
+
+def ascii_digits(s: str) -> str:
+    """``s`` with every Unicode decimal digit ("４", "٤") replaced by its ASCII digit.
+
+    ``str.isascii`` is O(1) in CPython, so ASCII input costs nothing.
+    """
+    if s.isascii():
+        return s
+    return "".join(str(int(c)) if c.isdecimal() else c for c in s)
+
+
 # Luhn: the value contributed by a digit in a doubled position, by digit.
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
 def luhn_valid(digits: str) -> bool:
-    """Luhn (mod 10) check over a string of ASCII digits."""
+    """Luhn (mod 10) check over a string of decimal digits."""
+    digits = ascii_digits(digits)
     total = 0
     double = False
     for ch in reversed(digits):
@@ -65,8 +78,13 @@ def card_brand(digits: str) -> str | None:
     Does not check Luhn; call :func:`luhn_valid` as well.
     """
     n = len(digits)
+    if n < 12 or n > 19:
+        return None
+    digits = ascii_digits(digits)
+    head = int(digits[:4])
+    prefix = (0, head // 1000, head // 100, head // 10, head)  # by prefix length
     for brand, lo, hi, k, lengths in _BRANDS:
-        if n in lengths and lo <= int(digits[:k]) <= hi:
+        if n in lengths and lo <= prefix[k] <= hi:
             return brand
     return None
 
@@ -78,6 +96,7 @@ def ssn_valid(area: str, group: str, serial: str) -> bool:
     serial 0000; also numbers of one repeated digit and the well-known sample
     numbers (Woolworth's 078-05-1120, the 123-45-6789 placeholder, 219-09-9999).
     """
+    area, group, serial = ascii_digits(area), ascii_digits(group), ascii_digits(serial)
     if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
         return False
     whole = area + group + serial
@@ -108,6 +127,7 @@ def iban_valid(iban: str) -> bool:
 
     The caller has already cut ``iban`` to the country's registered length.
     """
+    iban = ascii_digits(iban)
     if len(iban) < 15 or not iban.isascii() or not iban.isalnum():
         return False
     moved = (iban[4:] + iban[:4]).upper()

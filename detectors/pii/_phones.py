@@ -39,6 +39,8 @@ from typing import Literal
 import phonenumbers
 from phonenumbers import Leniency, NumberParseException, PhoneNumberMatcher
 
+from detectors.pii._checks import ascii_digits
+
 __all__ = ["PhoneLeniency", "PhoneValidator"]
 
 PhoneLeniency = Literal["possible", "valid", "strict_grouping", "exact_grouping"]
@@ -304,7 +306,7 @@ class PhoneValidator:
         leading ``+``/``00`` and trailing extension).
         """
         main = _EXTENSION.sub("", candidate) if _MAY_HAVE_EXTENSION(candidate) else candidate
-        digits = _NON_DIGITS.sub("", main)
+        digits = ascii_digits(_NON_DIGITS.sub("", main))  # parse() reads "０３" as "03"
         n = len(digits)
         stripped = main.lstrip("( ")
         if stripped.startswith("+") or (digits.startswith("00") and stripped.startswith("00")):

@@ -6,6 +6,10 @@ through ``nlp.pipe`` in batches. spaCy labels map to presidio's names exactly as
 presidio's default ``ner_model_configuration`` maps them (GPE, LOC and FAC are all
 LOCATION; DATE and TIME are DATE_TIME).
 
+Two sanity filters on spaCy's output (the small model calls many bare numbers
+dates): a DATE_TIME that is only digits must look like a year or YYYYMMDD (4 or 8
+digits), and a PERSON, LOCATION, NRP or ORGANIZATION must contain a letter.
+
 Loading never downloads: a model that is neither an installed package nor an
 existing path is a :class:`~detectors.errors.DetectorStartError`.
 """
@@ -54,6 +58,12 @@ _EXCLUDE = [
     "textcat_multilabel",
     "spancat",
 ]
+
+
+def _plausible(label: str, span: str) -> bool:
+    if label == "DATE_TIME":
+        return not span.isdigit() or len(span) in (4, 8)  # "1985", "20240115"
+    return any(c.isalpha() for c in span)  # "05.12.2023" is no place
 
 
 def model_installed(model: str) -> bool:
@@ -115,7 +125,7 @@ class SpacyNer:
                 found: list[RawMatch] = []
                 for ent in doc.ents:
                     label = SPACY_TO_PRESIDIO.get(ent.label_)
-                    if label is not None and label in wanted:
+                    if label is not None and label in wanted and _plausible(label, ent.text):
                         found.append(
                             RawMatch(
                                 label, ent.start_char, ent.end_char, NER_SCORE, "spacy_ner", False

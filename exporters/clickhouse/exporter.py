@@ -33,10 +33,10 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from clickhouse_connect.driver.client import Client
@@ -61,6 +61,8 @@ from exporters.errors import (
     StorageUnavailableError,
 )
 from exporters.spill import SpillLog
+
+_T = TypeVar("_T")
 from sidecar.record import TraceRecord
 
 logger = logging.getLogger(__name__)
@@ -295,6 +297,18 @@ class ClickHouseExporter:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    def run_query(self, fn: Callable[[Client, str], _T]) -> _T:
+        """Run ``fn(client, database)`` serialised with this exporter's inserts. Blocks.
+
+        For the sidecar's other tables (hand-offs, feedback): with embedded chDB one
+        process has one engine, which this exporter owns. Call from a worker thread.
+        Raises StorageUnavailableError when not connected; ``fn``'s errors propagate.
+        """
+        with self._io_lock:
+            if self._client is None:
+                raise StorageUnavailableError("ClickHouse is not connected")
+            return fn(self._client, self.database)
 
     def state(self) -> dict[str, Any]:
         """JSON-able status for ``/readyz`` and metrics; holds no secret and no text."""

@@ -336,7 +336,8 @@ ATTEMPT_TYPE = (
 
 
 def _v4_detector_runs(d: Ddl) -> list[str]:
-    """``traces.upstream_offset_ms``, ``.detector_runs``, ``.attempts``; a runs aggregate.
+    """``traces.upstream_offset_ms``, ``.detector_runs``, ``.attempts``, ``.trace_flags``;
+    a runs aggregate.
 
     Added columns take their defaults in rows written before (``NULL``, ``[]``); the
     view only sees rows inserted after it exists, and older rows have no runs anyway.
@@ -346,7 +347,8 @@ def _v4_detector_runs(d: Ddl) -> list[str]:
         f"""ALTER TABLE {d.db}.traces{d.on_cluster}
     ADD COLUMN IF NOT EXISTS upstream_offset_ms Nullable(Float64) AFTER total_ms,
     ADD COLUMN IF NOT EXISTS detector_runs Array({DETECTOR_RUN_TYPE}) AFTER detectors,
-    ADD COLUMN IF NOT EXISTS attempts Array({ATTEMPT_TYPE}) AFTER retries""",
+    ADD COLUMN IF NOT EXISTS attempts Array({ATTEMPT_TYPE}) AFTER retries,
+    ADD COLUMN IF NOT EXISTS trace_flags LowCardinality(String) DEFAULT '01' AFTER upstream""",
         f"""CREATE TABLE IF NOT EXISTS {d.db}.detector_runs_1m{d.on_cluster} (
     minute DateTime('UTC'),
     route LowCardinality(String),

@@ -55,7 +55,7 @@ HANDOFF_COLUMNS: tuple[tuple[str, str], ...] = (
     ("resolved_at", "Nullable(DateTime64(3, 'UTC'))"),
     ("version", "UInt64"),
 )
-FEEDBACK_KINDS = ("thumbs", "score")
+FEEDBACK_KINDS = ("thumbs", "score", "preference")
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -13,7 +13,8 @@ from exporters.prometheus.sources import (
     detector_runner_source,
     export_pipeline_source,
     proxy_source,
-    upstream_source,
+    upstream_probe_source,
+    upstreams_source,
 )
 from exporters.prometheus.state import FAMILIES, FamilySpec, StateSample, StateSource
 
@@ -27,5 +28,6 @@ __all__ = [
     "detector_runner_source",
     "export_pipeline_source",
     "proxy_source",
-    "upstream_source",
+    "upstream_probe_source",
+    "upstreams_source",
 ]

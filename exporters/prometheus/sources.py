@@ -7,7 +7,7 @@ The application registers them once at start-up, for example::
     prom.add_state_source("exports", export_pipeline_source(runtime.exports.state))
     prom.add_state_source("proxy", proxy_source(runtime.proxy.state))
     prom.add_state_source("detectors", detector_runner_source(runtime.guard.runner.state))
-    prom.add_state_source("upstream", upstream_source(lambda: upstream_state, url))
+    prom.add_state_source("upstreams", upstreams_source(runtime.upstreams.state))
 
 Missing keys are skipped, so a component may grow (or lack) fields without breaking
 the scrape. Wrapped callables are called on every scrape; they must be cheap.
@@ -43,6 +43,12 @@ _CLICKHOUSE_KEYS = (
     ("rejected_rows", sc.METRIC_CLICKHOUSE_REJECTED_ROWS),
 )
 CIRCUIT_STATES = ("closed", "open", "half_open")
+# CircuitBreaker.snapshot() key -> metric
+_CIRCUIT_KEYS = (
+    ("consecutive_failures", sc.METRIC_UPSTREAM_CIRCUIT_FAILURES),
+    ("opened", sc.METRIC_UPSTREAM_CIRCUIT_OPENED),
+    ("rejected", sc.METRIC_UPSTREAM_CIRCUIT_REJECTED),
+)
 
 
 def _number(value: Any) -> float | None:
@@ -132,31 +138,47 @@ def detector_runner_source(state: StateFn) -> StateSource:
     return source
 
 
-def upstream_source(state: StateFn, upstream: str) -> StateSource:
-    """From an upstream state dict: ``state`` ("ok" = up), ``errors`` {kind: count},
-    ``circuit`` ("closed" | "open" | "half_open"). ``upstream`` labels the series; pass
-    the public URL (no credentials)."""
+def upstreams_source(state: Callable[[], Mapping[str, Mapping[str, Any]]]) -> StateSource:
+    """From ``UpstreamSet.state()`` (``{name: {"url", "circuit": {"state",
+    "consecutive_failures", "opened", "rejected"}}}``): each upstream's circuit breaker.
+
+    Series are labelled by the upstream's configured name (``primary`` or a fallback's),
+    never by its URL.
+    """
+
+    def source() -> Iterator[StateSample]:
+        for name, st in state().items():
+            circuit = st.get("circuit")
+            if not isinstance(circuit, Mapping):
+                continue
+            labels = {sc.LABEL_UPSTREAM: name}
+            now = circuit.get("state")
+            if isinstance(now, str):
+                for known in CIRCUIT_STATES:
+                    yield StateSample(
+                        sc.METRIC_UPSTREAM_CIRCUIT,
+                        1.0 if now == known else 0.0,
+                        {**labels, sc.LABEL_STATE: known},
+                    )
+            for key, metric in _CIRCUIT_KEYS:
+                value = _number(circuit.get(key))
+                if value is not None:
+                    yield StateSample(metric, value, labels)
+
+    return source
+
+
+def upstream_probe_source(state: StateFn, upstream: str = "primary") -> StateSource:
+    """From an upstream probe result (``{"state": "ok" | "unreachable" | ...}``, as
+    ``UpstreamClient.probe`` caches it): ``railwatch_upstream_up{upstream}``. The
+    callable must return the cached result, never probe on the scrape."""
 
     def source() -> Iterator[StateSample]:
         st = state()
-        labels = {sc.LABEL_UPSTREAM: upstream}
         if "state" in st:
-            yield StateSample(sc.METRIC_UPSTREAM_UP, 1.0 if st["state"] == "ok" else 0.0, labels)
-        errors = st.get("errors")
-        if isinstance(errors, Mapping):
-            for kind, count in errors.items():
-                value = _number(count)
-                if value is not None:
-                    yield StateSample(
-                        sc.METRIC_UPSTREAM_ERRORS, value, {**labels, sc.LABEL_ERROR: str(kind)}
-                    )
-        circuit = st.get("circuit")
-        if isinstance(circuit, str):
-            for name in CIRCUIT_STATES:
-                yield StateSample(
-                    sc.METRIC_UPSTREAM_CIRCUIT,
-                    1.0 if circuit == name else 0.0,
-                    {**labels, sc.LABEL_STATE: name},
-                )
+            yield StateSample(
+                sc.METRIC_UPSTREAM_UP, 1.0 if st["state"] == "ok" else 0.0,
+                {sc.LABEL_UPSTREAM: upstream},
+            )
 
     return source

@@ -93,12 +93,16 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
         "gauge", "Texts waiting for a detector's next batch.", (sc.LABEL_DETECTOR,)),
     sc.METRIC_UPSTREAM_UP: FamilySpec(
         "gauge", "1 when the upstream answered its last probe.", (sc.LABEL_UPSTREAM,)),
-    sc.METRIC_UPSTREAM_ERRORS: FamilySpec(
-        "counter", "Upstream call errors by kind, as the upstream client counts them.",
-        (sc.LABEL_UPSTREAM, sc.LABEL_ERROR)),
     sc.METRIC_UPSTREAM_CIRCUIT: FamilySpec(
-        "gauge", "1 for the circuit breaker's current state per upstream, 0 for the others.",
+        "gauge", "1 for each upstream's circuit breaker state now, 0 for its other states.",
         (sc.LABEL_UPSTREAM, sc.LABEL_STATE)),
+    sc.METRIC_UPSTREAM_CIRCUIT_FAILURES: FamilySpec(
+        "gauge", "Consecutive failures counted by an upstream's circuit breaker.",
+        (sc.LABEL_UPSTREAM,)),
+    sc.METRIC_UPSTREAM_CIRCUIT_OPENED: FamilySpec(
+        "counter", "Times an upstream's circuit breaker opened.", (sc.LABEL_UPSTREAM,)),
+    sc.METRIC_UPSTREAM_CIRCUIT_REJECTED: FamilySpec(
+        "counter", "Calls an open circuit breaker refused.", (sc.LABEL_UPSTREAM,)),
 })
 
 

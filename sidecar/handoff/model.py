@@ -10,7 +10,8 @@ Stored form (the ``handoffs`` table, written through a :class:`HandoffStore`):
   holding only what the privacy setting allows (``None`` when no text may be kept);
 - ``findings``: JSON list of ``{"stage", "detector", "label", "score", "action",
   "start", "end", "message"}`` (character offsets into the stored text of
-  ``messages[message]``, or of the answer when ``message`` is null); never text;
+  ``messages[message]``, or of the answer when ``message`` is null; ``message``
+  -1 marks a finding that could not be placed in a text); never text;
 - ``resolution``: JSON ``{"action": "approve"|"edit"|"reject", "answer": str}``.
 
 Times are Unix epoch seconds (float).
@@ -29,6 +30,7 @@ PENDING = "pending"
 RESOLVED = "resolved"
 REJECTED = "rejected"
 OPEN_STATUSES = frozenset({PENDING, "assigned"})
+UNPLACED = -1  # a finding's ``message`` when it is not placed in any stored text
 ACTIONS = ("approve", "edit", "reject")
 ResolveAction = Literal["approve", "edit", "reject"]
 _RESOLUTION_NAMES = {"approve": "approved", "edit": "edited", "reject": "rejected"}
@@ -86,7 +88,8 @@ class Handoff:
     content_stored: bool = False  # False: the privacy setting kept no text
     messages: tuple[ConversationPart, ...] = ()
     answer: ConversationPart | None = None  # the model's withheld answer, if there was one
-    findings: tuple[tuple[int | None, Span], ...] = ()  # (message index or None=answer, span)
+    # (message index, None: the answer, UNPLACED: no text to mark, span)
+    findings: tuple[tuple[int | None, Span], ...] = ()
     assignee: str | None = None
     action: str | None = None  # "approve" | "edit" | "reject" once resolved
     human_answer: str | None = None  # what the client receives: approved, edited or reply
@@ -215,11 +218,14 @@ class Handoff:
 
 
 def findings_of(
-    messages: Sequence[ConversationPart], answer: ConversationPart | None
+    messages: Sequence[ConversationPart],
+    answer: ConversationPart | None,
+    unplaced: Sequence[Span] = (),
 ) -> tuple[tuple[int | None, Span], ...]:
     out: list[tuple[int | None, Span]] = [(i, s) for i, m in enumerate(messages) for s in m.spans]
     if answer is not None:
         out.extend((None, s) for s in answer.spans)
+    out.extend((UNPLACED, s) for s in unplaced)
     return tuple(out)
 
 

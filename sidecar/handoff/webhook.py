@@ -161,7 +161,7 @@ class WebhookNotifier:
         """Seconds before retry number ``retry`` (1-based)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.backoff_max_s)
-        base = min(self.backoff_s * 2 ** (retry - 1), self.backoff_max_s)
+        base = min(self.backoff_s * 2.0 ** (retry - 1), self.backoff_max_s)
         return base / 2 + random.uniform(0, base / 2)
 
     async def deliver(self, handoff: Handoff) -> bool:

@@ -27,13 +27,14 @@ from sidecar.pipeline.observe import decode_body, observe_unary
 from sidecar.pipeline.responses import blocked_response, upstream_response
 from sidecar.pipeline.streaming import StreamFlow
 from sidecar.pipeline.upstream import UpstreamClient, forward_request_headers
-from sidecar.policy import SEVERITY, Decision, Route
+from sidecar.policy import PASS, SEVERITY, Decision, Route
 from sidecar.settings import ServerSettings
 
 # (ctx, route, reason, the answer the model gave or None, the decision) -> the client's response
 HandoffHook = Callable[
     [RequestContext, Route, str, str | None, Decision], Awaitable[web.StreamResponse]
 ]
+FAILURES = frozenset({"block", "retry", "fallback", "handoff"})
 
 
 def input_restore(masker: Masker) -> Callable[[str], str]:
@@ -78,6 +79,7 @@ class CompletionFlow:
         self.guard = guard
         self.streams = streams
         self.handoff: HandoffHook | None = None
+        self.handoff_service: Any = None  # HandoffService: conversation triggers
 
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         raw, body = await ingress.parse_request(request, ctx, self.server.max_body_bytes)
@@ -95,22 +97,75 @@ class CompletionFlow:
             return upstream_response(ctx, status, up_headers.items(), answer)
 
         ctx.attributes["railwatch.policy.route"] = route.name
+        conversation = self._observe_conversation(request, ctx, body)
+        reason = self._handoff_reason(conversation, None, request, body)
+        if reason is not None and self.handoff is not None:
+            return await self.handoff(ctx, route, reason, None, PASS)
         masker = Masker()
         input_decision = "pass"
         if route.input:
             decision, changed = await guard.check_input(ctx, route, body, masker)
             input_decision = decision.action
+            if decision.action in FAILURES:
+                reason = self._handoff_reason(conversation, decision.action)
+                if reason is not None and self.handoff is not None:
+                    return await self.handoff(ctx, route, reason, None, decision)
             if decision.action == "block":
                 return blocked_response(ctx, route, "input", decision)
-            if decision.action == "handoff" and self.handoff is not None:
-                return await self.handoff(ctx, route, "input_guardrail", None, decision)
             if changed:
                 raw = orjson.dumps(body)
         restore = input_restore(masker) if len(masker) else None
         if ctx.stream:
-            return await self.streams.guarded(request, ctx, headers, raw, route, masker, restore)
+            return await self.streams.guarded(
+                request, ctx, headers, raw, route, masker, restore, body,
+                lambda: self._stream_plan(route),
+            )
         return await self._unary(request, ctx, headers, body, raw, route, masker, restore,
-                                 input_decision)
+                                 input_decision, conversation)
+
+    def _stream_plan(self, route: Route) -> list[Attempt]:
+        """Streams try one attempt at a time: primary, retries, then the fallbacks."""
+        primary = self.upstreams.primary
+        plan = [Attempt("primary", primary, None)]
+        plan += [Attempt("retry", primary, None) for _ in range(route.retry.times)]
+        plan += [Attempt("fallback", self.upstreams.get(t.upstream), t.model)
+                 for t in route.fallback]
+        return plan
+
+    def _observe_conversation(
+        self, request: web.Request, ctx: RequestContext, body: dict[str, Any]
+    ) -> str | None:
+        service = self.handoff_service
+        if service is None:
+            return None
+        from sidecar.handoff.tracker import conversation_key, user_turns
+
+        conversation: str | None = conversation_key(ctx.conversation_id, ctx.user)
+        service.observe_turn(conversation, user_turns(ctx.route, body))
+        return conversation
+
+    def _handoff_reason(
+        self,
+        conversation: str | None,
+        action: str | None,
+        request: web.Request | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Why this request goes to a person now: policy, client flag, conversation triggers."""
+        service = self.handoff_service
+        if service is None:
+            return "policy" if action == "handoff" else None
+        requested = False
+        if request is not None:
+            from sidecar.handoff.tracker import handoff_requested
+
+            requested = handoff_requested(request.headers, body)
+        if action in FAILURES:
+            service.record_failure(conversation)
+        reason: str | None = service.reason(
+            conversation=conversation, action=action, requested=requested
+        )
+        return reason
 
     async def _unary(
         self,
@@ -123,6 +178,7 @@ class CompletionFlow:
         masker: Masker,
         restore: Callable[[str], str] | None,
         input_decision: str,
+        conversation: str | None = None,
     ) -> web.StreamResponse:
         guard = self.guard
         assert guard is not None
@@ -161,12 +217,17 @@ class CompletionFlow:
             if action in ("retry", "fallback"):  # rounds spent: the route's `then` decides
                 action = route.then
                 ctx.attributes["railwatch.exhausted"] = "1"
+            if action != "pass":
+                reason = self._handoff_reason(conversation, action)
+                if reason is not None and reason != "policy" and self.handoff is not None:
+                    answer = ctx.output_text
+                    return await self.handoff(ctx, route, reason, answer, final.decision)
             if action == "block":
                 return blocked_response(ctx, route, "output", final.decision)
             if action == "handoff":
                 if self.handoff is not None:
                     answer = ctx.output_text
-                    return await self.handoff(ctx, route, "output_guardrail", answer, final.decision)
+                    return await self.handoff(ctx, route, "policy", answer, final.decision)
                 ctx.attributes["railwatch.handoff.unavailable"] = "1"
                 return blocked_response(ctx, route, "output", final.decision)
             action = "flag"  # then: pass, flagged

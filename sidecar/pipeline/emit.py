@@ -83,6 +83,7 @@ class Emitter:
             path=ctx.path,
             route=ctx.route,
             upstream=ctx.upstream,
+            trace_flags=ctx.trace_flags,
             tenant=ctx.tenant,
             user=ctx.user,
             conversation_id=ctx.conversation_id,
@@ -127,7 +128,7 @@ class Emitter:
         """Build and submit the record. Never raises: a bug here must not fail the request."""
         try:
             record = self.build(ctx)
-        except Exception:  # noqa: BLE001 - logged with type only, the request goes on
+        except Exception:
             logger.exception("could not build the trace record for request %s", ctx.request_id)
             return
         self.exports.submit(record)

@@ -94,7 +94,7 @@ def observe_unary(ctx: RequestContext, body: bytes) -> dict[str, Any] | None:
 class StreamObserver:
     """Follows one SSE completion stream. ``feed`` is cheap and never raises."""
 
-    __slots__ = ("ctx", "parser", "choices", "tool_args", "done", "events", "counted")
+    __slots__ = ("choices", "counted", "ctx", "done", "events", "parser", "tool_args")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.ctx = ctx

@@ -68,10 +68,11 @@ class Proxy:
         self.upstream = upstreams.primary.client
         self.emitter = emitter
         self.guard = guard
-        self.streams = StreamFlow(upstreams)
+        self.streams = StreamFlow(upstreams, guard, upstreams.primary.client.settings.stream_usage)
         self.completions = CompletionFlow(server, upstreams, guard, self.streams)
         self.in_flight = 0
         self._upstream_label = upstreams.primary.label
+        self.signals: Any = None  # ImplicitSignals: regeneration, abandonment, turns
         self._overloaded_headers = {"Retry-After": str(server.retry_after_s)}
 
     # --- context --------------------------------------------------------------------------
@@ -101,7 +102,26 @@ class Proxy:
 
     def _finish(self, ctx: RequestContext) -> None:
         ctx.ended_at = time.perf_counter()
+        if self.signals is not None and ctx.body is not None:
+            try:
+                ctx.attributes.update(self._signals(ctx))
+            except Exception:  # noqa: BLE001 - signals are best effort, never fail a request
+                logger.exception("implicit signals failed for request %s", ctx.request_id)
         self.emitter.emit(ctx)
+
+    def _signals(self, ctx: RequestContext) -> dict[str, str]:
+        from sidecar.feedback import prompt_hash
+
+        messages = ctx.body.get("messages") if ctx.body is not None else None
+        result: dict[str, str] = self.signals.observe(
+            user=ctx.user,
+            conversation_id=ctx.conversation_id,
+            prompt_hash=prompt_hash(ctx.body),
+            client_disconnected=ctx.client_disconnected and ctx.stream,
+            message_count=len(messages) if isinstance(messages, list) else 1,
+            trace_id=ctx.trace_id,
+        )
+        return result
 
     def error_response(self, ctx: RequestContext, exc: RequestError) -> web.Response:
         return error_response(ctx, exc)
@@ -182,7 +202,7 @@ class Proxy:
             while True:
                 try:
                     chunk = await content.readany()
-                except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     ctx.error_type = "upstream_stream_broken"
                     break
                 if not chunk:

@@ -18,7 +18,6 @@ credentials and no body.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -166,7 +165,7 @@ class UpstreamClient:
                 allow_redirects=False,
                 compress=None,
             )
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeoutError("the upstream model server timed out") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
             raise UpstreamUnavailableError("the upstream model server is unreachable") from None
@@ -175,13 +174,17 @@ class UpstreamClient:
         """The whole response body; broken or stalled bodies map to 502/504."""
         try:
             return await resp.read()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeoutError("the upstream model server timed out") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
             raise UpstreamUnavailableError(
                 "the upstream model server closed the connection before the response was complete",
                 code="upstream_broken_response",
             ) from None
+
+    def last_probe(self) -> dict[str, Any]:
+        """The most recent probe result (``{"state": "unknown"}`` before the first)."""
+        return self._ready
 
     async def probe(self, max_age_s: float = 2.0, timeout_s: float = 2.0) -> dict[str, Any]:
         """Is the upstream answering HTTP at all? Cached for ``max_age_s``; never raises."""
@@ -198,7 +201,7 @@ class UpstreamClient:
                 await resp.read()
                 # Any HTTP answer means reachable; 401/404 only say what the route wants.
                 state = {"state": "ok", "status": resp.status}
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             state = {"state": "unreachable", "error": type(exc).__name__}
         state["url"] = self.base_url
         state["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from detectors.pii import PiiDetector
+from detectors.pii.ner import _plausible
 
 
 def found(detector: PiiDetector, text: str) -> list[tuple[str, str]]:
@@ -30,6 +31,29 @@ def found(detector: PiiDetector, text: str) -> list[tuple[str, str]]:
 )
 def test_ner_entities(with_ner: PiiDetector, text: str, expected: list[tuple[str, str]]) -> None:
     assert found(with_ner, text) == expected
+
+
+def test_implausible_ner_entities_are_dropped(ner_only: PiiDetector) -> None:
+    # en_core_web_sm calls "1699999999" a DATE here; a bare 10-digit number is none
+    text = "Timestamps 1700000000 and 1699999999 appear; dates like 05.12.2023 and 1985 too."
+    assert found(ner_only, text) == [("DATE_TIME", "1985")]
+
+
+@pytest.mark.parametrize(
+    ("label", "span", "ok"),
+    [
+        ("DATE_TIME", "1985", True),
+        ("DATE_TIME", "20240115", True),
+        ("DATE_TIME", "14 July 2019", True),
+        ("DATE_TIME", "1699999999", False),
+        ("DATE_TIME", "94105", False),
+        ("LOCATION", "05.12.2023", False),
+        ("PERSON", "Ünïcødé", True),
+        ("PERSON", "4155552671", False),
+    ],
+)
+def test_plausibility_filter(label: str, span: str, ok: bool) -> None:
+    assert _plausible(label, span) is ok
 
 
 def test_ner_offsets_after_unicode(with_ner: PiiDetector) -> None:

@@ -200,6 +200,31 @@ def test_unicode_before_entity_uses_character_offsets(patterns: PiiDetector) -> 
     assert text[phone.start : phone.end] == "+44 20 7946 0958"
 
 
+@pytest.mark.parametrize(
+    ("text", "label", "value"),
+    [
+        (
+            "カード ４１１１ １１１１ １１１１ １１１１ です",
+            "CREDIT_CARD",
+            "４１１１ １１１１ １１１１ １１１１",
+        ),
+        ("電話 +４４ ２０ ７９４６ ０９５８ まで", "PHONE_NUMBER", "+４４ ２０ ７９４６ ０９５８"),
+        ("SSN ５３６-２２-８７２６", "US_SSN", "５３６-２２-８７２６"),
+        ("٤١١١١١١١١١١١١١١١ (Arabic-Indic digits)", "CREDIT_CARD", "٤١١١١١١١١١١١١١١١"),
+    ],
+)
+def test_non_ascii_digits(patterns: PiiDetector, text: str, label: str, value: str) -> None:
+    # phonenumbers and the validators read every script's decimal digits
+    assert found(patterns, text) == [(label, value)]
+
+
+def test_non_ascii_lookalikes_still_rejected(patterns: PiiDetector) -> None:
+    assert (
+        found(patterns, "カード ４１１１ １１１１ １１１１ １１１２, SSN ６６６-１２-３４５６")
+        == []
+    )
+
+
 def test_several_entities_in_one_text_sorted(patterns: PiiDetector) -> None:
     text = (
         "Mail a@example.com, call +1 650-253-0000, pay 4111 1111 1111 1111 or "

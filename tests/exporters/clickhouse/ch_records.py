@@ -48,6 +48,7 @@ def full_record(i: int, *, started_at: float | None = None, **overrides: Any) ->
         "upstream_attempts": 2,
         "total_ms": 120.5 + i,
         "upstream_offset_ms": 12.75 + i,
+        "trace_flags": "00",
         "upstream_ms": 100.25,
         "overhead_ms": 20.25 + i,
         "ttft_ms": 35.5,

@@ -1,62 +1,24 @@
-"""Fixtures for the ClickHouse exporter tests: one real engine per session.
+"""Fixtures for the ClickHouse exporter tests.
 
-chDB runs one engine path per process, so the whole pytest process shares one
-chDB directory (session-scoped) and every test gets its own **database** in it.
-With ``RAILWATCH_TEST_CLICKHOUSE_URL`` set (``http://user:pass@host:8123``) every
-backend test also runs against that server.
+The real engine (``backend``: one chDB directory per pytest process, or the server
+named by ``RAILWATCH_TEST_CLICKHOUSE_URL``) and the per-test ``database`` live in
+``tests/conftest.py``: chDB opens one engine path per process, and the hand-off and
+feedback tests share it.
 """
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import clickhouse_connect
 import pytest
-from clickhouse_connect.driver.client import Client
 
-from exporters.clickhouse import ClickHouseConfig, ClickHouseExporter, connect
+from exporters.clickhouse import ClickHouseConfig, ClickHouseExporter
 
-SERVER_URL = os.environ.get("RAILWATCH_TEST_CLICKHOUSE_URL")
-
-
-@dataclass
-class Backend:
-    kind: str  # "chdb" | "server"
-    dsn: str
-    admin: Client
-    path: Path | None = None  # the chDB directory
-
-
-@pytest.fixture(scope="session")
-def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("chdb") / "engine"
-
-
-@pytest.fixture(scope="session", params=["chdb", "server"] if SERVER_URL else ["chdb"])
-def backend(request: pytest.FixtureRequest, chdb_dir: Path) -> Iterator[Backend]:
-    if request.param == "server":
-        assert SERVER_URL
-        admin = connect(ClickHouseConfig(dsn=SERVER_URL))
-        yield Backend("server", SERVER_URL, admin)
-    else:
-        dsn = f"chdb://{chdb_dir}"
-        # held for the whole session: the engine stays up while exporters come and go
-        admin = clickhouse_connect.get_client(dsn=dsn)
-        yield Backend("chdb", dsn, admin, chdb_dir)
-    admin.close()
-
-
-@pytest.fixture
-def database(backend: Backend) -> Iterator[str]:
-    name = f"rw_test_{uuid.uuid4().hex[:12]}"
-    yield name
-    backend.admin.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+if TYPE_CHECKING:
+    from tests.conftest import Backend
 
 
 @pytest.fixture

@@ -90,9 +90,9 @@ def test_spill_format_round_trips_every_field_and_reads_older_entries():
         assert record_from_dict(orjson.loads(orjson.dumps(rec.as_dict()))) == rec
     rec = full_record(4)
     older = rec.as_dict()  # an entry spilled before v4: no detector runs, no offset
-    del older["detector_runs"], older["upstream_offset_ms"], older["attempts"]
+    del older["detector_runs"], older["upstream_offset_ms"], older["attempts"], older["trace_flags"]
     assert record_from_dict(older) == dataclasses.replace(
-        rec, detector_runs=(), upstream_offset_ms=None, attempts=()
+        rec, detector_runs=(), upstream_offset_ms=None, attempts=(), trace_flags="01"
     )
     newer = rec.as_dict()  # a newer writer's extra keys are ignored
     newer["detector_runs"][0]["queue_ms"] = 1.0

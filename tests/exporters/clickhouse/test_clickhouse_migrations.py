@@ -117,7 +117,7 @@ def test_a_v3_database_upgrades_to_v4_keeping_its_rows(backend, database, make_e
     client = backend.admin
     assert migrate(client, database, migrations=MIGRATIONS[:3]) == [1, 2, 3]
     # rows as a v3 writer sent them: without the columns v4 adds
-    new_columns = {"upstream_offset_ms", "detector_runs", "attempts"}
+    new_columns = {"upstream_offset_ms", "detector_runs", "attempts", "trace_flags"}
     keep = [i for i, (name, _) in enumerate(TRACE_COLUMNS) if name not in new_columns]
     old = [full_record(i) for i in range(3)]
     traces, _ = build_rows(old, version=1, store_text=True, prices={})

@@ -1,0 +1,441 @@
+"""Numbers: credit cards, US SSNs, IBANs, IPv4 addresses and phone numbers.
+
+One regex finds candidate *runs* (7+ characters of digits and separators, or the
+check digits of an IBAN); everything else happens per run, in this order, each
+step marking the digit groups it used so later steps do not reuse them:
+
+1. IBAN (the run follows two letters): registered length, then mod-97;
+2. one bare group (the common case: "123456789"): card, YYYYMMDD date, SSN after
+   an SSN context word, Unix time, phone;
+3. several groups: a whole-run date short-cut, then cards (Luhn + IIN range),
+   dotted quads, dates, 3-2-4 SSNs, and phone numbers (longest sub-run of at most
+   7 groups and 15 digits that python-phonenumbers validates, ending at a space).
+
+Look-alikes rejected here, each a test case: invalid Luhn or IIN, bad IBAN
+checksum (no phone is read out of its digits either), SSN areas 000/666/9xx,
+group 00, serial 0000, dotted quads after version/section words or inside longer
+dotted chains, dates, digits glued to words, numbers after order/invoice/ticket
+words or ``#``, bare 10- and 13-digit Unix times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from detectors.pii._checks import (
+    IBAN_LENGTHS,
+    card_brand,
+    iban_valid,
+    is_date,
+    luhn_valid,
+    ssn_valid,
+)
+from detectors.pii._match import RawMatch, Spans
+from detectors.pii._phones import PhoneValidator
+
+__all__ = ["NumberScanner"]
+
+# Stage one: 7+ characters of digits and separators from digit to digit (anything
+# shorter than "1.1.1.1" or a 7-digit phone number is no candidate), or two digits
+# followed by four letters/digits, or by a separator and four capitals or digits
+# (an IBAN's check digits after its country code: "GB82WEST...", "GB82 WEST ...").
+# Both branches start with a digit, so ``re`` skips to digits in C; in prose most
+# numbers ("56 tests", "3.11.7", "Q4 2016") fail in C too.
+_CANDIDATE = re.compile(r"\d(?:[\d\-./ ()]{5,}\d|\d(?:[A-Za-z0-9]{4}|[ -][A-Z0-9]{4}))")
+# The same for ASCII-only text (str.isascii() is O(1)): [0-9] is a third cheaper to
+# scan for than \d, which must also consider every other script's digits.
+_CANDIDATE_ASCII = re.compile(
+    r"[0-9](?:[0-9\-./ ()]{5,}[0-9]|[0-9](?:[A-Za-z0-9]{4}|[ -][A-Z0-9]{4}))"
+)
+# Within a candidate: digit groups joined by one separator ("415-555-2671",
+# "+44 (0)20 7946 0958", "4111 1111 1111 1111", "192.168.0.1/24", "12/05/2023").
+_RUN = re.compile(r"\d+(?:(?:[-./ ]|\) ?|\)-| ?\()\d+)*")
+_GROUP = re.compile(r"\d+")
+_SPLIT = re.compile(r"(\D+)")  # a run -> [group, separator, group, ...]
+_DATE_RUN = re.compile(r"\d{4}([-/.])\d\d?\1\d\d?|\d\d?([-/.])\d\d?\2(?:\d\d){1,2}")
+_EXT_AFTER = re.compile(r"\s?(?:x|ext\.?|extension)\s?\d{1,6}(?!\w)", re.IGNORECASE)
+_IBAN = re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
+_HASH_BEFORE = re.compile(r"#\s*$")
+_EPOCH = re.compile(r"1\d{9}|1\d{12}")
+_WORD = re.compile(r"[A-Za-z]+")
+_MAJOR_CARDS = frozenset({"visa", "mastercard", "amex", "discover"})
+_DATE_SEPS = frozenset({"-", "/", "."})
+_MAX_PHONE_GROUPS = 7  # "+33 6 12 34 56 78" has 6
+_MAX_GROUPS = 64  # longer runs are number lists or dumps: cards and IPs only
+
+# words skipped when looking for the word a number belongs to ("order no. is 123")
+_FILLERS = frozenset(
+    {"number", "num", "nr", "no", "n", "is", "was", "are", "the", "a", "an", "my", "your",
+     "our", "his", "her", "their", "of", "for", "with", "at"}
+)  # fmt: skip
+_VERSION_WORDS = frozenset(
+    {"version", "ver", "v", "release", "rel", "build", "rev", "revision", "firmware",
+     "fw", "kernel", "patch", "update", "section", "sec", "chapter", "ch", "figure",
+     "fig", "table", "step", "item", "clause", "article", "art", "rule", "paragraph",
+     "para", "par", "oid", "snmp", "rfc", "appendix", "part", "vers", "sdk", "api"}
+)  # fmt: skip
+_NOT_PHONE_WORDS = frozenset(
+    {"order", "orders", "invoice", "ticket", "ref", "reference", "tracking", "case",
+     "sku", "serial", "po", "id", "transaction", "txn", "confirmation", "booking",
+     "account", "acct", "isbn", "ean", "upc", "part", "model", "patent", "version",
+     "build", "batch", "lot", "item", "receipt", "claim", "policy", "shipment",
+     "parcel", "customer", "member", "license", "licence", "passport", "iban", "card"}
+)  # fmt: skip
+_PHONE_CONTEXT = ("phone", "tel", "call", "mobile", "cell", "fax", "whatsapp", "contact",
+                  "reach", "text me", "sms", "dial", "ring")  # fmt: skip
+_SSN_CONTEXT = ("ssn", "social security", "social sec", "ss#", "ss #")
+
+_Groups = list[tuple[int, int]]
+
+
+def _prev_word(text: str, start: int) -> str:
+    """The last word before ``start`` (within 32 characters), fillers skipped."""
+    words = _WORD.findall(text, max(0, start - 32), start)
+    while words:
+        word = str(words.pop()).lower()
+        if word not in _FILLERS:
+            return word
+    return ""
+
+
+def _context(text: str, start: int, words: Iterable[str], width: int = 40) -> bool:
+    window = text[max(0, start - width) : start].lower()
+    return any(w in window for w in words)
+
+
+def _phone_score(text: str, start: int) -> float | None:
+    """Score of a phone number at ``start``, or None when its context says it is not one."""
+    if _prev_word(text, start) in _NOT_PHONE_WORDS or _HASH_BEFORE.search(
+        text, max(0, start - 3), start
+    ):
+        return None
+    international = text[start] == "+" or text.startswith("00", start)
+    score = 0.85 if international else 0.7
+    if _context(text, start, _PHONE_CONTEXT):
+        score += 0.1
+    return round(score, 2)
+
+
+def _looks_reserved(values: list[str], seps: list[str]) -> bool:
+    """3-2-4 groups (an SSN's shape) or 3+ groups of four digits (a card's)."""
+    if len(values) == 3 and [len(v) for v in values] == [3, 2, 4] and seps[0] == seps[1]:
+        return True
+    return len(values) >= 3 and all(len(v) == 4 for v in values) and len(set(seps)) == 1
+
+
+class NumberScanner:
+    """Number-shaped PII in one text; the flags say which labels to look for."""
+
+    def __init__(
+        self,
+        phones: PhoneValidator,
+        *,
+        card: bool,
+        ssn: bool,
+        ip: bool,
+        iban: bool,
+        phone: bool,
+    ) -> None:
+        self._phones = phones
+        self._card = card
+        self._ssn = ssn
+        self._ip = ip
+        self._iban = iban
+        self._phone = phone
+
+    def scan(self, text: str, out: list[RawMatch], taken: Spans) -> None:
+        """Append matches to ``out``; skip runs overlapping ``taken`` (URLs, e-mails)."""
+        n = len(text)
+        skip_until = 0
+        iban = self._iban
+        for cand in (_CANDIDATE_ASCII if text.isascii() else _CANDIDATE).finditer(text):
+            cs, ce = cand.span()
+            if cs < skip_until:
+                continue
+            if iban and cs >= 2 and text[cs - 1].isalpha() and text[cs - 2].isalpha():
+                iban_end, valid = self._iban_at(text, cs - 2)
+                if iban_end > 0:
+                    if valid and not taken.overlaps(cs - 2, iban_end):
+                        out.append(RawMatch("IBAN_CODE", cs - 2, iban_end, 1.0, "iban", True))
+                    # an IBAN-shaped string with a bad checksum is a look-alike: no
+                    # phone or card is read out of its digits either
+                    skip_until = iban_end
+                    continue
+            if ce - cs < 7:
+                continue  # an IBAN hint that was no IBAN
+            for run in _RUN.finditer(text, cs, ce):
+                s, e = run.span()
+                if e - s < 7:  # shorter than "1.1.1.1" or a 7-digit phone number
+                    continue
+                before = text[s - 1] if s else " "
+                if before.isalnum() or before == "_":
+                    # the first group is glued to a word ("visa19 4111 ..."): the
+                    # rest of the run may still stand on its own
+                    first = _GROUP.match(text, s)
+                    nxt = _GROUP.search(text, first.end(), e) if first else None
+                    if nxt is None or e - nxt.start() < 7:
+                        continue
+                    s = nxt.start()
+                after = text[e] if e < n else " "
+                x = _EXT_AFTER.match(text, e) if after in " xXe" else None
+                ext_end = x.end() if x else e
+                if x is None and (after.isalnum() or after == "_"):
+                    continue
+                if taken and taken.overlaps(s, ext_end):
+                    continue
+                if ext_end == e and text[s:e].isdigit():
+                    self._bare_number(text, s, e, out)
+                else:
+                    self._groups(text, s, e, ext_end, out)
+
+    def _iban_at(self, text: str, start: int) -> tuple[int, bool]:
+        """(end, checksum ok) of an IBAN-shaped string at ``start``; end -1 if none.
+
+        IBAN-shaped: a registered country code, two check digits, then exactly the
+        country's registered number of characters (single spaces or dashes allowed
+        between them), not followed by another letter or digit.
+        """
+        if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            return -1, False
+        length = IBAN_LENGTHS.get(text[start : start + 2].upper())
+        if length is None:
+            return -1, False
+        m = _IBAN.match(text, start)
+        if m is None:
+            return -1, False
+        chars: list[str] = []
+        end = start
+        for i in range(start, m.end()):
+            ch = text[i]
+            if ch.isalnum():
+                chars.append(ch)
+                if len(chars) == length:
+                    end = i + 1
+                    break
+        if len(chars) != length:
+            return -1, False
+        if end < len(text) and (text[end].isalnum() or text[end] == "_"):
+            return -1, False
+        return end, iban_valid("".join(chars))
+
+    def _bare_number(self, text: str, s: int, e: int, out: list[RawMatch]) -> None:
+        """One group of 7+ digits: the common case, without the group machinery."""
+        n = e - s
+        digits = text[s:e]
+        if 12 <= n <= 19 and self._card:
+            brand = card_brand(digits)
+            if brand and luhn_valid(digits):
+                score = 1.0 if brand in _MAJOR_CARDS else 0.85
+                out.append(RawMatch("CREDIT_CARD", s, e, score, "credit_card", True))
+                return
+        if n == 8 and is_date([digits], []):
+            return
+        if n == 9 and self._ssn and _context(text, s, _SSN_CONTEXT):
+            if ssn_valid(digits[:3], digits[3:5], digits[5:]):
+                out.append(RawMatch("US_SSN", s, e, 0.6, "us_ssn", True))
+            return
+        if not (7 <= n <= 15 and self._phone):
+            return
+        start = s - 1 if s and text[s - 1] == "+" else s
+        if start == s and _EPOCH.fullmatch(digits):
+            return  # a bare Unix time in seconds or ms (2001-2033), not a phone
+        phone_score = _phone_score(text, start)
+        if phone_score is not None and self._phones.check(text[start:e]):
+            out.append(RawMatch("PHONE_NUMBER", start, e, phone_score, "phone", True))
+
+    def _groups(self, text: str, s: int, e: int, ext_end: int, out: list[RawMatch]) -> None:
+        """A run of several digit groups."""
+        run = text[s:e]
+        if _DATE_RUN.fullmatch(run):
+            parts = _SPLIT.split(run)
+            if is_date(parts[0::2], parts[1::2]):
+                return  # the commonest long run in prose, and never PII here
+        parts = _SPLIT.split(run)
+        values = parts[0::2]
+        seps = parts[1::2]
+        ng = len(values)
+        groups: _Groups = []
+        pos = s
+        for k in range(ng):
+            end = pos + len(values[k])
+            groups.append((pos, end))
+            if k < ng - 1:
+                pos = end + len(seps[k])
+        used = [False] * ng
+        n_digits = e - s - sum(map(len, seps))
+
+        if self._card and n_digits >= 12:
+            self._cards(groups, values, seps, used, out)
+        if self._ip and ng >= 4 and "." in seps:
+            self._ipv4s(text, groups, values, seps, used, out)
+        if ng > _MAX_GROUPS:
+            return
+        # dates are consumed so no phone or SSN is read into them
+        for k in range(ng):
+            if used[k]:
+                continue
+            if (
+                ng - k >= 3
+                and seps[k] in _DATE_SEPS
+                and seps[k] == seps[k + 1]
+                and (k == 0 or seps[k - 1] != seps[k])
+                and (k + 3 >= ng or seps[k + 2] != seps[k])
+                and is_date(values[k : k + 3], seps[k : k + 2])
+            ):
+                used[k] = used[k + 1] = used[k + 2] = True
+            elif len(values[k]) == 8 and is_date(values[k : k + 1], []):
+                used[k] = True
+        if self._ssn and ng >= 3:
+            self._ssns(text, groups, values, seps, used, out)
+        if self._phone and n_digits >= 7:
+            if _looks_reserved(values, seps):
+                return  # SSN- or card-shaped but invalid: a look-alike, not a phone
+            self._phones_in(text, groups, seps, used, ext_end, out)
+
+    def _cards(
+        self,
+        groups: _Groups,
+        values: list[str],
+        seps: list[str],
+        used: list[bool],
+        out: list[RawMatch],
+    ) -> None:
+        ng = len(groups)
+        k = 0
+        while k < ng:
+            best = -1
+            digits = ""
+            for j in range(k, ng):
+                if j > k and (seps[j - 1] not in (" ", "-") or seps[j - 1] != seps[k]):
+                    break
+                if len(values[j]) < 3 and j < ng - 1:
+                    break  # card numbers are written in groups of 3-6 digits
+                digits += values[j]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 12 and card_brand(digits) and luhn_valid(digits):
+                    best = j
+            if best < 0:
+                k += 1
+                continue
+            brand = card_brand("".join(values[k : best + 1]))
+            score = 1.0 if brand in _MAJOR_CARDS else 0.85
+            start, end = groups[k][0], groups[best][1]
+            out.append(RawMatch("CREDIT_CARD", start, end, score, "credit_card", True))
+            for j in range(k, best + 1):
+                used[j] = True
+            k = best + 1
+
+    def _ipv4s(
+        self,
+        text: str,
+        groups: _Groups,
+        values: list[str],
+        seps: list[str],
+        used: list[bool],
+        out: list[RawMatch],
+    ) -> None:
+        ng = len(groups)
+        for k in range(ng - 3):
+            if used[k] or seps[k] != "." or seps[k + 1] != "." or seps[k + 2] != ".":
+                continue
+            if (k and seps[k - 1] == ".") or (k + 3 < ng - 1 and seps[k + 3] == "."):
+                continue  # "1.2.3.4.5" is no address
+            quad = values[k : k + 4]
+            if not all(len(q) <= 3 and int(q) <= 255 and (q == "0" or q[0] != "0") for q in quad):
+                continue
+            start = groups[k][0]
+            if _prev_word(text, start) in _VERSION_WORDS:
+                continue
+            end = groups[k + 3][1]
+            cidr = k + 4 < ng and seps[k + 3] == "/" and len(values[k + 4]) <= 2
+            if cidr and int(values[k + 4]) <= 32:
+                end = groups[k + 4][1]
+                used[k + 4] = True
+            out.append(RawMatch("IP_ADDRESS", start, end, 0.85, "ipv4", True))
+            used[k] = used[k + 1] = used[k + 2] = used[k + 3] = True
+
+    def _ssns(
+        self,
+        text: str,
+        groups: _Groups,
+        values: list[str],
+        seps: list[str],
+        used: list[bool],
+        out: list[RawMatch],
+    ) -> None:
+        ng = len(groups)
+        for k in range(ng - 2):
+            if (
+                not (used[k] or used[k + 1] or used[k + 2])
+                and len(values[k]) == 3
+                and len(values[k + 1]) == 2
+                and len(values[k + 2]) == 4
+                and seps[k] == seps[k + 1]
+                and seps[k] in ("-", " ", ".")
+                and (k == 0 or seps[k - 1] not in ("-", ".", " "))
+                and (k + 3 >= ng or seps[k + 2] not in ("-", ".", " "))
+                and ssn_valid(values[k], values[k + 1], values[k + 2])
+            ):
+                start = groups[k][0]
+                score = 0.85 if seps[k] == "-" else 0.6
+                if _context(text, start, _SSN_CONTEXT):
+                    score += 0.1
+                out.append(RawMatch("US_SSN", start, groups[k + 2][1], score, "us_ssn", True))
+                used[k] = used[k + 1] = used[k + 2] = True
+
+    def _phones_in(
+        self,
+        text: str,
+        groups: _Groups,
+        seps: list[str],
+        used: list[bool],
+        ext_end: int,
+        out: list[RawMatch],
+    ) -> None:
+        ng = len(groups)
+        k = 0
+        while k < ng:
+            if used[k]:
+                k += 1
+                continue
+            gs, ge = groups[k]
+            if _EPOCH.fullmatch(text, gs, ge) and (gs == 0 or text[gs - 1] != "+"):
+                k += 1  # a bare Unix time in seconds or ms (2001-2033), not a phone
+                continue
+            # where a phone starting at group k may end: free groups, at most 17
+            # digits and 7 groups, and only where a space (or the run) ends
+            ends: list[int] = []
+            count = 0
+            last = k
+            while last < ng and not used[last] and last - k < _MAX_PHONE_GROUPS:
+                count += groups[last][1] - groups[last][0]
+                if count > 17:
+                    break
+                if last == ng - 1 or seps[last] == " " or used[last + 1]:
+                    ends.append(last)
+                last += 1
+            hit = None
+            for j in reversed(ends):  # longest first
+                start, end = gs, groups[j][1]
+                if sum(b - a for a, b in groups[k : j + 1]) < 7:
+                    break
+                # include a leading "+" or "(" and a closing ")"
+                while start > 0 and text[start - 1] in "+(" and (k == 0 or "(" in seps[k - 1]):
+                    start -= 1
+                if end < len(text) and text[end] == ")" and "(" in text[start:end]:
+                    end += 1
+                if j == ng - 1 and ext_end > groups[j][1]:
+                    end = ext_end
+                if self._phones.check(text[start:end]):
+                    hit = (start, end, j)
+                    break
+            if hit is None:
+                k += 1
+                continue
+            start, end, j = hit
+            score = _phone_score(text, start)
+            if score is not None:
+                out.append(RawMatch("PHONE_NUMBER", start, end, score, "phone", True))
+            k = j + 1

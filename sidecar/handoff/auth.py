@@ -1,0 +1,228 @@
+"""Who may use the review UI: bearer token or basic auth, sessions, CSRF, login links.
+
+- **Credentials**: ``Authorization: Bearer <token>`` and/or HTTP basic auth, from
+  ``handoff.review``. With neither configured, :meth:`ReviewAuth.from_settings`
+  generates a random token; :meth:`ReviewAuth.startup_notice` returns the line to
+  print, once (it returns ``None`` afterwards); nothing else ever logs it.
+- **Sessions** (browsers): a login sets the cookie ``railwatch_review`` holding
+  ``base64url(JSON {u, n, e}) "." base64url(HMAC-SHA256)``: reviewer, a random
+  nonce, an expiry (epoch s). HttpOnly, SameSite=Strict, Path=/review, Secure
+  when the public URL is https. The HMAC key is random per process: a restart
+  logs everyone out.
+- **CSRF**: every form POST carries ``csrf`` = HMAC(key, "csrf:" + session nonce),
+  checked in constant time. The login form gets its own token bound to a
+  short-lived pre-login cookie (double submit), so a login cannot be forced either.
+- **Login links**: :meth:`ReviewAuth.issue_ticket` mints a one-time ticket (120 s)
+  for ``GET /review/login?ticket=...``, so a browser (or a headless one) can be
+  signed in without the token itself ever appearing in a URL.
+
+All comparisons of secrets use ``hmac.compare_digest`` on digests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from sidecar.handoff.config import ReviewSettings
+
+SESSION_COOKIE = "railwatch_review"
+LOGIN_COOKIE = "railwatch_review_login"
+TOKEN_REVIEWER = "token"
+_TICKET_TTL_S = 120.0
+_MAX_TICKETS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    reviewer: str
+    nonce: str
+    expires: float
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class ReviewAuth:
+    """Checks review credentials and signs sessions. State: the per-process key,
+    outstanding login tickets. Event-loop use only (not thread-safe)."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        basic_user: str | None = None,
+        basic_password: str | None = None,
+        session_ttl_s: float = 12 * 3600,
+        secure_cookies: bool = False,
+        secret: bytes | None = None,
+        generated: bool = False,
+    ) -> None:
+        if token is None and basic_user is None:
+            raise ValueError("a token or basic credentials are required")
+        self._token = _digest(token) if token is not None else None
+        self._basic_user = basic_user
+        self._basic_password = _digest(basic_password) if basic_password is not None else None
+        self._key = secret or secrets.token_bytes(32)
+        self.session_ttl_s = session_ttl_s
+        self.secure_cookies = secure_cookies
+        self._pending_notice: str | None = token if generated else None
+        self._tickets: dict[bytes, tuple[str, float]] = {}
+
+    @classmethod
+    def from_settings(cls, review: ReviewSettings) -> ReviewAuth:
+        """From ``handoff.review``; generates a token when no credential is configured."""
+        token = review.token.get_secret_value() if review.token is not None else None
+        password = (review.basic_password.get_secret_value()
+                    if review.basic_password is not None else None)
+        generated = token is None and review.basic_user is None
+        if generated:
+            token = secrets.token_urlsafe(32)
+        return cls(
+            token=token, basic_user=review.basic_user, basic_password=password,
+            session_ttl_s=review.session_ttl_s,
+            secure_cookies=bool(review.public_url and review.public_url.startswith("https:")),
+            generated=generated,
+        )
+
+    @property
+    def uses_basic(self) -> bool:
+        return self._basic_user is not None
+
+    @property
+    def uses_token(self) -> bool:
+        return self._token is not None
+
+    def startup_notice(self, base_url: str) -> str | None:
+        """The line to print once at start-up when the token was generated; ``None``
+        on every later call (and when a credential was configured)."""
+        token, self._pending_notice = self._pending_notice, None
+        if token is None:
+            return None
+        return (f"railwatch review UI: {base_url.rstrip('/')}/review/login  "
+                f"token (generated, valid until restart): {token}")
+
+    # -- credentials -----------------------------------------------------------------------
+
+    def check_token(self, token: str) -> bool:
+        return self._token is not None and hmac.compare_digest(_digest(token), self._token)
+
+    def check_basic(self, user: str, password: str) -> bool:
+        if self._basic_user is None or self._basic_password is None:
+            return False
+        user_ok = hmac.compare_digest(_digest(user), _digest(self._basic_user))
+        password_ok = hmac.compare_digest(_digest(password), self._basic_password)
+        return user_ok and password_ok
+
+    def check_login(self, token: str | None, user: str | None, password: str | None) -> str | None:
+        """The reviewer name for a login form's fields, or ``None``."""
+        if token and self.check_token(token):
+            return TOKEN_REVIEWER
+        if user and password is not None and self.check_basic(user, password):
+            return user
+        return None
+
+    def check_header(self, authorization: str | None) -> str | None:
+        """The reviewer for an ``Authorization`` header, or ``None``."""
+        if not authorization:
+            return None
+        scheme, _, value = authorization.partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        if scheme == "bearer" and value:
+            return TOKEN_REVIEWER if self.check_token(value) else None
+        if scheme == "basic" and value:
+            try:
+                user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            if sep and self.check_basic(user, password):
+                return user
+        return None
+
+    # -- sessions and CSRF -----------------------------------------------------------------
+
+    def _sign(self, data: bytes) -> bytes:
+        return hmac.new(self._key, data, hashlib.sha256).digest()
+
+    def new_session(self, reviewer: str, now: float | None = None) -> tuple[Session, str]:
+        """A new session and its cookie value."""
+        now = time.time() if now is None else now
+        session = Session(reviewer, secrets.token_urlsafe(16), now + self.session_ttl_s)
+        payload = orjson.dumps({"u": session.reviewer, "n": session.nonce, "e": session.expires})
+        return session, f"{_b64(payload)}.{_b64(self._sign(payload))}"
+
+    def session(self, cookie: str | None, now: float | None = None) -> Session | None:
+        """The session a cookie value proves, or ``None`` (bad signature, expired)."""
+        if not cookie or "." not in cookie or len(cookie) > 4096:
+            return None
+        body, _, sig = cookie.partition(".")
+        try:
+            payload, signature = _unb64(body), _unb64(sig)
+        except (binascii.Error, ValueError):
+            return None
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            return None
+        try:
+            doc = orjson.loads(payload)
+            session = Session(str(doc["u"]), str(doc["n"]), float(doc["e"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        if session.expires <= (time.time() if now is None else now):
+            return None
+        return session
+
+    def csrf_token(self, session: Session) -> str:
+        return _b64(self._sign(b"csrf:" + session.nonce.encode()))
+
+    def check_csrf(self, session: Session | None, token: str | None) -> bool:
+        if session is None or not token:
+            return False
+        return hmac.compare_digest(token.encode(), self.csrf_token(session).encode())
+
+    def login_nonce(self) -> tuple[str, str]:
+        """(pre-login cookie value, the login form's CSRF token)."""
+        nonce = secrets.token_urlsafe(16)
+        return nonce, self.login_csrf(nonce)
+
+    def login_csrf(self, nonce: str) -> str:
+        return _b64(self._sign(b"login:" + nonce.encode()))
+
+    def check_login_csrf(self, nonce: str | None, token: str | None) -> bool:
+        if not nonce or not token:
+            return False
+        return hmac.compare_digest(token.encode(), self.login_csrf(nonce).encode())
+
+    # -- one-time login links --------------------------------------------------------------
+
+    def issue_ticket(self, reviewer: str = TOKEN_REVIEWER, now: float | None = None) -> str:
+        """A one-time login ticket for ``reviewer``, valid 120 s."""
+        now = time.time() if now is None else now
+        self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
+        while len(self._tickets) >= _MAX_TICKETS:
+            self._tickets.pop(next(iter(self._tickets)))
+        ticket = secrets.token_urlsafe(24)
+        self._tickets[_digest(ticket)] = (reviewer, now + _TICKET_TTL_S)
+        return ticket
+
+    def redeem_ticket(self, ticket: str, now: float | None = None) -> str | None:
+        """The ticket's reviewer, once; ``None`` if unknown, used or expired."""
+        entry = self._tickets.pop(_digest(ticket), None)
+        if entry is None or entry[1] <= (time.time() if now is None else now):
+            return None
+        return entry[0]
