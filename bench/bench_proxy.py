@@ -172,7 +172,7 @@ async def start_otlp_sink() -> tuple[web.AppRunner, str]:
 
 async def main_async(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="railwatch-bench-"))
-    up_port, floor_port, side_port = free_port(), free_port(), free_port()
+    up_port, floor_port = free_port(), free_port()
     py = sys.executable
     procs = {
         "upstream": spawn([py, "-m", "sidecar.cli", "demo-upstream", "--port", str(up_port)], 0),
@@ -202,7 +202,7 @@ async def main_async(args: argparse.Namespace) -> None:
                              "--upstream", upstream, "--port", str(port)], 1, venv)
         targets[name] = (f"http://127.0.0.1:{port}", procs[name].pid)
     try:
-        for name, (url, _) in targets.items():
+        for url, _ in targets.values():
             await wait_ready(url + "/v1/models")
         if len(os.sched_getaffinity(0)) > 1:
             os.sched_setaffinity(0, {0})  # the load generator shares core 0 with the upstream
@@ -214,7 +214,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 ("unary c=32", lambda u: load_unary(session, u, args.requests, 32)),
                 ("stream", lambda u: load_stream(session, u, args.streams, args.pace_ms)),
             ]
-            for name, (url, _) in targets.items():  # warm-up: connections, caches, JIT-free paths
+            for url, _ in targets.values():  # warm-up: connections, caches, JIT-free paths
                 await load_unary(session, url, 200, 8)
             for rnd in range(args.rounds):
                 for scen, fn in scenarios:

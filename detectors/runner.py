@@ -663,7 +663,7 @@ class DetectorRunner:
                 waiting.append((index, lane, item))
         if waiting:
             results = await asyncio.gather(*(lane.wait(item) for _, lane, item in waiting))
-            for (index, _, _), outcome in zip(waiting, results):
+            for (index, _, _), outcome in zip(waiting, results, strict=True):
                 outcomes[index] = outcome
         return outcomes  # type: ignore[return-value]
 

@@ -11,8 +11,8 @@ import logging
 import os
 import sys
 import threading
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import orjson

@@ -34,7 +34,7 @@ def create(kind: str, options: Mapping[str, Any] | None, *, data_dir: Path) -> E
         raise ExporterConfigError(f"unknown exporter kind '{kind}' (known: {known})")
     try:
         cls = eps[kind].load()
-    except Exception as exc:  # noqa: BLE001 - a plug-in failing to import is a config error
+    except Exception as exc:
         raise ExporterConfigError(
             f"exporter '{kind}' could not be loaded: {type(exc).__name__}: {exc}"
         ) from exc

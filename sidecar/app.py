@@ -18,12 +18,12 @@ from typing import Any
 
 from aiohttp import web
 
-from exporters import registry as exporter_registry
-from exporters.base import Exporter
-from exporters.batch import BatchProcessor, ExportPipeline
 from detectors import registry as detector_registry
 from detectors.errors import DetectorError
 from detectors.runner import DetectorRunner
+from exporters import registry as exporter_registry
+from exporters.base import Exporter
+from exporters.batch import BatchProcessor, ExportPipeline
 from sidecar.errors import ConfigError, StartupError
 from sidecar.pipeline.actions import UpstreamSet
 from sidecar.pipeline.emit import Emitter, TextMasker
@@ -282,7 +282,9 @@ def _build_review_services(runtime: Runtime, exporters: Sequence[Exporter]) -> N
         for name, spec in runtime.guard.policy.detectors.items():
             if spec.kind == "pii":
                 detector = runtime.guard.detectors[name]
-                pii = lambda text, _d=detector: _d.detect_sync([text])[0]  # noqa: E731
+                def pii(text: str, _d: Any = detector) -> list[Any]:
+                    return list(_d.detect_sync([text])[0])
+
                 break
     service = HandoffService(
         settings.handoff, store, content=ContentPolicy.from_privacy(settings.privacy, pii)

@@ -162,7 +162,7 @@ async def _check_async(args: argparse.Namespace, text: str) -> dict[str, Any]:
     guard = build_guard(load_policy(args.policy))
     try:
         await guard.runner.start()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any start failure ends the command cleanly
         await guard.runner.close()
         raise StartupError(f"detectors failed to start: {exc}") from None
     try:
@@ -249,9 +249,9 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
             "prompt_tokens", "completion_tokens", "error_type", "trace_id"]
     table = [[_cell(row.get(c)) for c in cols] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in table]) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in table:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
 def _cell(value: Any) -> str:
@@ -260,7 +260,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     if hasattr(value, "isoformat"):
-        return value.isoformat(timespec="seconds")
+        return str(value.isoformat(timespec="seconds"))
     return str(value)
 
 
@@ -301,6 +301,16 @@ def _report(args: argparse.Namespace) -> int:
     else:
         print(queries.format_report(data))
     return 0
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Any:
+    """A command group run without its action: show its help, exit 2."""
+
+    def show(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "~/.cache/railwatch/models, then detoxify-CHECKPOINT)")
     pull.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     pull.set_defaults(func=_models_pull)
-    models.set_defaults(func=lambda a: (models.print_help(), 2)[1])
+    models.set_defaults(func=_help_of(models))
 
     storage_note = (" Reads the ClickHouse storage of the settings (default: embedded chDB in "
                     "data_dir, which only one process can open: stop the sidecar first, or "
@@ -390,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--trace-id")
             t.add_argument("--limit", type=int, default=100)
         t.set_defaults(func=_traces)
-    traces.set_defaults(func=lambda a: (traces.print_help(), 2)[1])
+    traces.set_defaults(func=_help_of(traces))
 
     report = sub.add_parser("report", help="a summary of traffic and guardrails",
                             description="Request volume, latency percentiles, TTFT/TPOT, "

@@ -22,7 +22,7 @@ class SseEvent:
 class SseParser:
     """Stateful parser for one stream. ``feed`` never raises on malformed input."""
 
-    __slots__ = ("_tail", "_data", "_event", "_id", "_max_line")
+    __slots__ = ("_data", "_event", "_id", "_max_line", "_tail")
 
     def __init__(self, max_line_bytes: int = 8 * 1024 * 1024) -> None:
         self._tail = b""

@@ -61,9 +61,9 @@ from exporters.errors import (
     StorageUnavailableError,
 )
 from exporters.spill import SpillLog
+from sidecar.record import TraceRecord
 
 _T = TypeVar("_T")
-from sidecar.record import TraceRecord
 
 logger = logging.getLogger(__name__)
 

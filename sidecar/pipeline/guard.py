@@ -121,9 +121,11 @@ def output_segments(
             if text or calls:
                 out.append(Segment(("choices", i, "message", "content"), text, context))
         else:
-            text = choice.get("text")
-            if isinstance(text, str):
-                out.append(Segment(("choices", i, "text"), text, TextContext(stage="output")))
+            completion = choice.get("text")
+            if isinstance(completion, str):
+                out.append(
+                    Segment(("choices", i, "text"), completion, TextContext(stage="output"))
+                )
     return out
 
 
@@ -171,7 +173,7 @@ class Guard:
     @staticmethod
     def record(ctx: RequestContext, stage: str, result: StageResult) -> None:
         """Put the stage's triggered findings and its decision on the trace."""
-        for outcomes, decision in zip(result.outcomes, result.decisions):
+        for outcomes, decision in zip(result.outcomes, result.decisions, strict=True):
             for t in decision.triggered:
                 outcome = outcomes.get(t.finding.detector)
                 ctx.findings.append(
@@ -219,7 +221,7 @@ class Guard:
         self.record(ctx, "input", result)
         changed = False
         if result.decision.action not in ("pass", "block"):
-            for segment, decision in zip(segments, result.decisions):
+            for segment, decision in zip(segments, result.decisions, strict=True):
                 spans = decision.mask_findings
                 if spans:
                     _set(body, segment.path, masker.mask(segment.text, spans))

@@ -105,7 +105,7 @@ class Proxy:
         if self.signals is not None and ctx.body is not None:
             try:
                 ctx.attributes.update(self._signals(ctx))
-            except Exception:  # noqa: BLE001 - signals are best effort, never fail a request
+            except Exception:
                 logger.exception("implicit signals failed for request %s", ctx.request_id)
         self.emitter.emit(ctx)
 

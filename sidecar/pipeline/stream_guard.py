@@ -394,7 +394,7 @@ class StreamGuard:
     def _apply(self, verdicts: Sequence[WindowVerdict]) -> WindowVerdict | None:
         """Record a round's verdicts in window order; the first stopping one, if any."""
         plan, self._plan = self._plan, []
-        for p, verdict in zip(plan, verdicts):
+        for p, verdict in zip(plan, verdicts, strict=True):
             self.verdicts.append((p.check, verdict))
             if verdict.action not in CONTINUE:
                 return verdict
@@ -413,7 +413,7 @@ class StreamGuard:
         if not checks:
             return None
         verdicts = await self._run(checks)
-        self.verdicts.extend(zip(checks, verdicts))
+        self.verdicts.extend(zip(checks, verdicts, strict=True))
         worst = max(verdicts, key=lambda v: SEVERITY.get(v.action, len(SEVERITY)))
         return worst if worst.action != "pass" else None
 

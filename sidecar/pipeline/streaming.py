@@ -2,8 +2,10 @@
 
 ``forward`` is the lean path (no policy route): each upstream chunk is written to
 the client, then observed, so observation never delays delivery. ``guarded`` is
-the path of a policy route: input placeholders are restored in the stream even
-when split across chunks. A broken or stalled upstream stream ends with a final
+the path of a policy route: a :class:`~sidecar.pipeline.stream_guard.StreamGuard`
+checks output windows, masks, restores input placeholders split across chunks,
+and cuts the stream on a violation; before the first byte, a verdict can still
+move to the next attempt (retry, fallback) or hand off. A broken or stalled upstream stream ends with a final
 ``data: {"error": ...}`` event, which the ``openai`` client raises as ``APIError``.
 """
 
@@ -19,22 +21,19 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from detectors.base import TextContext
 from sidecar import semconv
 from sidecar.context import RequestContext
-from sidecar.masking import Masker
-from detectors.base import TextContext
 from sidecar.errors import RequestError, UpstreamError
+from sidecar.masking import Masker
 from sidecar.pipeline.actions import Attempt, UpstreamSet
 from sidecar.pipeline.guard import Guard, Segment
-from sidecar.pipeline.responses import blocked_response
-from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowCheck, WindowVerdict
-from sidecar.policy import Decision
-from sidecar.record import AttemptRecord
 from sidecar.pipeline.observe import StreamObserver, decode_body, observe_unary
-from sidecar.pipeline.responses import upstream_response
-from sidecar.pipeline.restore import StreamPlaceholderRestorer
+from sidecar.pipeline.responses import blocked_response, upstream_response
+from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowCheck, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
-from sidecar.policy import Route
+from sidecar.policy import Decision, Route
+from sidecar.record import AttemptRecord
 
 
 def _error_event(message: str, code: str) -> bytes:
@@ -50,11 +49,16 @@ STREAM_TIMEOUT_EVENT = _error_event(
 )
 
 
-class _Restoring:
-    """Adapter giving StreamPlaceholderRestorer a ``restore`` callable."""
-
-    def __init__(self, restore: Callable[[str], str]) -> None:
-        self.restore = restore
+async def finish_stream(out: web.StreamResponse, ctx: RequestContext, tail: bytes | None) -> None:
+    """Write the final error event (if any) and end the response, unless the client left."""
+    if ctx.client_disconnected:
+        return
+    try:
+        if tail is not None:
+            await out.write(tail)
+        await out.write_eof()
+    except ConnectionResetError:
+        ctx.client_disconnected = True
 
 
 class StreamFlow:
@@ -71,8 +75,8 @@ class StreamFlow:
         ctx: RequestContext,
         headers: CIMultiDict[str],
         payload: bytes,
-        restore: Callable[[str], str] | None = None,
     ) -> web.StreamResponse:
+        """The lean path: bytes go to the client as they arrive, then are observed."""
         client = self.upstreams.primary.client
         resp = await client.send(ctx, request.method, request.path_qs, headers, payload,
                                  stream=True)
@@ -88,7 +92,6 @@ class StreamFlow:
                     except (ValueError, OSError):
                         pass
                 return upstream_response(ctx, resp.status, resp.headers.items(), raw)
-            rewrite = StreamPlaceholderRestorer(_Restoring(restore)) if restore else None
             out = web.StreamResponse(
                 status=200, headers=response_headers(resp.headers.items(), decoded=False)
             )
@@ -109,35 +112,16 @@ class StreamFlow:
                     break
                 if not chunk:
                     break
-                if rewrite is not None:
-                    observer.feed(chunk)  # sees what the upstream sent, placeholders and all
-                    chunk = rewrite.feed(chunk)
-                    if not chunk:
-                        continue
                 try:
                     await out.write(chunk)
                 except ConnectionResetError:
                     ctx.client_disconnected = True
                     ctx.error_type = "client_disconnected"
                     break
-                if rewrite is None:
-                    observer.feed(chunk)  # after the write: observing never delays delivery
+                observer.feed(chunk)  # after the write: observing never delays delivery
             ctx.upstream_done_at = time.perf_counter()
             observer.close()
-            if rewrite is not None and not ctx.client_disconnected:
-                rest = rewrite.close()
-                if rest:
-                    try:
-                        await out.write(rest)
-                    except ConnectionResetError:
-                        ctx.client_disconnected = True
-            if not ctx.client_disconnected:
-                try:
-                    if tail is not None:
-                        await out.write(tail)
-                    await out.write_eof()
-                except ConnectionResetError:
-                    ctx.client_disconnected = True
+            await finish_stream(out, ctx, tail)
             return out
         finally:
             resp.release()
@@ -220,7 +204,9 @@ class StreamFlow:
                 ctx.attributes["railwatch.exhausted"] = "1"
             decision = Decision(action, outcome.reasons)
             if action == "handoff" and self.handoff is not None:
-                return await self.handoff(ctx, route, "policy", None, decision)
+                response: web.StreamResponse = await self.handoff(ctx, route, "policy", None,
+                                                                  decision)
+                return response
             if action == "pass":
                 ctx.decision = "flag"
                 continue  # nothing better to send: fall through to the error below
@@ -293,8 +279,8 @@ class StreamFlow:
                         chunk = await content.readany()
                     else:  # release what a background check clears as soon as it does
                         read = asyncio.ensure_future(content.readany())
-                        await asyncio.wait({read, sg.in_flight},
-                                           return_when=asyncio.FIRST_COMPLETED)
+                        pending: set[asyncio.Future[Any]] = {read, sg.in_flight}
+                        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                         if not read.done():
                             polled = await sg.poll()
                             if not await send(polled.data):
@@ -341,13 +327,7 @@ class StreamFlow:
             if out is None:  # nothing at all was released (empty stream): still answer
                 await send(b"data: [DONE]\n\n")
             assert out is not None
-            if not ctx.client_disconnected:
-                try:
-                    if tail is not None:
-                        await out.write(tail)
-                    await out.write_eof()
-                except ConnectionResetError:
-                    ctx.client_disconnected = True
+            await finish_stream(out, ctx, tail)
             return out
         finally:
             resp.release()

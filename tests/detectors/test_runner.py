@@ -441,7 +441,7 @@ async def test_run_many_batches_across_requests(runner: DetectorRunner) -> None:
     await started(runner, (model, RunSettings()), (regex, RunSettings()))
     results = await asyncio.gather(*(runner.run_many(["model", "regex"], t) for t in texts(5)))
     assert model.calls == [texts(5)]
-    for sent, (from_model, from_regex) in zip(texts(5), results):
+    for sent, (from_model, from_regex) in zip(texts(5), results, strict=True):
         assert from_model.findings[0].metadata["len"] == len(sent)
         assert from_regex.findings[0].metadata["len"] == len(sent)
 

@@ -42,7 +42,7 @@ def test_exhausted_retries_hand_off_to_a_person(
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        return runner, "http://%s:%d/hook" % runner.addresses[0][:2]
+        return runner, "http://{}:{}/hook".format(*runner.addresses[0][:2])
 
     receiver, hook_url = loop_thread.run(start_receiver())
     policy = tmp_path / "policy.yaml"

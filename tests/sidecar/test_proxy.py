@@ -430,7 +430,7 @@ def slow_stream_upstream(loop_thread: Any) -> Any:
         return runner
 
     runner = loop_thread.run(start())
-    state["url"] = "http://%s:%d" % runner.addresses[0][:2]
+    state["url"] = "http://{}:{}".format(*runner.addresses[0][:2])
     yield state
     loop_thread.run(runner.cleanup())
 

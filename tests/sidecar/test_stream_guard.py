@@ -483,7 +483,7 @@ async def test_poll_releases_when_the_check_finishes() -> None:
 
 def interleaved(a: list[str], b: list[str]) -> bytes:
     out = [chunk([delta("", index=0, role="assistant")]), chunk([delta("", index=1, role="assistant")])]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         out += [chunk([delta(x, index=0)]), chunk([delta(y, index=1)])]
     out += [chunk([delta(index=0, finish="stop")]), chunk([delta(index=1, finish="length")])]
     return b"".join(out) + b"data: [DONE]\n\n"
