@@ -155,3 +155,45 @@ def test_regeneration_is_recorded(start_sidecar: Any, demo_upstream: Any) -> Non
     recs = sc.memory.wait_for(lambda rs: len(rs) == 2)
     assert "railwatch.signal.regeneration" not in recs[0].attributes
     assert recs[1].attributes["railwatch.signal.regeneration"] == "1"
+
+
+def _chat(sc: Any, messages: list[dict[str, str]], **headers: str) -> tuple[int, dict[str, str], Any]:
+    async def go() -> tuple[int, dict[str, str], Any]:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(sc.url + "/v1/chat/completions", headers=headers,
+                              json={"model": "m", "messages": messages}) as r:
+                return r.status, dict(r.headers), await r.json()
+
+    return asyncio.run(go())
+
+
+def test_conversation_triggers_hand_off(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "detectors:\n  deny: {kind: denylist, options: {keywords: [forbidden]}}\n"
+        "routes:\n  - name: r\n    input: [{detector: deny, action: block}]\n"
+    )
+    sc = start_sidecar(
+        demo_upstream.url,
+        guardrails={"enabled": True, "policy": str(policy)},
+        handoff={"enabled": True, "max_turns": 3, "max_failures": 2,
+                 "review": {"token": TOKEN}},
+    )
+    # the client asks for a person
+    status, headers, body = _chat(sc, [{"role": "user", "content": "hi"}],
+                                  **{"x-railwatch-handoff": "true"})
+    assert status == 200 and "x-railwatch-handoff-id" in headers
+    # a conversation longer than max_turns
+    user = [{"role": "user", "content": f"turn {i}"} for i in range(4)]
+    status, headers, _ = _chat(sc, user, **{"x-railwatch-conversation-id": "long-one"})
+    assert "x-railwatch-handoff-id" in headers
+    status, headers, _ = _chat(sc, user[:1], **{"x-railwatch-conversation-id": "short-one"})
+    assert status == 200 and "x-railwatch-handoff-id" not in headers
+    # repeated guardrail failures in one conversation: blocked first, then handed off
+    conv = {"x-railwatch-conversation-id": "failing-one"}
+    first, _, _ = _chat(sc, [{"role": "user", "content": "forbidden"}], **conv)
+    assert first == 400
+    status, headers, _ = _chat(sc, [{"role": "user", "content": "forbidden again"}], **conv)
+    assert status == 200 and "x-railwatch-handoff-id" in headers
+    recs = sc.memory.wait_for(lambda rs: len(rs) == 5)
+    assert [r.decision for r in recs] == ["handoff", "handoff", "pass", "block", "handoff"]

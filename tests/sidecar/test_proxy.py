@@ -447,6 +447,7 @@ def test_client_disconnect_mid_stream_cancels_upstream(start_sidecar: Any, slow_
     asyncio.run(go())
     rec = sc.memory.wait_for(lambda rs: len(rs) == 1, 5)[0]
     assert rec.client_disconnected and rec.stream
+    assert rec.attributes.get("railwatch.signal.abandoned") == "1"  # implicit feedback
     # the upstream saw its client (the sidecar) go away, long before its 12 s stream ended
     deadline = asyncio.run(_wait_until(lambda: "client_gone" in slow_stream_upstream["events"], 5))
     assert deadline
