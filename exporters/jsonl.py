@@ -51,7 +51,9 @@ class JsonLinesExporter:
             else:
                 directory = os.path.dirname(os.path.abspath(self.path))
                 os.makedirs(directory, exist_ok=True)
-                self._stream = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
+                # 0600: the file may hold prompt text
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._stream = os.fdopen(fd, "ab")
         return self._stream
 
     def export(self, batch: Sequence[TraceRecord]) -> ExportResult:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,21 +110,45 @@ def build_guard(policy: Policy) -> Guard:
     return Guard(policy, runner, detectors)
 
 
-def privacy_masker(guard: Guard | None) -> TextMasker | None:
-    """For ``privacy.capture: masked``: mask every PII finding of the policy's PII detector."""
+PRIVACY_KINDS = ("pii", "secrets")  # what `privacy.capture: masked` hides in stored text
+
+
+def privacy_finder(guard: Guard | None) -> Callable[[str], list[Any]] | None:
+    """Every PII and secret finding in a text, from the policy's own detectors (sync).
+
+    ``privacy.capture: masked`` stores text only through this; without a PII detector
+    in the policy, masked mode stores no text at all.
+    """
     if guard is None:
+        return None
+    chosen: list[Any] = [
+        guard.detectors[name]
+        for name, spec in guard.policy.detectors.items()
+        if spec.kind in PRIVACY_KINDS and hasattr(guard.detectors[name], "detect_sync")
+    ]
+    if not any(spec.kind == "pii" for spec in guard.policy.detectors.values()):
+        return None
+
+    def find(text: str) -> list[Any]:
+        found: list[Any] = []
+        for detector in chosen:
+            found.extend(detector.detect_sync([text])[0])
+        return found
+
+    return find
+
+
+def privacy_masker(guard: Guard | None) -> TextMasker | None:
+    """For ``privacy.capture: masked``: the text with every PII and secret finding masked."""
+    find = privacy_finder(guard)
+    if find is None:
         return None
     from sidecar.masking import Masker
 
-    for name, spec in guard.policy.detectors.items():
-        if spec.kind == "pii":
-            detector = guard.detectors[name]
+    def mask(text: str) -> str:
+        return Masker().mask(text, find(text))
 
-            def mask(text: str, _d: Any = detector) -> str:
-                return Masker().mask(text, _d.detect_sync([text])[0])
-
-            return mask
-    return None
+    return mask
 
 
 def _check_fallbacks(policy: Policy, settings: Settings) -> None:
@@ -188,64 +212,71 @@ def create_app(
     app[RUNTIME] = runtime
     setup_routes(app, runtime)
 
-    async def lifespan(_app: web.Application) -> AsyncIterator[None]:
-        runtime.components["upstream_client"] = "starting"
-        await upstreams.start()
-        runtime.components["upstream_client"] = "ok"
-        if guard is not None:
-            runtime.components["detectors"] = "starting"
+    async def start_exporter(exporter: Exporter, spec: ExporterSettings) -> None:
+        key = f"exporter:{exporter.name}"
+        runtime.components[key] = "starting"
+        start = getattr(exporter, "start", None)
+        if callable(start):  # in a thread: ClickHouse connects and migrates here
             try:
-                await guard.runner.start()
-            except DetectorError as exc:
-                runtime.components["detectors"] = "failed"
-                await upstreams.close()
-                await guard.runner.close()
-                raise StartupError(str(exc)) from exc
-            runtime.components["detectors"] = "ok"
-            _limit_torch_threads(settings.guardrails.torch_threads)
-        for exporter, spec in pairs:
-            key = f"exporter:{exporter.name}"
-            # (each exporter starts in a thread: ClickHouse connects and migrates here)
-            runtime.components[key] = "starting"
-            start = getattr(exporter, "start", None)
-            if callable(start):
-                try:
-                    result = await asyncio.to_thread(start)
-                    if asyncio.iscoroutine(result):
-                        await result
-                except Exception as exc:
-                    runtime.components[key] = "failed"
-                    await upstreams.close()
-                    raise StartupError(
-                        f"exporter '{exporter.name}' failed to start: {type(exc).__name__}: {exc}"
-                    ) from exc
-            exports.add(
-                BatchProcessor(
-                    exporter,
-                    max_queue=spec.max_queue,
-                    max_batch=spec.max_batch,
-                    schedule_delay_s=spec.schedule_delay_s,
-                )
+                result = await asyncio.to_thread(start)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - any exporter failure stops start-up
+                runtime.components[key] = "failed"
+                raise StartupError(
+                    f"exporter '{exporter.name}' failed to start: {type(exc).__name__}: {exc}"
+                ) from exc
+        exports.add(
+            BatchProcessor(
+                exporter,
+                max_queue=spec.max_queue,
+                max_batch=spec.max_batch,
+                schedule_delay_s=spec.schedule_delay_s,
             )
-            runtime.components[key] = "ok"
-        if runtime.handoff is not None:
-            await runtime.handoff.start()
-            runtime.components["handoff"] = "ok"
+        )
+        runtime.components[key] = "ok"
+
+    async def stop() -> None:
+        """Stop whatever started, in reverse order; safe after a partial start."""
+        if runtime.handoff is not None and runtime.components.get("handoff") == "ok":
+            await runtime.handoff.close()
+            runtime.components["handoff"] = "stopped"
+        await upstreams.close()
+        runtime.components["upstream_client"] = "stopped"
+        if guard is not None:
+            await guard.runner.close()
+            runtime.components["detectors"] = "stopped"
+        await asyncio.to_thread(exports.shutdown, settings.server.shutdown_timeout_s)
+        for name in list(runtime.components):
+            if name.startswith("exporter:"):
+                runtime.components[name] = "stopped"
+
+    async def lifespan(_app: web.Application) -> AsyncIterator[None]:
+        try:
+            runtime.components["upstream_client"] = "starting"
+            await upstreams.start()
+            runtime.components["upstream_client"] = "ok"
+            if guard is not None:
+                runtime.components["detectors"] = "starting"
+                try:
+                    await guard.runner.start()
+                except DetectorError as exc:
+                    runtime.components["detectors"] = "failed"
+                    raise StartupError(str(exc)) from exc
+                runtime.components["detectors"] = "ok"
+                _limit_torch_threads(settings.guardrails.torch_threads)
+            for exporter, spec in pairs:
+                await start_exporter(exporter, spec)
+            if runtime.handoff is not None:
+                await runtime.handoff.start()
+                runtime.components["handoff"] = "ok"
+        except BaseException:
+            await stop()
+            raise
         try:
             yield
         finally:
-            if runtime.handoff is not None:
-                await runtime.handoff.close()
-                runtime.components["handoff"] = "stopped"
-            await upstreams.close()
-            runtime.components["upstream_client"] = "stopped"
-            if guard is not None:
-                await guard.runner.close()
-                runtime.components["detectors"] = "stopped"
-            await asyncio.to_thread(exports.shutdown, settings.server.shutdown_timeout_s)
-            for name in list(runtime.components):
-                if name.startswith("exporter:"):
-                    runtime.components[name] = "stopped"
+            await stop()
 
     app.cleanup_ctx.append(lifespan)
     return app
@@ -269,7 +300,10 @@ def _build_review_services(runtime: Runtime, exporters: Sequence[Exporter]) -> N
     clickhouse = next((e for e in exporters if e.name == "clickhouse"), None)
     store: Any
     if clickhouse is not None:
-        store = ClickHouseHandoffStore(clickhouse.run_query)  # type: ignore[attr-defined]
+        store = ClickHouseHandoffStore(
+            clickhouse.run_query,  # type: ignore[attr-defined]
+            store_text=clickhouse.config.store_text,  # type: ignore[attr-defined]
+        )
     else:
         store = MemoryHandoffStore()
     runtime.feedback_store = store
@@ -277,15 +311,7 @@ def _build_review_services(runtime: Runtime, exporters: Sequence[Exporter]) -> N
     runtime.proxy.signals = runtime.signals
     if not settings.handoff.enabled:
         return
-    pii = None
-    if runtime.guard is not None:
-        for name, spec in runtime.guard.policy.detectors.items():
-            if spec.kind == "pii":
-                detector = runtime.guard.detectors[name]
-                def pii(text: str, _d: Any = detector) -> list[Any]:
-                    return list(_d.detect_sync([text])[0])
-
-                break
+    pii = privacy_finder(runtime.guard)
     service = HandoffService(
         settings.handoff, store, content=ContentPolicy.from_privacy(settings.privacy, pii)
     )

@@ -233,7 +233,7 @@ def _storage(args: argparse.Namespace) -> tuple[Any, str]:
             break
     exporter = ClickHouseExporter.from_options(options, data_dir=settings.data_path())
     try:
-        return connect(exporter.config), exporter.config.database
+        return connect(exporter.config), exporter.config.effective_database
     except ExporterError as exc:
         raise StartupError(str(exc)) from None
 

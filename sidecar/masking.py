@@ -30,6 +30,7 @@ whose offsets do not fit the text (a detector bug), naming only the offsets.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -97,6 +98,13 @@ class Masker:
             pos = end
         parts.append(text[pos:])
         return "".join(parts)
+
+    def reserve(self, texts: Iterable[str]) -> None:
+        """Never issue a placeholder that already occurs literally in any of ``texts``
+        (all of a request's texts, before the first ``mask``)."""
+        for text in texts:
+            if "<" in text:
+                self._reserved.update(PLACEHOLDER_PATTERN.findall(text))
 
     def _placeholder(self, label: str, value: str) -> str:
         token = self._labels.get(label)
@@ -199,9 +207,16 @@ def _resolve(text: str, findings: Iterable[_Span]) -> list[tuple[str, int, int]]
     if not ranked:
         return []
     ranked.sort()
+    # kept spans never overlap, so sorted by start they are sorted by end too: a new
+    # span collides only with its neighbours (bisect), not with every kept span
+    starts: list[int] = []
     kept: list[tuple[int, int, str]] = []
     for _, _, start, end, label in ranked:
-        if all(end <= s or e <= start for s, e, _ in kept):
-            kept.append((start, end, label))
-    kept.sort()
+        i = bisect.bisect_left(starts, start)
+        if i > 0 and kept[i - 1][1] > start:
+            continue
+        if i < len(kept) and kept[i][0] < end:
+            continue
+        starts.insert(i, start)
+        kept.insert(i, (start, end, label))
     return [(label, start, end) for start, end, label in kept]

@@ -232,7 +232,11 @@ def load_policy(path: str | Path | None = None) -> Policy:
         data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"policy file {source} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        from sidecar.settings import _yaml_problem
+
+        raise ConfigError(f"policy file {source} is not valid YAML: {_yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"policy file {source} cannot be read: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"policy file {source} must hold a mapping at the top level")

@@ -50,6 +50,11 @@ def _check_http_url(value: str | None) -> str | None:
         raise ValueError("must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
+    if parts.username is not None or parts.password is not None:
+        # they would show in /readyz and logs, and aiohttp refuses them beside a client's
+        # Authorization header: clients send their own credentials, which are forwarded
+        raise ValueError("must not hold credentials (user:password@); clients' Authorization "
+                         "headers are forwarded")
     return value.rstrip("/")
 
 
@@ -156,6 +161,15 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
     return tree, sources
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without quoting the line (it may hold a secret)."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(problem)
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -185,7 +199,7 @@ def load_settings(
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

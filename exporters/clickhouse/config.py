@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CLUSTER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_CLUSTER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
 SCHEMES = ("chdb", "http", "https")
 
 

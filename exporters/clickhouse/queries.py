@@ -38,8 +38,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "handoff_id",
 )
 TEXT_COLUMNS: tuple[str, ...] = ("prompt_text", "output_text", "text_masked")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

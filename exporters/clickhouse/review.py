@@ -58,7 +58,7 @@ HANDOFF_COLUMNS: tuple[tuple[str, str], ...] = (
 FEEDBACK_KINDS = ("thumbs", "score", "preference")
 
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _db(database: str) -> str:

@@ -23,7 +23,7 @@ from exporters.clickhouse import review
 from sidecar.handoff.store import PREFERENCE_KIND
 
 T = TypeVar("T")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class QueryRunner(Protocol):
@@ -40,12 +40,15 @@ class ClickHouseHandoffStore:
     ``comment`` and the *chosen* one in ``corrected_answer``.
     """
 
-    def __init__(self, run: QueryRunner, *, open_scan_limit: int = 1000) -> None:
+    def __init__(
+        self, run: QueryRunner, *, open_scan_limit: int = 1000, store_text: bool = True
+    ) -> None:
         self._run = run
         self.open_scan_limit = open_scan_limit
+        self.store_text = store_text  # the ClickHouse exporter's `store_text`
 
     def save_handoff(self, row: Mapping[str, Any]) -> None:
-        self._run(lambda c, db: review.upsert_handoff(c, db, row))
+        self._run(lambda c, db: review.upsert_handoff(c, db, row, store_text=self.store_text))
 
     def get_handoff(self, handoff_id: str) -> dict[str, Any] | None:
         return self._run(lambda c, db: review.get_handoff(c, db, handoff_id))
@@ -61,6 +64,8 @@ class ClickHouseHandoffStore:
         self, *, trace_id: str, request_id: str | None, rejected: str, chosen: str,
         user: str | None,
     ) -> str:
+        if not self.store_text:  # a preference pair is text: nothing to keep
+            return ""
         return self._run(lambda c, db: _insert_preference(
             c, db, trace_id=trace_id, request_id=request_id, rejected=rejected, chosen=chosen,
             user=user))
@@ -73,7 +78,7 @@ class ClickHouseHandoffStore:
         return self._run(lambda c, db: review.insert_feedback(
             c, db, trace_id=trace_id, kind=kind, value=value, comment=comment,
             corrected_answer=corrected_answer, known_trace=known_trace, user=user,
-            store_text=store_text))
+            store_text=store_text and self.store_text))
 
     def trace_exists(self, trace_id: str) -> bool:
         return self._run(lambda c, db: review.trace_exists(c, db, trace_id))

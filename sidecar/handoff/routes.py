@@ -48,7 +48,7 @@ _HTML_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_NEXT = re.compile(r"^/review(?:/[0-9a-f]{32})?$")
+_NEXT = re.compile(r"^/review(?:/[0-9a-f]{32})?\Z")
 _FORM_TYPE = "application/x-www-form-urlencoded"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -18,6 +18,8 @@ path and query usually are its secret.
 
 from __future__ import annotations
 
+import math
+
 import asyncio
 import logging
 import random
@@ -209,6 +211,7 @@ def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -185,6 +185,10 @@ class ActionRunner:
                     await self.send(attempt, self.payload(attempt))
                 except UpstreamError as exc:
                     attempt.error = exc
+                except BaseException:  # cancelled (client gone, a sibling won): no verdict
+                    breaker.abandon()
+                    attempt.error = UpstreamError("the attempt was cancelled", code="cancelled")
+                    raise
                 if attempt.failed_upstream:
                     breaker.failure()
                 else:

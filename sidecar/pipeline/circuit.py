@@ -60,6 +60,11 @@ class CircuitBreaker:
         self.rejected += 1
         return False
 
+    def abandon(self) -> None:
+        """A request let through ended with no verdict (cancelled): give its probe back."""
+        if self._state == HALF_OPEN and self._probes > 0:
+            self._probes -= 1
+
     def success(self) -> None:
         self._failures = 0
         if self._state != CLOSED:

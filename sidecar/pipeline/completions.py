@@ -19,6 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from sidecar.context import RequestContext
+from sidecar.errors import UpstreamError
 from sidecar.masking import PLACEHOLDER_PATTERN, Masker
 from sidecar.pipeline import ingress
 from sidecar.pipeline.actions import ACCEPTABLE, ActionRunner, Attempt, UpstreamSet
@@ -35,6 +36,15 @@ HandoffHook = Callable[
     [RequestContext, Route, str, str | None, Decision], Awaitable[web.StreamResponse]
 ]
 FAILURES = frozenset({"block", "retry", "fallback", "handoff"})
+
+
+_KNOWN = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+
+
+def _canonical(path: str) -> str:
+    from sidecar.pipeline.proxy import canonical_path
+
+    return canonical_path(path)
 
 
 def input_restore(masker: Masker) -> Callable[[str], str]:
@@ -84,7 +94,8 @@ class CompletionFlow:
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         raw, body = await ingress.parse_request(request, ctx, self.server.max_body_bytes)
         guard = self.guard
-        route = guard.route_for(request.path, ctx.model_requested, ctx.tenant) if guard else None
+        path = request.path if request.path in _KNOWN else _canonical(request.path)
+        route = guard.route_for(path, ctx.model_requested, ctx.tenant) if guard else None
         headers = forward_request_headers(request.headers, ctx, inspect=True)
         if route is None or guard is None:
             if ctx.stream:
@@ -189,13 +200,23 @@ class CompletionFlow:
                 attempt.upstream.client, request, ctx, headers, payload
             )
             attempt.status, attempt.headers, attempt.raw = status, up_headers, answer
-            if status != 200 or not check_output:
+            if status != 200:
                 return
             try:
                 doc = orjson.loads(decode_body(answer, up_headers.get("Content-Encoding")))
             except (ValueError, OSError):
+                doc = None
+            if isinstance(doc, dict) and "error" in doc and "choices" not in doc and "data" not in doc:
+                # a 200 carrying an OpenAI error: a failed upstream answer, retried as one
+                attempt.error = UpstreamError(
+                    "the upstream answered with an error body", code="upstream_error_body"
+                )
+                return
+            if not check_output:
                 return
             if not isinstance(doc, dict):
+                # nothing the output detectors can read: it passes (fail-open), marked
+                ctx.attributes["railwatch.output.unchecked"] = "unparsed"
                 return
             attempt.doc = doc
             attempt.decision, attempt.changed = await guard.check_output(
@@ -204,7 +225,7 @@ class CompletionFlow:
 
         final = await ActionRunner(ctx, route, self.upstreams, send, body, raw).run()
         ctx.upstream = final.upstream.label
-        if final.error is not None and final.status == 0:
+        if final.error is not None and (final.status == 0 or final.status == 200):
             if route.then == "handoff" and self.handoff is not None:
                 return await self.handoff(ctx, route, "upstream_failure", None, final.decision)
             raise final.error

@@ -221,6 +221,7 @@ class Guard:
         self.record(ctx, "input", result)
         changed = False
         if result.decision.action not in ("pass", "block"):
+            masker.reserve(s.text for s in segments)
             for segment, decision in zip(segments, result.decisions, strict=True):
                 spans = decision.mask_findings
                 if spans:

@@ -20,6 +20,9 @@ from sidecar.context import RequestContext
 from sidecar.errors import BadRequestError, PayloadTooLargeError
 
 
+MAX_MODEL_CHARS = 256  # model names key caches and labels: bounded
+
+
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
     """The whole request body, or 413 once it exceeds ``max_bytes``. May block on the client."""
     length = request.content_length
@@ -86,6 +89,9 @@ def _check_common(body: dict[str, Any], ctx: RequestContext) -> None:
         raise _type_error("max_tokens", "an integer")
     n = _opt(body, "n", lambda v: _is_int(v) and v >= 1, "an integer of at least 1")
     user = _opt(body, "user", lambda v: isinstance(v, str), "a string")
+    if model is not None and len(model) > MAX_MODEL_CHARS:
+        raise BadRequestError(f"'model' is longer than {MAX_MODEL_CHARS} characters",
+                              param="model", code="invalid_value")
     ctx.model_requested = model
     ctx.stream = bool(stream)
     ctx.max_tokens = max_tokens
@@ -152,6 +158,9 @@ def check_completion(body: dict[str, Any], ctx: RequestContext) -> None:
 def check_embeddings(body: dict[str, Any], ctx: RequestContext) -> None:
     model = _opt(body, "model", lambda v: isinstance(v, str), "a string")
     _opt(body, "user", lambda v: isinstance(v, str), "a string")
+    if model is not None and len(model) > MAX_MODEL_CHARS:
+        raise BadRequestError(f"'model' is longer than {MAX_MODEL_CHARS} characters",
+                              param="model", code="invalid_value")
     ctx.model_requested = model
     ctx.user = body.get("user")
     inp = body.get("input")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -53,6 +54,20 @@ def public_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+GUARDED_PATHS = {
+    "/v1/chat/completions": semconv.OP_CHAT,
+    "/v1/completions": semconv.OP_TEXT_COMPLETION,
+    "/v1/embeddings": semconv.OP_EMBEDDINGS,
+}
+_SLASHES = re.compile(r"/{2,}")
+
+
+def canonical_path(path: str) -> str:
+    """Repeated slashes merged, a trailing slash dropped, lower case."""
+    path = _SLASHES.sub("/", path).lower()
+    return path[:-1] if len(path) > 1 and path.endswith("/") else path
 
 
 class Proxy:
@@ -155,6 +170,8 @@ class Proxy:
             ctx.client_disconnected = True
             if not ctx.status:
                 ctx.fail(499, "client_disconnected")  # nginx's "client closed request"
+            elif ctx.error_type is None:
+                ctx.error_type = "client_disconnected"  # gone mid-stream
             raise
         finally:
             self.in_flight -= 1
@@ -173,7 +190,15 @@ class Proxy:
     # --- everything else --------------------------------------------------------------------
 
     def passthrough_handler(self, route: str = semconv.OP_PASSTHROUGH) -> Handler:
+        flow = self.completions
+
         async def handle(request: web.Request) -> web.StreamResponse:
+            if request.method == "POST":
+                # "//v1/chat/completions/", "/V1/chat/completions": servers that normalise
+                # paths would answer them as the real route, so they get its guardrails
+                op = GUARDED_PATHS.get(canonical_path(request.path))
+                if op is not None:
+                    return await self._guarded(request, op, flow.handle)
             return await self._guarded(request, route, self._passthrough)
 
         return handle

@@ -12,6 +12,7 @@ move to the next attempt (retry, fallback) or hand off. A broken or stalled upst
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ from sidecar.pipeline.observe import StreamObserver, decode_body, observe_unary
 from sidecar.pipeline.responses import blocked_response, upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowCheck, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
-from sidecar.policy import Decision, Route
+from sidecar.policy import PASS, Decision, Route
 from sidecar.record import AttemptRecord
 
 
@@ -140,9 +141,12 @@ class StreamFlow:
     ) -> web.StreamResponse:
         """A stream on a policy route, checked in windows by the output detectors.
 
-        Before the first byte leaves, a window verdict ``retry``/``fallback`` moves to
-        the next attempt (another stream); ``block`` sends the block response and
-        ``handoff`` the hand-off answer. After it, violations cut the stream.
+        Attempts run one at a time (primary, retries, fallbacks, as for unary answers
+        but never in parallel). Before the first byte leaves, a verdict ``retry`` or
+        ``fallback`` or an upstream failure moves to the next attempt, ``block`` sends
+        the block response and ``handoff`` the hand-off answer; once rounds are spent
+        the route's ``then`` applies (for ``pass``, the last attempt is delivered with
+        its verdicts downgraded to ``flag``). After the first byte, violations cut.
         """
         guard = self.guard
         assert guard is not None
@@ -153,126 +157,227 @@ class StreamFlow:
                 body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
                 payload = orjson.dumps(body)
                 strip_usage = True  # usage is always known; the client gets what it asked for
-        rules_out = bool(route.output)
-        if not rules_out and restore is None and not strip_usage:
+        if not route.output and restore is None and not strip_usage:
             return await self.forward(request, ctx, headers, payload)
-        context = TextContext(
-            stage="output",
-            response_format=(body or {}).get("response_format") if body else None,
-        )
-
-        async def checker(check: WindowCheck) -> WindowVerdict:
-            if not rules_out:
-                return WindowVerdict()
-            result = await guard.run_stage(route, "output", [Segment((), check.text, context)])
-            guard.record(ctx, "output", result)
-            return WindowVerdict.from_decision(result.decision)
-
-        plan = attempts() if attempts is not None else [Attempt("primary", self.upstreams.primary, None)]
+        plan = attempts() if attempts is not None else [
+            Attempt("primary", self.upstreams.primary, None)
+        ]
+        run = _GuardedRun(self, request, ctx, headers, route, masker, restore, body, strip_usage)
+        skip_retries = False
         last_verdict: WindowVerdict | None = None
+        last_error: RequestError | None = None
         for index, attempt in enumerate(plan):
-            if attempt.kind == "retry" and last_verdict is not None and last_verdict.action == "fallback":
-                continue  # a fallback verdict skips the remaining retries
-            sg = StreamGuard(
-                checker=checker, mode=route.stream.mode, window_chars=route.stream.window_chars,
-                window_tokens=route.stream.window_tokens, overlap_chars=route.stream.overlap_chars,
-                max_holdback_chars=route.stream.max_holdback_chars, masker=masker,
-                restore_input=restore is not None, strip_usage=strip_usage,
-            )
+            if attempt.kind == "retry" and skip_retries:
+                continue
+            remaining = [a for a in plan[index + 1:] if not (a.kind == "retry" and skip_retries)]
+            deliver_anyway = not remaining and route.then == "pass"
             data = payload
             if attempt.model is not None and body is not None:
                 data = orjson.dumps({**body, "model": attempt.model})
-            started = time.perf_counter()
-            outcome = await self._guarded_attempt(request, ctx, headers, data, attempt, sg)
-            ctx.attempts.append(_attempt_record(ctx, attempt, started, outcome))
-            if attempt.kind == "retry":
-                ctx.retries += 1
+            outcome = await run.attempt(attempt, data, deliver_anyway)
             if isinstance(outcome, web.StreamResponse):
                 return outcome
             if isinstance(outcome, RequestError):
-                last_error = outcome
-                last_verdict = None
-                if index == len(plan) - 1:
-                    raise last_error
+                last_error, last_verdict = outcome, None
+                if outcome.code == "circuit_open" or not route.retry.on_upstream_error:
+                    skip_retries = True
                 continue
-            last_verdict = outcome
-            if outcome.action in ("retry", "fallback") and index < len(plan) - 1:
-                continue
-            action = outcome.action
-            if action in ("retry", "fallback"):
-                action = route.then
-                ctx.attributes["railwatch.exhausted"] = "1"
-            decision = Decision(action, outcome.reasons)
-            if action == "handoff" and self.handoff is not None:
-                response: web.StreamResponse = await self.handoff(ctx, route, "policy", None,
-                                                                  decision)
+            last_verdict, last_error = outcome, None
+            if outcome.action == "fallback":
+                skip_retries = True
+            if outcome.action not in ("retry", "fallback"):
+                break  # block or handoff: act now
+        if last_verdict is None:
+            if route.then == "handoff" and self.handoff is not None:
+                response: web.StreamResponse = await self.handoff(
+                    ctx, route, "upstream_failure", None, PASS
+                )
                 return response
-            if action == "pass":
-                ctx.decision = "flag"
-                continue  # nothing better to send: fall through to the error below
-            return blocked_response(ctx, route, "output", decision)
-        raise UpstreamError("no upstream answer passed the output checks", code="exhausted")
+            assert last_error is not None
+            raise last_error
+        action = last_verdict.action
+        if action in ("retry", "fallback"):
+            action = route.then
+            ctx.attributes["railwatch.exhausted"] = "1"
+        decision = Decision(action, last_verdict.reasons)
+        if action == "handoff" and self.handoff is not None:
+            handed: web.StreamResponse = await self.handoff(ctx, route, "policy", None, decision)
+            return handed
+        return blocked_response(ctx, route, "output", decision)
 
-    async def _guarded_attempt(
-        self,
-        request: web.Request,
-        ctx: RequestContext,
-        headers: CIMultiDict[str],
-        payload: bytes,
-        attempt: Attempt,
-        sg: StreamGuard,
+
+_RECORD_FIELDS = ("finish_reasons", "response_id", "model_served", "system_fingerprint",
+                  "first_token_at", "last_token_at", "output_parts", "decision", "status")
+
+
+class _GuardedRun:
+    """One guarded stream request: its attempts, each an upstream stream through a guard."""
+
+    def __init__(self, flow: StreamFlow, request: web.Request, ctx: RequestContext,
+                 headers: CIMultiDict[str], route: Route, masker: Masker,
+                 restore: Callable[[str], str] | None, body: dict[str, Any] | None,
+                 strip_usage: bool) -> None:
+        self.flow, self.request, self.ctx, self.headers = flow, request, ctx, headers
+        self.route, self.masker, self.restore, self.body = route, masker, restore, body
+        self.strip_usage = strip_usage
+        self.context = TextContext(
+            stage="output",
+            response_format=body.get("response_format") if body is not None else None,
+            tools=body.get("tools") if body is not None else None,
+        )
+
+    def _guard(self, downgrade: bool) -> StreamGuard:
+        guard, route, ctx, context = self.flow.guard, self.route, self.ctx, self.context
+        assert guard is not None
+
+        async def checker(check: WindowCheck) -> WindowVerdict:
+            if not route.output:
+                return WindowVerdict()
+            result = await guard.run_stage(route, "output", [Segment((), check.text, context)])
+            guard.record(ctx, "output", result)
+            verdict = WindowVerdict.from_decision(result.decision)
+            if downgrade and verdict.action in ("retry", "fallback"):
+                ctx.attributes["railwatch.exhausted"] = "1"
+                return WindowVerdict("flag", verdict.reasons, verdict.mask_spans)
+            return verdict
+
+        spec = route.stream
+        return StreamGuard(
+            checker=checker, mode=spec.mode, window_chars=spec.window_chars,
+            window_tokens=spec.window_tokens, overlap_chars=spec.overlap_chars,
+            max_holdback_chars=spec.max_holdback_chars, masker=self.masker,
+            restore_input=self.restore is not None, strip_usage=self.strip_usage,
+        )
+
+    async def attempt(
+        self, attempt: Attempt, payload: bytes, deliver_anyway: bool
     ) -> web.StreamResponse | WindowVerdict | RequestError:
-        """One upstream stream through the guard. Returns the response once bytes left,
-        the verdict that stopped it before the first byte, or the upstream error."""
-        client = attempt.upstream.client
+        """Run one attempt; the response once bytes left, else what stopped it.
+
+        The context's answer fields are restored when the attempt is discarded, so
+        the trace describes only what the client got.
+        """
+        ctx = self.ctx
+        saved = {name: copy.copy(getattr(ctx, name)) for name in _RECORD_FIELDS}
+        saved_usage = copy.copy(ctx.usage)
+        started = time.perf_counter()
+        status = 0
+        outcome: web.StreamResponse | WindowVerdict | RequestError | None = None
         breaker = attempt.upstream.breaker
-        if not breaker.allow():
-            return UpstreamError("the upstream's circuit is open", code="circuit_open")
+        allowed = breaker.allow()
         try:
-            resp = await client.send(ctx, request.method, request.path_qs, headers, payload,
-                                     stream=True)
-        except UpstreamError as exc:
+            if not allowed:
+                outcome = UpstreamError("the upstream's circuit is open", code="circuit_open")
+            else:
+                status, outcome = await self._stream(attempt, payload, deliver_anyway)
+                if isinstance(outcome, UpstreamError) or status >= 500:
+                    breaker.failure()
+                else:
+                    breaker.success()
+            return outcome
+        except UpstreamError as exc:  # reading a 5xx or non-SSE body failed
             breaker.failure()
+            outcome = exc
             return exc
+        except BaseException:
+            if allowed:
+                breaker.abandon()  # cancelled: the probe, if it was one, is given back
+            raise
+        finally:
+            if outcome is not None and not isinstance(outcome, web.StreamResponse):
+                for name, value in saved.items():
+                    setattr(ctx, name, value)
+                ctx.usage = saved_usage
+            if outcome is not None:
+                ctx.attempts.append(_attempt_record(ctx, attempt, started, status, outcome))
+                if attempt.kind == "retry":
+                    ctx.retries += 1
+
+    async def _stream(
+        self, attempt: Attempt, payload: bytes, deliver_anyway: bool
+    ) -> tuple[int, web.StreamResponse | WindowVerdict | RequestError]:
+        ctx, request = self.ctx, self.request
+        client = attempt.upstream.client
         try:
-            ctype = resp.headers.get("Content-Type", "")
-            if resp.status >= 500:
-                breaker.failure()
+            resp = await client.send(ctx, request.method, request.path_qs, self.headers,
+                                     payload, stream=True)
+        except UpstreamError as exc:
+            return 0, exc
+        try:
+            status = resp.status
+            if status >= 500:
                 await client.read_body(resp)
-                return UpstreamError(f"the upstream answered {resp.status}",
-                                     code="upstream_server_error")
-            breaker.success()
-            if resp.status != 200 or not ctype.startswith("text/event-stream"):
+                return status, UpstreamError(f"the upstream answered {status}",
+                                             code="upstream_server_error")
+            if status != 200:
                 raw = await client.read_body(resp)
                 ctx.upstream_done_at = time.perf_counter()
-                return upstream_response(ctx, resp.status, resp.headers.items(), raw)
+                return status, upstream_response(ctx, status, resp.headers.items(), raw)
+            if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                # the upstream ignored "stream": check it as a unary answer
+                raw = await client.read_body(resp)
+                ctx.upstream_done_at = time.perf_counter()
+                return status, await self._unary_answer(resp, raw, deliver_anyway)
             ctx.upstream = attempt.upstream.label
-            observer = StreamObserver(ctx)
-            out: web.StreamResponse | None = None
-            tail: bytes | None = None
-            content = resp.content
+            return status, await self._pump(resp, self._guard(deliver_anyway))
+        finally:
+            resp.release()
 
-            async def send(data: bytes) -> bool:
-                nonlocal out
-                if not data:
-                    return True
-                if out is None:
-                    out = web.StreamResponse(
-                        status=200, headers=response_headers(resp.headers.items(), decoded=False)
-                    )
-                    out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
-                    await out.prepare(request)
-                    ctx.status = 200
-                try:
-                    await out.write(data)
-                except ConnectionResetError:
-                    ctx.client_disconnected = True
-                    ctx.error_type = "client_disconnected"
-                    sg.abort()
-                    return False
+    async def _unary_answer(
+        self, resp: aiohttp.ClientResponse, raw: bytes, deliver_anyway: bool
+    ) -> web.StreamResponse | WindowVerdict:
+        ctx, guard = self.ctx, self.flow.guard
+        assert guard is not None
+        try:
+            body = decode_body(raw, resp.headers.get("Content-Encoding"))
+        except (ValueError, OSError):
+            body = b""
+        doc = observe_unary(ctx, body) if body else None
+        if doc is None:
+            ctx.attributes["railwatch.output.unchecked"] = "unparsed"
+            return upstream_response(ctx, 200, resp.headers.items(), raw)
+        decision, changed = await guard.check_output(ctx, self.route, doc, self.masker,
+                                                     self.restore)
+        if decision.action not in ("pass", "flag", "mask"):
+            if not deliver_anyway or decision.action not in ("retry", "fallback"):
+                return WindowVerdict.from_decision(decision)
+            ctx.attributes["railwatch.exhausted"] = "1"
+        body_out = orjson.dumps(doc) if changed else raw
+        return upstream_response(ctx, 200, resp.headers.items(), body_out, decoded=changed)
+
+    async def _pump(
+        self, resp: aiohttp.ClientResponse, sg: StreamGuard
+    ) -> web.StreamResponse | WindowVerdict | RequestError:
+        """Upstream chunks through the guard to the client (prepared on the first bytes)."""
+        ctx, request = self.ctx, self.request
+        observer = StreamObserver(ctx)
+        out: web.StreamResponse | None = None
+        tail: bytes | None = None
+        content = resp.content
+        read: asyncio.Future[bytes] | None = None
+
+        async def send(data: bytes) -> bool:
+            nonlocal out
+            if not data:
                 return True
+            if out is None:
+                out = web.StreamResponse(
+                    status=200, headers=response_headers(resp.headers.items(), decoded=False)
+                )
+                out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
+                await out.prepare(request)
+                ctx.status = 200
+            try:
+                await out.write(data)
+            except ConnectionResetError:
+                ctx.client_disconnected = True
+                ctx.error_type = "client_disconnected"
+                sg.abort()
+                return False
+            return True
 
-            step: StreamStep | None = None
+        step: StreamStep | None = None
+        try:
             while True:
                 try:
                     if sg.in_flight is None:
@@ -283,19 +388,17 @@ class StreamFlow:
                         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                         if not read.done():
                             polled = await sg.poll()
-                            if not await send(polled.data):
+                            if not await send(polled.data) or polled.verdict is not None:
                                 read.cancel()
-                                break
-                            if polled.verdict is not None:
-                                read.cancel()
-                                step = polled
+                                step = polled if polled.verdict is not None else None
                                 break
                         chunk = await read
+                        read = None
                 except (TimeoutError, aiohttp.ServerTimeoutError):
                     ctx.error_type, tail = "upstream_timeout", STREAM_TIMEOUT_EVENT
                     step = await sg.close(broken=True)
                     break
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError):
+                except (aiohttp.ClientError, OSError):
                     ctx.error_type, tail = "upstream_stream_broken", STREAM_BROKEN_EVENT
                     step = await sg.close(broken=True)
                     break
@@ -309,42 +412,59 @@ class StreamFlow:
                     break
                 if step.verdict is not None:
                     break
-            ctx.upstream_done_at = time.perf_counter()
-            observer.close()
-            if sg.first_release_at is not None:
-                ctx.first_token_at = sg.first_release_at
-            if step is not None and step.verdict is not None and step.before_first_byte:
-                ctx.output_parts = []
-                return step.verdict
-            if step is not None and step.data and step.verdict is None:
-                await send(step.data)
-            if step is not None and step.cut and step.verdict is not None:
-                ctx.finish_reasons.append("content_filter")
-                ctx.attributes["railwatch.stream.cut"] = "1"
-                ctx.decision = "block" if step.verdict.action != "pass" else ctx.decision
-            if sg.late_spans:
-                ctx.attributes["railwatch.stream.late_spans"] = str(sg.late_spans)
-            if out is None:  # nothing at all was released (empty stream): still answer
-                await send(b"data: [DONE]\n\n")
-            assert out is not None
-            await finish_stream(out, ctx, tail)
-            return out
-        finally:
-            resp.release()
+        except BaseException:  # cancelled (the client left): stop the background work too
+            if read is not None:
+                read.cancel()
+            sg.abort()
+            raise
+        ctx.upstream_done_at = time.perf_counter()
+        observer.close()
+        if sg.first_release_at is not None:
+            ctx.first_token_at = sg.first_release_at
+        if step is not None and step.before_first_byte and step.verdict is not None:
+            return step.verdict  # nothing left: the caller may still retry, fall back, ...
+        if out is None and tail is not None:
+            # broken or stalled before anything was released: a failed attempt, not a
+            # success with an empty stream (the next attempt, if any, gets its turn)
+            error_type, ctx.error_type = ctx.error_type, None
+            return UpstreamError("the upstream stream ended before it was complete",
+                                 code=error_type or "upstream_stream_broken")
+        if step is not None and step.data and not (step.verdict is not None and step.cut):
+            await send(step.data)  # the last release (and [DONE]); passthrough records only
+        elif step is not None and step.cut:
+            await send(step.data)
+        if step is not None and step.cut and step.verdict is not None:
+            ctx.finish_reasons.append("content_filter")
+            ctx.attributes["railwatch.stream.cut"] = "1"
+            ctx.attributes["railwatch.stream.cut_action"] = step.verdict.action
+            ctx.decision = "block"
+        elif step is not None and step.verdict is not None:
+            ctx.attributes["railwatch.stream.verdict"] = step.verdict.action  # passthrough
+        if sg.late_spans:
+            ctx.attributes["railwatch.stream.late_spans"] = str(sg.late_spans)
+        if out is None:  # nothing at all was released (an empty stream): still answer
+            await send(b"data: [DONE]\n\n")
+        assert out is not None
+        await finish_stream(out, ctx, tail)
+        return out
 
 
 def _attempt_record(
-    ctx: RequestContext, attempt: Attempt, started: float,
+    ctx: RequestContext, attempt: Attempt, started: float, status: int,
     outcome: web.StreamResponse | WindowVerdict | RequestError,
 ) -> AttemptRecord:
     ended = time.perf_counter()
     error = outcome.code if isinstance(outcome, RequestError) else None
-    decision = outcome.action if isinstance(outcome, WindowVerdict) else "pass"
+    if isinstance(outcome, WindowVerdict):
+        decision = outcome.action
+    elif ctx.attributes.get("railwatch.stream.cut") == "1":
+        decision = "block"
+    else:
+        decision = "pass"
     return AttemptRecord(
         kind=attempt.kind, upstream=attempt.upstream.name,
         model=attempt.model or ctx.model_requested,
         offset_ms=round((started - ctx.t0) * 1000, 4),
         duration_ms=round((ended - started) * 1000, 4),
-        status=ctx.status if isinstance(outcome, web.StreamResponse) else 0,
-        error=error, decision=decision,
+        status=status, error=error, decision=decision,
     )

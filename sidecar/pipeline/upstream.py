@@ -90,6 +90,17 @@ def response_headers(headers: Iterable[tuple[str, str]], *, decoded: bool) -> CI
     return out
 
 
+def _public(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host,
+                       parts.path, "", ""))
+
+
 class UpstreamClient:
     """Owns the pooled session. ``start()`` and ``close()`` run in the app's lifespan."""
 
@@ -169,6 +180,10 @@ class UpstreamClient:
             raise UpstreamTimeoutError("the upstream model server timed out") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
             raise UpstreamUnavailableError("the upstream model server is unreachable") from None
+        except aiohttp.ClientError:  # a malformed status line or headers
+            raise UpstreamUnavailableError(
+                "the upstream model server sent a malformed response", code="upstream_bad_response"
+            ) from None
 
     async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
         """The whole response body; broken or stalled bodies map to 502/504."""
@@ -176,7 +191,7 @@ class UpstreamClient:
             return await resp.read()
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeoutError("the upstream model server timed out") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
+        except (aiohttp.ClientError, OSError):
             raise UpstreamUnavailableError(
                 "the upstream model server closed the connection before the response was complete",
                 code="upstream_broken_response",
@@ -203,7 +218,7 @@ class UpstreamClient:
                 state = {"state": "ok", "status": resp.status}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             state = {"state": "unreachable", "error": type(exc).__name__}
-        state["url"] = self.base_url
+        state["url"] = _public(self.base_url)
         state["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         self._ready, self._ready_at = state, now
         return state

@@ -177,3 +177,76 @@ def test_unknown_fallback_upstream_fails_at_start(tmp_path: Path, start_sidecar:
     policy = _policy(tmp_path, "    fallback: [{upstream: nowhere}]\n")
     with pytest.raises(ConfigError, match="routes.0.fallback.0.upstream"):
         start_sidecar(demo_upstream.url, guardrails={"enabled": True, "policy": policy})
+
+
+@pytest.fixture
+def garbage_upstream(loop_thread: Any) -> Any:
+    """An upstream that answers with bytes that are not HTTP."""
+
+    async def start() -> Any:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)
+            writer.write(b"NOT-HTTP garbage\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    server = loop_thread.run(start())
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_upstream_answers_get_502_in_openai_shape(start_sidecar: Any, garbage_upstream: str, stream: bool) -> None:
+    sc = start_sidecar(garbage_upstream)
+
+    async def go() -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(sc.url + "/v1/chat/completions", json={
+                    "model": "m", "stream": stream, "messages": [{"role": "user", "content": "x"}]}) as r:
+                return r.status, await r.json()
+
+    status, body = asyncio.run(go())
+    assert status == 502 and body["error"]["code"] == "upstream_bad_response"
+
+
+def test_credentials_in_upstream_urls_are_refused() -> None:
+    from sidecar.errors import ConfigError
+    from sidecar.settings import load_settings
+
+    with pytest.raises(ConfigError, match="credentials"):
+        load_settings(env={"RAILWATCH_UPSTREAM__URL": "http://user:secret@127.0.0.1:9"})
+
+
+def test_a_200_with_an_error_body_is_retried(tmp_path: Path, start_sidecar: Any, demo_upstream: Any, loop_thread: Any) -> None:
+    from aiohttp import web
+
+    calls: list[int] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return web.json_response({"error": {"message": "overloaded", "type": "server_error"}})
+        return web.json_response({"id": "x", "object": "chat.completion", "model": "m",
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": "ok"}}]})
+
+    async def start() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    runner = loop_thread.run(start())
+    try:
+        url = "http://{}:{}".format(*runner.addresses[0][:2])
+        sc = start_sidecar(url, guardrails={"enabled": True, "policy": _policy(tmp_path, "    retry: {times: 1}\n")})
+        reply = _client(sc).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content == "ok"
+        rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
+        assert [(a.kind, a.error) for a in rec.attempts] == [("primary", "upstream_error_body"), ("retry", None)]
+    finally:
+        loop_thread.run(runner.cleanup())

@@ -212,3 +212,33 @@ def test_cli_check_json_and_table() -> None:
     res = subprocess.run([sys.executable, "-m", "sidecar.cli", "check", "-"], input="all fine here",
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "decision: pass" in res.stdout
+
+
+@pytest.mark.parametrize("path", ["//v1/chat/completions", "/v1/chat/completions/",
+                                  "/V1/Chat/Completions", "/v1//chat/completions"])
+def test_path_variants_do_not_bypass_the_guardrails(start_sidecar: Any, demo_upstream: Any, path: str) -> None:
+    sc = _guarded(start_sidecar, demo_upstream.url)
+    key = "AKIA" + "IOSFODNN7EXAMPLE"
+
+    async def go() -> int:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(sc.url + path, json={
+                    "model": "m", "messages": [{"role": "user", "content": f"key {key}"}]}) as r:
+                return r.status
+
+    assert asyncio.run(go()) == 400
+    rec = _one(sc)
+    assert rec.route == "chat" and rec.decision == "block" and rec.upstream_attempts == 0
+
+
+def test_literal_placeholders_in_other_messages_are_never_issued(start_sidecar: Any, demo_upstream: Any) -> None:
+    sc = _guarded(start_sidecar, demo_upstream.url)
+    tag = "collide-3b1"
+    _client(sc).chat.completions.create(model="m", messages=[
+        {"role": "user", "content": f"{tag} my mail is {EMAIL}."},
+        {"role": "assistant", "content": "noted"},
+        {"role": "user", "content": "what does <EMAIL_ADDRESS_1> mean?"},
+    ])
+    sent = _upstream_saw(demo_upstream, tag)[0]["body"]["messages"]
+    assert "<EMAIL_ADDRESS_1>" not in sent[0]["content"]
+    assert "<EMAIL_ADDRESS_2>" in sent[0]["content"]

@@ -100,3 +100,60 @@ def test_input_placeholders_restored_in_windowed_stream(tmp_path: Path, start_si
     chunks = _stream(sc, "write to bob.jones@example.net soon [[demo:chunk=2]]")
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Echo: write to bob.jones@example.net soon"
+
+
+def test_stream_fallback_verdict_without_targets_applies_then(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
+    p = tmp_path / "policy.yaml"
+    p.write_text(
+        "detectors:\n  deny: {kind: denylist, options: {keywords: [forbidden]}}\n"
+        "routes:\n  - name: r\n    output: [{detector: deny, action: fallback}]\n"
+        "    retry: {times: 2}\n    then: block\n    stream: {mode: buffered}\n"
+    )
+    sc = start_sidecar(demo_upstream.url, guardrails={"enabled": True, "policy": str(p)})
+    client = openai.OpenAI(base_url=sc.base_url, api_key="x", max_retries=0)
+    try:
+        list(client.chat.completions.create(model="m", stream=True,
+                                            messages=[{"role": "user", "content": "say forbidden"}]))
+        raise AssertionError("expected the block response")
+    except openai.BadRequestError as exc:
+        assert exc.body["code"] == "content_blocked"  # type: ignore[index]
+    rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
+    assert rec.decision == "block" and len(rec.attempts) == 1  # retries skipped
+    assert rec.finish_reasons == ()  # the discarded attempt left nothing on the trace
+
+
+def test_stream_broken_before_the_first_byte_is_retried(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
+    p = tmp_path / "policy.yaml"
+    p.write_text(
+        "detectors:\n  deny: {kind: denylist, options: {keywords: [forbidden]}}\n"
+        "routes:\n  - name: r\n    output: [{detector: deny, action: block}]\n"
+        "    retry: {times: 1}\n    stream: {mode: buffered}\n"
+    )
+    sc = start_sidecar(demo_upstream.url, guardrails={"enabled": True, "policy": str(p)})
+    tag = uuid.uuid4().hex[:8]
+    chunks = _stream(sc, f"{tag} [[demo:fail_times=1]] [[demo:status=500]]")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"Echo: {tag}"
+    rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
+    assert [(a.kind, a.status) for a in rec.attempts] == [("primary", 500), ("retry", 200)]
+    assert rec.finish_reasons == ("stop",)
+
+
+def test_stream_broken_before_any_release_is_an_upstream_failure(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
+    p = tmp_path / "policy.yaml"
+    p.write_text(
+        "detectors:\n  deny: {kind: denylist, options: {keywords: [forbidden]}}\n"
+        "routes:\n  - name: r\n    output: [{detector: deny, action: block}]\n"
+        "    retry: {times: 1}\n    stream: {mode: buffered}\n"
+    )
+    sc = start_sidecar(demo_upstream.url, guardrails={"enabled": True, "policy": str(p)})
+    client = openai.OpenAI(base_url=sc.base_url, api_key="x", max_retries=0)
+    try:
+        list(client.chat.completions.create(model="m", stream=True, messages=[
+            {"role": "user", "content": "a long enough answer to break [[demo:break]]"}]))
+        raise AssertionError("expected an error")
+    except openai.APIStatusError as exc:
+        assert exc.status_code == 502 and exc.body["code"] == "upstream_stream_broken"  # type: ignore[index]
+    rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
+    assert [(a.kind, a.error) for a in rec.attempts] == [
+        ("primary", "upstream_stream_broken"), ("retry", "upstream_stream_broken")]
