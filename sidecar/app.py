@@ -164,6 +164,22 @@ def _check_fallbacks(policy: Policy, settings: Settings) -> None:
                 )
 
 
+class _ParserErrorsWithoutContent(logging.Filter):
+    """aiohttp logs rejected requests with the raw bytes it choked on (headers included:
+    an Authorization token, a query string). Keep the exception type, drop the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = "request rejected by the HTTP layer: %s"
+            record.args = (type(record.exc_info[1]).__name__,)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_PARSER_FILTER = _ParserErrorsWithoutContent()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -172,6 +188,9 @@ def create_app(
     """Build the sidecar app. ``exporters`` replaces the configured ones (tests, embedding)."""
     from sidecar.routes import setup_routes
 
+    server_log = logging.getLogger("aiohttp.server")
+    if _PARSER_FILTER not in server_log.filters:
+        server_log.addFilter(_PARSER_FILTER)
     if settings.upstream.url is None:
         raise ConfigError("invalid setting 'upstream.url': required (or use `railwatch serve` "
                           "without --upstream to start the demo upstream)")

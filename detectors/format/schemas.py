@@ -120,6 +120,14 @@ def _prepare(schema: Any, strict: bool, names: set[str], depth: int = 0) -> Any:
     if not isinstance(schema, Mapping):
         raise UnsupportedSchema("a schema must be an object or a boolean")
     out: dict[str, Any] = dict(schema)
+    # Regexes in a request's schema come from the client and would run with Python's
+    # backtracking engine on text the model wrote: one `^(a+)+b$` holds the event loop
+    # for seconds (ReDoS). They are not evaluated: `pattern` is dropped, and
+    # `patternProperties` with it (its keys are regexes too), relaxing a sibling
+    # `additionalProperties: false` that relied on them.
+    out.pop("pattern", None)
+    if out.pop("patternProperties", None) is not None and out.get("additionalProperties") is False:
+        out.pop("additionalProperties")
     ref = out.get("$ref")
     if ref is not None and (not isinstance(ref, str) or not ref.startswith("#")):
         raise UnsupportedSchema("only local $ref (#...) is allowed")

@@ -25,6 +25,8 @@ path is kept if the check or the folding fails).
 
 from __future__ import annotations
 
+import re
+
 import importlib.metadata
 import importlib.util
 import logging
@@ -43,6 +45,30 @@ log = logging.getLogger(__name__)
 LABELS = ("toxicity",)
 _DIST = "alt-profanity-check"
 _PROBES = ["you are a fucking idiot", "have a nice day", "shit happens", "", "I hate you"]
+
+
+MAX_WINDOWS = 512
+WINDOW_CHARS = 160  # texts up to this long are scored whole
+WINDOW_WORDS, WINDOW_STEP = 12, 6  # long sentences: 12-word windows, 6 words apart
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*")
+
+
+def _windows(text: str) -> list[str]:
+    """Sentences of ``text`` (long ones as overlapping word windows); ``[text]`` if short."""
+    if len(text) <= WINDOW_CHARS:
+        return [text]
+    out: list[str] = []
+    for match in _SENTENCE.finditer(text):
+        sentence = match.group().strip()
+        if not sentence:
+            continue
+        if len(sentence) <= WINDOW_CHARS:
+            out.append(sentence)
+            continue
+        words = sentence.split()
+        last = max(1, len(words) - WINDOW_WORDS + WINDOW_STEP)
+        out.extend(" ".join(words[i : i + WINDOW_WORDS]) for i in range(0, last, WINDOW_STEP))
+    return out or [text]
 
 
 class ProfanityScorer:
@@ -97,9 +123,26 @@ class ProfanityScorer:
         return cls(vectorizer, model, version)
 
     def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(scores (n, 1) float, truncated (n,) bool)``; never truncates."""
-        positive = self._positive(self._vectorizer.transform(texts))
-        return positive.reshape(-1, 1), np.zeros(len(texts), dtype=bool)
+        """Return ``(scores (n, 1) float, truncated (n,) bool)``.
+
+        A bag-of-words score is diluted by length: an insult after a paragraph of
+        "calm calm calm" scores low as a whole. So each text is scored on its sentences
+        (long ones in overlapping windows of words) and keeps the highest score; at most
+        ``MAX_WINDOWS`` windows per text (``truncated`` when there were more).
+        """
+        owners: list[int] = []
+        pieces: list[str] = []
+        truncated = np.zeros(len(texts), dtype=bool)
+        for index, text in enumerate(texts):
+            windows = _windows(text)
+            if len(windows) > MAX_WINDOWS:
+                windows, truncated[index] = windows[:MAX_WINDOWS], True
+            pieces.extend(windows)
+            owners.extend([index] * len(windows))
+        positive = self._positive(self._vectorizer.transform(pieces))
+        best = np.zeros(len(texts), dtype=np.float64)
+        np.maximum.at(best, np.asarray(owners, dtype=np.intp), positive)
+        return best.reshape(-1, 1), truncated
 
     def _positive(self, features: Any) -> np.ndarray:
         if self._folded is None:

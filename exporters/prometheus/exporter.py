@@ -253,7 +253,8 @@ class PrometheusExporter:
     def _observe(self, r: TraceRecord) -> None:
         child = self._child
         route = self._route(r.route)
-        model = self._model(r.model_requested or r.model_served)
+        # the served model is the upstream's word; a client's requested name is free text
+        model = self._model(r.model_served or r.model_requested)
         child(self.requests, route, model, status_label(r.status), self._decision(r.decision)).inc()
         if r.error_type:
             child(self.request_errors, route, self._error_type(r.error_type)).inc()

@@ -26,6 +26,13 @@ logger = logging.getLogger(__name__)
 TextMasker = Callable[[str], str]
 
 
+def _utf8(value: str) -> str:
+    """``value`` as valid UTF-8 text (surrogate-escaped bytes replaced); cheap for ASCII."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def _ms(start: float | None, end: float | None) -> float | None:
     if start is None or end is None:
         return None
@@ -80,12 +87,12 @@ class Emitter:
             started_at=ctx.started_at,
             ended_at=ctx.started_at + total / 1000.0,
             method=ctx.method,
-            path=ctx.path,
+            path=_utf8(ctx.path),
             route=ctx.route,
             upstream=ctx.upstream,
             trace_flags=ctx.trace_flags,
             tenant=ctx.tenant,
-            user=ctx.user,
+            user=_utf8(ctx.user) if ctx.user is not None else None,
             conversation_id=ctx.conversation_id,
             model_requested=ctx.model_requested,
             model_served=ctx.model_served,

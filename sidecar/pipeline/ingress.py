@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from sidecar import semconv
 from sidecar.context import RequestContext
@@ -30,11 +31,16 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+    except RequestPayloadError:  # a body that does not decode as its Content-Encoding says
+        raise BadRequestError(
+            "request body does not match its Content-Encoding", code="invalid_encoding"
+        ) from None
     return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 

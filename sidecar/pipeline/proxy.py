@@ -70,6 +70,18 @@ def canonical_path(path: str) -> str:
     return path[:-1] if len(path) > 1 and path.endswith("/") else path
 
 
+def _label_header(value: str | None, limit: int = 256) -> str | None:
+    """A header used as a label (tenant, conversation): printable UTF-8 of bounded size,
+    else ignored. Undecodable bytes would otherwise reach storage and fail a whole batch."""
+    if value is None or len(value) > limit or not value.isprintable():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate-escaped bytes from a non-UTF-8 header
+        return None
+    return value
+
+
 class Proxy:
     def __init__(
         self,
@@ -111,8 +123,8 @@ class Proxy:
             route=route,
             upstream=self._upstream_label,
         )
-        ctx.tenant = headers.get(semconv.HEADER_TENANT)
-        ctx.conversation_id = headers.get(semconv.HEADER_CONVERSATION)
+        ctx.tenant = _label_header(headers.get(semconv.HEADER_TENANT))
+        ctx.conversation_id = _label_header(headers.get(semconv.HEADER_CONVERSATION))
         return ctx
 
     def _finish(self, ctx: RequestContext) -> None:

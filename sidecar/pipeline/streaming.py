@@ -194,6 +194,10 @@ class StreamFlow:
                 )
                 return response
             assert last_error is not None
+            passthrough = getattr(last_error, "passthrough", None)
+            if passthrough is not None:  # the upstream's own 5xx, as unary answers get it
+                ctx.upstream_done_at = time.perf_counter()
+                return upstream_response(ctx, *passthrough)
             raise last_error
         action = last_verdict.action
         if action in ("retry", "fallback"):
@@ -306,9 +310,11 @@ class _GuardedRun:
         try:
             status = resp.status
             if status >= 500:
-                await client.read_body(resp)
-                return status, UpstreamError(f"the upstream answered {status}",
-                                             code="upstream_server_error")
+                raw = await client.read_body(resp)
+                error = UpstreamError(f"the upstream answered {status}",
+                                      code="upstream_server_error")
+                error.passthrough = (status, list(resp.headers.items()), raw)  # type: ignore[attr-defined]
+                return status, error
             if status != 200:
                 raw = await client.read_body(resp)
                 ctx.upstream_done_at = time.perf_counter()
@@ -389,7 +395,7 @@ class _GuardedRun:
                         if not read.done():
                             polled = await sg.poll()
                             if not await send(polled.data) or polled.verdict is not None:
-                                read.cancel()
+                                _drop(read)
                                 step = polled if polled.verdict is not None else None
                                 break
                         chunk = await read
@@ -414,7 +420,7 @@ class _GuardedRun:
                     break
         except BaseException:  # cancelled (the client left): stop the background work too
             if read is not None:
-                read.cancel()
+                _drop(read)
             sg.abort()
             raise
         ctx.upstream_done_at = time.perf_counter()
@@ -447,6 +453,15 @@ class _GuardedRun:
         assert out is not None
         await finish_stream(out, ctx, tail)
         return out
+
+
+def _drop(fut: asyncio.Future[Any]) -> None:
+    """Cancel a future we no longer need, retrieving its exception if it already failed."""
+    if fut.done():
+        if not fut.cancelled():
+            fut.exception()
+    else:
+        fut.cancel()
 
 
 def _attempt_record(

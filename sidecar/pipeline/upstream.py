@@ -47,6 +47,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 _DROP_REQUEST = HOP_BY_HOP | {"host", "content-length", semconv.HEADER_TRACEPARENT}
+_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "br"})
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "date", "server"}
 
 
@@ -62,6 +63,8 @@ def forward_request_headers(
 ) -> CIMultiDict[str]:
     """Headers to send upstream. ``inspect``: ask for an uncompressed body we can read."""
     drop = _DROP_REQUEST | _connection_listed(headers)
+    if headers.get("content-encoding", "").strip().lower() in _DECODED_ENCODINGS:
+        drop = drop | {"content-encoding"}  # aiohttp decoded the body we forward
     if inspect:
         drop = drop | {"accept-encoding"}
     out: CIMultiDict[str] = CIMultiDict()

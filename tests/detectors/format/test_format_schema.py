@@ -159,11 +159,8 @@ def test_strict_applies_inside_defs_and_anyof() -> None:
     ("schema", "document", "expected"),
     [
         ({"const": 3}, LEAK, [("$", "must equal the schema's const value", "const")]),
-        (
-            {"type": "string", "pattern": "^[0-9]+$"},
-            LEAK,
-            [("$", "must match the schema's pattern", "pattern")],
-        ),
+        # request regexes are never evaluated (ReDoS): a pattern constrains nothing
+        ({"type": "string", "pattern": "^[0-9]+$"}, LEAK, []),
         ({"type": "string", "format": "email"}, LEAK, [("$", "must be a valid email", "format")]),
         (
             {"type": "string", "format": "no-such-format"},
@@ -563,3 +560,18 @@ def test_no_finding_ever_contains_document_content() -> None:
         for finding in findings:
             dumped = json.dumps(dict(finding.metadata))
             assert LEAK.lower() not in dumped.lower(), (finding.label, dumped)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+b$"}}},
+        {"type": "object", "patternProperties": {"^(a+)+b$": {"type": "string"}},
+         "additionalProperties": False},
+    ],
+)
+def test_catastrophic_request_regexes_are_not_run(schema: Any) -> None:
+    """`^(a+)+b$` on 40 a's would backtrack for hours (the suite's timeout fails it)."""
+    ctx = TextContext(response_format=schema_format(schema, strict=False))
+    found = run(FormatDetector(), json.dumps({"a": "a" * 40}), ctx)
+    assert found == []

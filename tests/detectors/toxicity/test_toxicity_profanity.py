@@ -185,3 +185,19 @@ def test_scores_equal_the_package_predict_prob(
     asyncio.run(det.start())
     got = [fs[0].score for fs in det.detect_sync(SAMPLE)]
     assert got == pytest.approx(list(profanity_check.predict_prob(SAMPLE)), abs=1e-9)
+
+
+def test_an_insult_after_benign_padding_is_still_caught() -> None:
+    """Scores are per sentence/window, so padding cannot dilute an insult away."""
+    import asyncio
+
+    from detectors.toxicity import ToxicityDetector
+
+    detector = ToxicityDetector(ToxicityDetector.Options(backend="profanity"))
+    asyncio.run(detector.start())
+    insult = "you are a stupid idiot moron and I hate you"
+    padded = ("calm " * 100) + insult
+    (alone,), (diluted,) = (detector.detect_sync([t])[0] for t in (insult, padded))
+    assert diluted.score > 0.9 and abs(diluted.score - alone.score) < 0.05
+    (benign,) = detector.detect_sync(["calm " * 120])[0]
+    assert benign.score < 0.5
