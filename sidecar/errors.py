@@ -11,6 +11,9 @@ Tree::
         ├── PayloadTooLargeError    413  body over ``server.max_body_bytes``
         ├── OverloadedError         503  too many requests in flight (sends Retry-After)
         ├── GuardrailBlockedError   400  the policy blocked the request or the answer
+        ├── HandoffConflictError    409  the hand-off was already resolved
+        ├── HandoffUnavailableError 503  hand-off storage failed
+        ├── FeedbackUnavailableError 503 feedback storage failed
         └── UpstreamError           an upstream failure
             ├── UpstreamUnavailableError  502  connect refused, reset, DNS, broken body
             └── UpstreamTimeoutError      504  connect or read timeout
@@ -95,6 +98,24 @@ class GuardrailBlockedError(RequestError):
     status = 400
     error_type = "invalid_request_error"
     code = "content_blocked"
+
+
+class HandoffConflictError(RequestError):
+    status = 409
+    error_type = "invalid_request_error"
+    code = "handoff_resolved"
+
+
+class HandoffUnavailableError(RequestError):
+    status = 503
+    error_type = "server_error"
+    code = "handoff_unavailable"
+
+
+class FeedbackUnavailableError(RequestError):
+    status = 503
+    error_type = "server_error"
+    code = "feedback_unavailable"
 
 
 class UpstreamError(RequestError):

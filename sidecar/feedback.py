@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidecar.errors import BadRequestError, RequestError, error_json
+from sidecar.errors import BadRequestError, FeedbackUnavailableError, RequestError, error_json
 from sidecar.handoff.store import FeedbackStore
 from sidecar.pipeline.ingress import parse_json_object, read_body
 
@@ -50,12 +50,6 @@ MAX_USER_CHARS = 256
 MAX_BODY_BYTES = 256 * 1024
 _FIELDS = frozenset({"trace_id", "thumbs", "score", "comment", "corrected_answer", "user"})
 _HEX = frozenset("0123456789abcdef")
-
-
-class FeedbackUnavailableError(RequestError):
-    status = 503
-    error_type = "server_error"
-    code = "feedback_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sidecar.errors import BadRequestError, NotFoundError, RequestError
+from sidecar.errors import (
+    BadRequestError,
+    HandoffConflictError,
+    HandoffUnavailableError,
+    NotFoundError,
+)
 from sidecar.handoff.config import HandoffSettings
 from sidecar.handoff.content import ContentPolicy
 from sidecar.handoff.model import (
@@ -38,22 +43,6 @@ from sidecar.handoff.tracker import ConversationState, ConversationTracker, hand
 from sidecar.handoff.webhook import WebhookNotifier
 
 logger = logging.getLogger(__name__)
-
-
-class HandoffConflictError(RequestError):
-    """409: the hand-off was already resolved."""
-
-    status = 409
-    error_type = "invalid_request_error"
-    code = "handoff_resolved"
-
-
-class HandoffUnavailableError(RequestError):
-    """503: hand-off storage failed."""
-
-    status = 503
-    error_type = "server_error"
-    code = "handoff_unavailable"
 
 
 class HandoffService:
