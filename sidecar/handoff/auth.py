@@ -38,6 +38,7 @@ LOGIN_COOKIE = "railwatch_review_login"
 TOKEN_REVIEWER = "token"
 _TICKET_TTL_S = 120.0
 _MAX_TICKETS = 256
+_MAX_REVOKED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class ReviewAuth:
         secret: bytes | None = None,
         generated: bool = False,
     ) -> None:
+        self._revoked: dict[str, float] = {}  # signed-out session nonce -> expiry
         if token is None and basic_user is None:
             raise ValueError("a token or basic credentials are required")
         self._token = _digest(token) if token is not None else None
@@ -183,9 +185,24 @@ class ReviewAuth:
             session = Session(str(doc["u"]), str(doc["n"]), float(doc["e"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
-        if session.expires <= (time.time() if now is None else now):
+        current = time.time() if now is None else now
+        if session.expires <= current or session.nonce in self._revoked:
             return None
         return session
+
+    def revoke(self, session: Session, now: float | None = None) -> None:
+        """Sign-out: the session's cookie stops working here, not only in the browser.
+
+        Revoked nonces are kept until their session would have expired (bounded: the
+        oldest are dropped first past ``_MAX_REVOKED``, and expired ones on each call).
+        """
+        current = time.time() if now is None else now
+        for nonce, expires in list(self._revoked.items()):
+            if expires <= current:
+                del self._revoked[nonce]
+        self._revoked[session.nonce] = session.expires
+        while len(self._revoked) > _MAX_REVOKED:
+            self._revoked.pop(next(iter(self._revoked)))
 
     def csrf_token(self, session: Session) -> str:
         return _b64(self._sign(b"csrf:" + session.nonce.encode()))

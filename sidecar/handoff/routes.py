@@ -224,6 +224,7 @@ def setup_handoff_routes(
         if not auth.check_csrf(session, form.get("csrf")):
             return error_page(session, 403, "Forbidden", "The form's security token is missing "
                               "or invalid; reload the page and try again.")
+        auth.revoke(session)
         response = _redirect("/review/login")
         response.del_cookie(SESSION_COOKIE, path="/review")
         return response

@@ -269,11 +269,17 @@ async def test_logout_ends_the_session(make_review_app: MakeApp) -> None:
         await _login(http, app)
         async with http.get(f"{app.url}/review") as resp:
             csrf = _csrf(await resp.text())
+        cookie = next(c for c in http.cookie_jar if c.key == "railwatch_review")
+        stolen = {"railwatch_review": cookie.value}
         async with http.post(f"{app.url}/review/logout", data={"csrf": csrf},
                              allow_redirects=False) as resp:
             assert resp.status == 303
         async with http.get(f"{app.url}/review", allow_redirects=False) as resp:
             assert resp.status == 401
+    # the signed-out cookie is refused by the server too, not only dropped by the browser
+    async with client_session() as other:
+        async with other.get(f"{app.url}/review", cookies=stolen, allow_redirects=False) as resp:
+            assert resp.status in (302, 303, 401)
 
 
 async def test_poll_unknown_and_pending(make_review_app: MakeApp) -> None:
