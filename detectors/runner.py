@@ -115,6 +115,10 @@ class RunSettings(pydantic.BaseModel):
     """Batches in flight at once; for a blocking detector, its number of threads."""
     inline: bool = True
     """Let a non-blocking detector run in the caller's task when its lane is idle."""
+    offload_chars: int = pydantic.Field(default=32_768, ge=0)
+    """A batch holding more characters than this runs a non-blocking detector's
+    ``detect_sync`` in a worker thread (with the timeout applied), so one huge request
+    does not hold the event loop for every other one; 0 never offloads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +436,14 @@ class _Lane:
         async with asyncio.timeout(remaining):
             return await _resume(awaitable, step)
 
+    def _offload(self, texts: list[str]) -> bool:
+        limit = self.settings.offload_chars
+        return (
+            limit > 0
+            and hasattr(self.detector, "detect_sync")
+            and sum(len(text) for text in texts) > limit
+        )
+
     async def execute(self, items: list[_Item], slot: _Slot) -> None:
         """Run one ``detect`` call for ``items`` and resolve their futures.
 
@@ -465,6 +477,13 @@ class _Lane:
                             slot.deferred = True
                             afut.add_done_callback(slot.release_after_thread)
                         raise
+            elif self._offload(texts):
+                async with asyncio.timeout(self.settings.timeout_s):
+                    results = await asyncio.to_thread(
+                        self.detector.detect_sync,  # type: ignore[attr-defined]
+                        texts,
+                        contexts,
+                    )
             else:
                 results = await self._detect_on_loop(texts, contexts, t_start)
         except TimeoutError:

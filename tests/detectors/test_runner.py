@@ -601,3 +601,35 @@ async def test_built_in_detectors_through_registry_and_runner() -> None:
         ["GITHUB_TOKEN"],
     ]
     assert runner.state()["ready"] is False  # closed
+
+
+async def test_huge_texts_leave_the_event_loop_for_a_thread() -> None:
+    """A non-blocking detector runs a batch over ``offload_chars`` in a worker thread."""
+
+    class Recorder:
+        name = "recorder"
+        blocking = False
+
+        def __init__(self) -> None:
+            self.threads: list[str] = []
+
+        async def start(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+        async def detect(self, texts: Any, contexts: Any = None) -> list[list[Finding]]:
+            return self.detect_sync(texts, contexts)
+
+        def detect_sync(self, texts: Any, contexts: Any = None) -> list[list[Finding]]:
+            self.threads.append(threading.current_thread().name)
+            return [[] for _ in texts]
+
+    rec = Recorder()
+    runner = DetectorRunner()
+    runner.add(rec, RunSettings(offload_chars=1000))  # type: ignore[arg-type]
+    await runner.start()
+    await runner.run("recorder", "short", TextContext())
+    await runner.run("recorder", "x" * 5000, TextContext())
+    await runner.close()
+    main = threading.main_thread().name
+    assert rec.threads[0] == main and rec.threads[1] != main
