@@ -75,8 +75,9 @@ def test_parallel_retries_take_the_first_passing_answer(tmp_path: Path, start_si
     assert kinds[0] == "primary" and kinds.count("retry") >= 1
     assert rec.attempts[0].decision == "retry"
     assert any(a.kind == "retry" and a.decision == "pass" for a in rec.attempts)
-    # the round sent 3 at once; slower ones were cancelled once one passed
-    assert len(_seen(demo_upstream, tag)) == 4
+    # the round sent up to 3 at once (primary + retries); losers are cancelled once one
+    # passes, possibly before a slow one left the sidecar
+    assert 3 <= len(_seen(demo_upstream, tag)) <= 4
 
 
 def test_dead_primary_falls_back_to_another_upstream(tmp_path: Path, start_sidecar: Any, demo_upstream: Any, closed_port: int) -> None:

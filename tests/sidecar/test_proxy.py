@@ -467,9 +467,9 @@ def test_too_many_in_flight_gets_503_with_retry_after(start_sidecar: Any, demo_u
     async def go() -> tuple[int, dict[str, str], bytes]:
         async with aiohttp.ClientSession() as s:
             slow = asyncio.create_task(
-                s.post(sc.url + CHAT, json={"messages": [{"role": "user", "content": "[[demo:slow=1]]"}]})
+                s.post(sc.url + CHAT, json={"messages": [{"role": "user", "content": "[[demo:slow=2]]"}]})
             )
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.5)
             async with s.post(sc.url + CHAT, json={"messages": [{"role": "user", "content": "x"}]}) as r:
                 out = (r.status, dict(r.headers), await r.read())
             (await slow).close()
