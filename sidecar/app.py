@@ -28,8 +28,8 @@ from sidecar.errors import ConfigError, StartupError
 from sidecar.pipeline.actions import UpstreamSet
 from sidecar.pipeline.emit import Emitter, TextMasker
 from sidecar.pipeline.guard import Guard
-from sidecar.pipeline.proxy import Proxy, public_url
-from sidecar.pipeline.upstream import UpstreamClient
+from sidecar.pipeline.proxy import Proxy
+from sidecar.pipeline.upstream import UpstreamClient, public_url
 from sidecar.policy import Policy, load_policy
 from sidecar.settings import ExporterSettings, Settings
 

@@ -38,15 +38,6 @@ HandoffHook = Callable[
 FAILURES = frozenset({"block", "retry", "fallback", "handoff"})
 
 
-_KNOWN = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
-
-
-def _canonical(path: str) -> str:
-    from sidecar.pipeline.proxy import canonical_path
-
-    return canonical_path(path)
-
-
 def input_restore(masker: Masker) -> Callable[[str], str]:
     """Restore only the placeholders the input guard issued (not output-leak masks)."""
     table = dict(masker.mapping)
@@ -94,7 +85,7 @@ class CompletionFlow:
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         raw, body = await ingress.parse_request(request, ctx, self.server.max_body_bytes)
         guard = self.guard
-        path = request.path if request.path in _KNOWN else _canonical(request.path)
+        path = ingress.canonical_path(request.path)
         route = guard.route_for(path, ctx.model_requested, ctx.tenant) if guard else None
         headers = forward_request_headers(request.headers, ctx, inspect=True)
         if route is None or guard is None:

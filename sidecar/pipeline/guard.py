@@ -30,7 +30,7 @@ from detectors.base import Detector, Finding, TextContext
 from detectors.runner import DetectionOutcome, DetectorRunner
 from sidecar.context import RequestContext
 from sidecar.masking import Masker
-from sidecar.policy import PASS, Decision, Policy, Route, decide, merge
+from sidecar.policy import PASS, SEVERITY, Decision, Policy, Route, decide, merge
 from sidecar.record import DecisionRecord, DetectorRunRecord, FindingRecord
 
 # A place in a JSON body that holds text: keys and indexes from the root.
@@ -205,8 +205,6 @@ class Guard:
                     ctx.attributes[f"railwatch.detector.{outcome.detector}.error"] = outcome.error
         decision = result.decision
         ctx.decisions.append(DecisionRecord(stage, decision.action, decision.reasons))
-        from sidecar.policy import SEVERITY
-
         if SEVERITY[decision.action] > SEVERITY.get(ctx.decision, 0):
             ctx.decision = decision.action
 

@@ -9,6 +9,7 @@ microseconds this way. Raises :class:`BadRequestError` (400) or
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,23 @@ from aiohttp.web_protocol import RequestPayloadError
 from sidecar import semconv
 from sidecar.context import RequestContext
 from sidecar.errors import BadRequestError, PayloadTooLargeError
+
+
+GUARDED_PATHS = {  # path -> operation, the routes with guardrails
+    "/v1/chat/completions": semconv.OP_CHAT,
+    "/v1/completions": semconv.OP_TEXT_COMPLETION,
+    "/v1/embeddings": semconv.OP_EMBEDDINGS,
+}
+_SLASHES = re.compile(r"/{2,}")
+
+
+def canonical_path(path: str) -> str:
+    """Repeated slashes merged, a trailing slash dropped, lower case: how servers that
+    normalise paths would read it (so variants cannot dodge a guarded route)."""
+    if path in GUARDED_PATHS:
+        return path
+    path = _SLASHES.sub("/", path).lower()
+    return path[:-1] if len(path) > 1 and path.endswith("/") else path
 
 
 MAX_MODEL_CHARS = 256  # model names key caches and labels: bounded

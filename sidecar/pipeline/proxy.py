@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +28,7 @@ from sidecar import semconv
 from sidecar.context import RequestContext
 from sidecar.errors import OverloadedError, RequestError
 from sidecar.pipeline import ingress
+from sidecar.pipeline.ingress import GUARDED_PATHS, canonical_path
 from sidecar.pipeline.actions import UpstreamSet
 from sidecar.pipeline.completions import CompletionFlow
 from sidecar.pipeline.emit import Emitter
@@ -43,31 +42,6 @@ from sidecar.tracecontext import new_span_id, new_trace_id, parse_traceparent
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def public_url(url: str) -> str:
-    """The URL without user info, safe for records and logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-GUARDED_PATHS = {
-    "/v1/chat/completions": semconv.OP_CHAT,
-    "/v1/completions": semconv.OP_TEXT_COMPLETION,
-    "/v1/embeddings": semconv.OP_EMBEDDINGS,
-}
-_SLASHES = re.compile(r"/{2,}")
-
-
-def canonical_path(path: str) -> str:
-    """Repeated slashes merged, a trailing slash dropped, lower case."""
-    path = _SLASHES.sub("/", path).lower()
-    return path[:-1] if len(path) > 1 and path.endswith("/") else path
 
 
 def _label_header(value: str | None, limit: int = 256) -> str | None:

@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -93,15 +94,15 @@ def response_headers(headers: Iterable[tuple[str, str]], *, decoded: bool) -> CI
     return out
 
 
-def _public(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
+def public_url(url: str) -> str:
+    """The URL without user info, safe for records, logs and ``/readyz``."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""
-    return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host,
-                       parts.path, "", ""))
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class UpstreamClient:
@@ -221,7 +222,7 @@ class UpstreamClient:
                 state = {"state": "ok", "status": resp.status}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             state = {"state": "unreachable", "error": type(exc).__name__}
-        state["url"] = _public(self.base_url)
+        state["url"] = public_url(self.base_url)
         state["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         self._ready, self._ready_at = state, now
         return state
