@@ -124,8 +124,18 @@ class StreamObserver:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
             return
-        if not isinstance(doc, dict):
-            return
+        if isinstance(doc, dict):
+            self._doc(doc, now)
+
+    def observe_doc(self, doc: dict[str, Any]) -> None:
+        """One event someone else already parsed (the stream guard); never raises."""
+        self.events += 1
+        try:
+            self._doc(doc, time.perf_counter())
+        except (AttributeError, TypeError):  # a malformed event: skip, keep streaming
+            pass
+
+    def _doc(self, doc: dict[str, Any], now: float) -> None:
         ctx = self.ctx
         if ctx.response_id is None:
             _apply_meta(ctx, doc)

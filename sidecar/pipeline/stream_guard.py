@@ -116,12 +116,14 @@ class StreamGuard:
         masker: Masker | None = None,
         restore_input: bool = False,
         strip_usage: bool = False,
+        observe: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if mode not in ("passthrough", "windowed", "buffered"):
             raise ValueError(f"unknown stream guard mode {mode!r}")
         if window_chars < 1 or (window_tokens is not None and window_tokens < 1):
             raise ValueError("window sizes must be at least 1")
         self._checker = checker
+        self._observe = observe  # sees each parsed event as the upstream sent it
         self._windowed = mode == "windowed"
         self._passthrough = mode == "passthrough"
         self._max_pending = max(max_pending_chars, window_chars)
@@ -258,6 +260,8 @@ class StreamGuard:
         except orjson.JSONDecodeError:
             self._add_global(event.raw)
             return
+        if self._observe is not None and type(doc) is dict:
+            self._observe(doc)  # before any edit below: the trace sees the upstream's text
         choices = doc.get("choices") if type(doc) is dict else None
         if type(choices) is not list:
             self._add_global(event.raw)

@@ -230,7 +230,7 @@ class _GuardedRun:
             tools=body.get("tools") if body is not None else None,
         )
 
-    def _guard(self, downgrade: bool) -> StreamGuard:
+    def _guard(self, downgrade: bool, observer: StreamObserver) -> StreamGuard:
         guard, route, ctx, context = self.flow.guard, self.route, self.ctx, self.context
         assert guard is not None
 
@@ -251,6 +251,7 @@ class _GuardedRun:
             window_tokens=spec.window_tokens, overlap_chars=spec.overlap_chars,
             max_holdback_chars=spec.max_holdback_chars, masker=self.masker,
             restore_input=self.restore is not None, strip_usage=self.strip_usage,
+            observe=observer.observe_doc,
         )
 
     async def attempt(
@@ -325,7 +326,9 @@ class _GuardedRun:
                 ctx.upstream_done_at = time.perf_counter()
                 return status, await self._unary_answer(resp, raw, deliver_anyway)
             ctx.upstream = attempt.upstream.label
-            return status, await self._pump(resp, self._guard(deliver_anyway))
+            observer = StreamObserver(ctx)
+            guard = self._guard(deliver_anyway, observer)
+            return status, await self._pump(resp, guard, observer)
         finally:
             resp.release()
 
@@ -352,11 +355,10 @@ class _GuardedRun:
         return upstream_response(ctx, 200, resp.headers.items(), body_out, decoded=changed)
 
     async def _pump(
-        self, resp: aiohttp.ClientResponse, sg: StreamGuard
+        self, resp: aiohttp.ClientResponse, sg: StreamGuard, observer: StreamObserver
     ) -> web.StreamResponse | WindowVerdict | RequestError:
         """Upstream chunks through the guard to the client (prepared on the first bytes)."""
         ctx, request = self.ctx, self.request
-        observer = StreamObserver(ctx)
         out: web.StreamResponse | None = None
         tail: bytes | None = None
         content = resp.content
@@ -411,8 +413,7 @@ class _GuardedRun:
                 if not chunk:
                     step = await sg.close()
                     break
-                observer.feed(chunk)
-                step = await sg.feed(chunk)
+                step = await sg.feed(chunk)  # the guard parses; the observer sees its docs
                 if not await send(step.data):
                     step = None
                     break
