@@ -337,7 +337,6 @@ def _build_review_services(runtime: Runtime, exporters: Sequence[Exporter]) -> N
     runtime.handoff = service
     runtime.review_auth = ReviewAuth.from_settings(settings.handoff.review)
     runtime.proxy.completions.handoff = make_handoff_hook(service)
-    runtime.proxy.streams.handoff = runtime.proxy.completions.handoff
     runtime.proxy.completions.handoff_service = service
 
 
@@ -378,4 +377,10 @@ def readiness(runtime: Runtime, upstream_state: dict[str, Any]) -> tuple[bool, d
     ready = started and upstream_state.get("state") == "ok"
     for name, state in runtime.components.items():
         components.setdefault("lifecycle", {})[name] = state
-    return ready, {"status": "ready" if ready else "not_ready", "components": components}
+    # open circuit breakers: still ready (other endpoints and fallbacks serve), but degraded
+    degraded = runtime.upstreams.degraded()
+    status = "not_ready" if not ready else "degraded" if degraded else "ready"
+    body: dict[str, Any] = {"status": status, "components": components}
+    if degraded:
+        body["degraded"] = [f"circuit open: {where}" for where in degraded]
+    return ready, body

@@ -24,6 +24,33 @@ class Usage:
 
 
 @dataclass(slots=True)
+class AnswerFacts:
+    """What one upstream answer said, kept apart until its attempt is chosen.
+
+    Each attempt of the attempt engine observes its answer into its own facts; the
+    context :meth:`~RequestContext.adopt` s the facts of the attempt whose answer the
+    client gets, so discarded attempts never leak into the trace.
+    """
+
+    model_served: str | None = None
+    system_fingerprint: str | None = None
+    response_id: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    output_parts: list[str] = field(default_factory=list)
+    upstream_done_at: float | None = None
+
+    def mark_token(self, now: float | None = None) -> None:
+        """Record that output content arrived from the upstream (streams)."""
+        now = time.perf_counter() if now is None else now
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.last_token_at = now
+
+
+@dataclass(slots=True)
 class RequestContext:
     request_id: str
     trace_id: str
@@ -91,6 +118,23 @@ class RequestContext:
         if self.first_token_at is None:
             self.first_token_at = now
         self.last_token_at = now
+
+    def adopt(self, facts: AnswerFacts) -> None:
+        """Take the chosen attempt's answer facts. What the sidecar itself already set
+        for the client (a release time, an appended ``content_filter``) is kept."""
+        self.model_served = facts.model_served or self.model_served
+        self.system_fingerprint = facts.system_fingerprint or self.system_fingerprint
+        self.response_id = facts.response_id or self.response_id
+        self.finish_reasons = [*facts.finish_reasons, *self.finish_reasons]
+        self.usage = facts.usage
+        if self.first_token_at is None:
+            self.first_token_at = facts.first_token_at
+        if self.last_token_at is None:
+            self.last_token_at = facts.last_token_at
+        if facts.output_parts:
+            self.output_parts = list(facts.output_parts)
+        if facts.upstream_done_at is not None:
+            self.upstream_done_at = facts.upstream_done_at
 
     @property
     def output_text(self) -> str | None:

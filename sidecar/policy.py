@@ -135,6 +135,8 @@ class Route(_Model):
     retry: RetrySpec = RetrySpec()
     fallback: list[FallbackTarget] = Field(default_factory=list)
     then: Literal["handoff", "block", "pass"] = "block"  # once retries and fallbacks are spent
+    # an answer the output detectors cannot read (not JSON): never passed silently
+    unchecked: Literal["block", "handoff", "flag"] = "block"
     stream: StreamSpec = StreamSpec()
 
     def detectors(self, stage: str) -> list[str]:

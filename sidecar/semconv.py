@@ -162,3 +162,14 @@ LABEL_UPSTREAM = "upstream"
 LABEL_STATE = "state"
 LABEL_SOURCE = "source"
 LABEL_OTHER = "other"  # the value a bounded label takes past its cap or outside its known set
+
+# --- trace attributes set by the attempt engine's transports (sidecar/pipeline/) -------
+ATTR_POLICY_ROUTE = "railwatch.policy.route"  # the policy route that matched
+ATTR_EXHAUSTED = "railwatch.exhausted"  # rounds spent; the route's `then` decided
+ATTR_OUTPUT_UNCHECKED = "railwatch.output.unchecked"  # "unparsed": detectors could not read it
+ATTR_OUTPUT_NONFINITE = "railwatch.output.nonfinite"  # the answer held NaN/Infinity (parsed)
+ATTR_HANDOFF_UNAVAILABLE = "railwatch.handoff.unavailable"  # policy said handoff, none set up
+ATTR_STREAM_CUT = "railwatch.stream.cut"
+ATTR_STREAM_CUT_ACTION = "railwatch.stream.cut_action"
+ATTR_STREAM_VERDICT = "railwatch.stream.verdict"
+ATTR_STREAM_LATE_SPANS = "railwatch.stream.late_spans"

@@ -1,30 +1,36 @@
-"""The OpenAI flow: ingress -> input guard -> upstream (with actions) -> output guard.
+"""The OpenAI flow: ingress -> input guard -> attempt engine -> output guard.
 
 :class:`CompletionFlow` handles ``/v1/chat/completions``, ``/v1/completions`` and
 ``/v1/embeddings``. Without a matching policy route it is a lean pass-through
-(parse, forward, observe). With one, the input guard may mask or block, unary
-answers go through the actions stage (:mod:`sidecar.pipeline.actions`: retries,
-fallbacks, ``then``) and the output guard, and streams go through the stream
-flow (:mod:`sidecar.pipeline.streaming`).
+(parse, forward, observe). With one, the input guard may mask or block; then the
+attempt engine (:mod:`sidecar.pipeline.engine`) runs the attempts, each judged by
+the output guard: :class:`UnaryStrategy` here for unary answers, the stream
+strategy of :mod:`sidecar.pipeline.streaming` for streams. This module maps the
+engine's verdict to the client's response (deliver, block, hand off, fail).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDictProxy
 
-from sidecar.context import RequestContext
+from sidecar import jsonio, semconv
+from sidecar.context import AnswerFacts, RequestContext
 from sidecar.errors import UpstreamError
+from sidecar.handoff.service import HandoffService
 from sidecar.masking import PLACEHOLDER_PATTERN, Masker
 from sidecar.pipeline import ingress
-from sidecar.pipeline.actions import ACCEPTABLE, ActionRunner, Attempt, UpstreamSet
+from sidecar.pipeline.actions import Upstream, UpstreamSet
+from sidecar.pipeline.call import GuardedCall
+from sidecar.pipeline.engine import AttemptLog, AttemptSpec, Engine, Outcome, Verdict
 from sidecar.pipeline.guard import Guard
-from sidecar.pipeline.observe import decode_body, observe_unary
+from sidecar.pipeline.observe import decode_body, observe_answer, observe_unary
 from sidecar.pipeline.responses import blocked_response, upstream_response
 from sidecar.pipeline.streaming import StreamFlow
 from sidecar.pipeline.upstream import UpstreamClient, forward_request_headers
@@ -36,6 +42,7 @@ HandoffHook = Callable[
     [RequestContext, Route, str, str | None, Decision], Awaitable[web.StreamResponse]
 ]
 FAILURES = frozenset({"block", "retry", "fallback", "handoff"})
+UNCHECKED_REASON = "railwatch:unparseable_answer"
 
 
 def input_restore(masker: Masker) -> Callable[[str], str]:
@@ -50,21 +57,95 @@ def input_restore(masker: Masker) -> Callable[[str], str]:
     return restore
 
 
+def unchecked_decision(route: Route) -> Decision:
+    """The verdict on an answer the output detectors cannot read (the route's ``unchecked``)."""
+    return Decision(route.unchecked, (UNCHECKED_REASON,))
+
+
+@dataclass(slots=True)
+class UnaryAnswer:
+    """One non-streaming upstream answer, parsed once; ``facts`` as the upstream sent it."""
+
+    upstream: Upstream
+    status: int
+    headers: CIMultiDictProxy[str]
+    raw: bytes
+    facts: AnswerFacts
+    doc: dict[str, Any] | None = None
+    lenient: bool = False  # parsed with non-finite numbers; written back the same way
+    changed: bool = False  # the output guard rewrote ``doc``
+    extra: dict[str, str] = field(default_factory=dict)  # trace attributes of this answer
+
+    def body(self) -> tuple[bytes, bool]:
+        """(bytes for the client, decoded?)."""
+        if self.changed and self.doc is not None:
+            return jsonio.dumps(self.doc, self.lenient), True
+        return self.raw, False
+
+
 async def send_unary(
-    client: UpstreamClient,
-    request: web.Request,
-    ctx: RequestContext,
-    headers: CIMultiDict[str],
+    client: UpstreamClient, ctx: RequestContext, method: str, path_qs: str, headers: Any,
     payload: bytes | None,
-) -> tuple[int, Any, bytes]:
+) -> tuple[int, CIMultiDictProxy[str], bytes]:
     """(status, headers, body) of one non-streaming upstream exchange."""
-    resp = await client.send(ctx, request.method, request.path_qs, headers, payload, stream=False)
+    resp = await client.send(ctx, method, path_qs, headers, payload, stream=False)
     try:
         raw = await client.read_body(resp)
     finally:
         resp.release()
-    ctx.upstream_done_at = time.perf_counter()
     return resp.status, resp.headers, raw
+
+
+class UnaryStrategy:
+    """The engine's strategy for unary answers: send, parse once, judge with the output guard.
+    Attempts of a round may run concurrently (``retry.parallel``)."""
+
+    parallel = True
+
+    def __init__(self, call: GuardedCall, upstreams: UpstreamSet, guard: Guard) -> None:
+        self.call = call
+        self.upstreams = upstreams
+        self.guard = guard
+        self.check_output = bool(call.route.output) or call.restore is not None
+
+    async def attempt(self, spec: AttemptSpec) -> Outcome[UnaryAnswer]:
+        call, ctx = self.call, self.call.ctx
+        upstream = self.upstreams.get(spec.upstream)
+        try:
+            status, headers, raw = await send_unary(
+                upstream.client, ctx, call.method, call.path_qs, call.headers,
+                call.payload(spec),
+            )
+        except UpstreamError as exc:
+            return Outcome(error=exc)
+        answer = UnaryAnswer(upstream, status, headers, raw,
+                             AnswerFacts(upstream_done_at=time.perf_counter()))
+        if status != 200:
+            return Outcome(status=status, result=answer)
+        try:
+            doc, answer.lenient = jsonio.loads(decode_body(raw, headers.get("Content-Encoding")))
+        except (ValueError, OSError):
+            doc = None
+        if isinstance(doc, dict) and "error" in doc and "choices" not in doc and "data" not in doc:
+            # a 200 carrying an OpenAI error: a failed upstream answer, retried as one
+            error = UpstreamError("the upstream answered with an error body",
+                                  code="upstream_error_body")
+            return Outcome(status=200, error=error, result=answer)
+        if not isinstance(doc, dict):
+            answer.extra[semconv.ATTR_OUTPUT_UNCHECKED] = "unparsed"
+            if call.route.output:  # nothing the detectors can read: the route decides
+                return Outcome(status=200, decision=unchecked_decision(call.route), result=answer)
+            return Outcome(status=200, result=answer)
+        observe_answer(answer.facts, doc)  # as the upstream sent it, before any rewrite
+        answer.doc = doc
+        if answer.lenient:
+            answer.extra[semconv.ATTR_OUTPUT_NONFINITE] = "1"
+        if not self.check_output:
+            return Outcome(status=200, result=answer)
+        decision, answer.changed = await self.guard.check_output(
+            ctx, call.route, doc, call.masker, call.restore
+        )
+        return Outcome(status=200, decision=decision, result=answer)
 
 
 class CompletionFlow:
@@ -74,13 +155,15 @@ class CompletionFlow:
         upstreams: UpstreamSet,
         guard: Guard | None,
         streams: StreamFlow,
+        handoff: HandoffHook | None = None,
+        handoff_service: HandoffService | None = None,
     ) -> None:
         self.server = server
         self.upstreams = upstreams
         self.guard = guard
         self.streams = streams
-        self.handoff: HandoffHook | None = None
-        self.handoff_service: Any = None  # HandoffService: conversation triggers
+        self.handoff = handoff
+        self.handoff_service = handoff_service
 
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         raw, body = await ingress.parse_request(request, ctx, self.server.max_body_bytes)
@@ -92,14 +175,16 @@ class CompletionFlow:
             if ctx.stream:
                 return await self.streams.forward(request, ctx, headers, raw)
             status, up_headers, answer = await send_unary(
-                self.upstreams.primary.client, request, ctx, headers, raw
+                self.upstreams.primary.client, ctx, request.method, request.path_qs,
+                headers, raw,
             )
+            ctx.upstream_done_at = time.perf_counter()
             if status == 200:
                 _observe(ctx, up_headers, answer)
             return upstream_response(ctx, status, up_headers.items(), answer)
 
-        ctx.attributes["railwatch.policy.route"] = route.name
-        conversation = self._observe_conversation(request, ctx, body)
+        ctx.attributes[semconv.ATTR_POLICY_ROUTE] = route.name
+        conversation = self._observe_conversation(ctx, body)
         reason = self._handoff_reason(conversation, None, request, body)
         if reason is not None and self.handoff is not None:
             return await self.handoff(ctx, route, reason, None, PASS)
@@ -116,27 +201,21 @@ class CompletionFlow:
                 return blocked_response(ctx, route, "input", decision)
             if changed:
                 raw = orjson.dumps(body)
-        restore = input_restore(masker) if len(masker) else None
+        call = GuardedCall(
+            request=request, ctx=ctx, headers=headers, body=body, raw=raw, route=route,
+            masker=masker, restore=input_restore(masker) if len(masker) else None,
+            endpoint=path,
+        )
         if ctx.stream:
-            return await self.streams.guarded(
-                request, ctx, headers, raw, route, masker, restore, body,
-                lambda: self._stream_plan(route),
-            )
-        return await self._unary(request, ctx, headers, body, raw, route, masker, restore,
-                                 input_decision, conversation)
+            verdict = await self.streams.guarded(call)
+            if verdict is None or verdict.action == "deliver":
+                response = verdict.outcome.result if verdict is not None else None
+                assert isinstance(response, web.StreamResponse)
+                return response
+            return await self._act(call, verdict, None, conversation)
+        return await self._unary(call, input_decision, conversation)
 
-    def _stream_plan(self, route: Route) -> list[Attempt]:
-        """Streams try one attempt at a time: primary, retries, then the fallbacks."""
-        primary = self.upstreams.primary
-        plan = [Attempt("primary", primary, None)]
-        plan += [Attempt("retry", primary, None) for _ in range(route.retry.times)]
-        plan += [Attempt("fallback", self.upstreams.get(t.upstream), t.model)
-                 for t in route.fallback]
-        return plan
-
-    def _observe_conversation(
-        self, request: web.Request, ctx: RequestContext, body: dict[str, Any]
-    ) -> str | None:
+    def _observe_conversation(self, ctx: RequestContext, body: dict[str, Any]) -> str | None:
         service = self.handoff_service
         if service is None:
             return None
@@ -170,84 +249,68 @@ class CompletionFlow:
         return reason
 
     async def _unary(
-        self,
-        request: web.Request,
-        ctx: RequestContext,
-        headers: CIMultiDict[str],
-        body: dict[str, Any],
-        raw: bytes,
-        route: Route,
-        masker: Masker,
-        restore: Callable[[str], str] | None,
-        input_decision: str,
-        conversation: str | None = None,
+        self, call: GuardedCall, input_decision: str, conversation: str | None
     ) -> web.StreamResponse:
-        guard = self.guard
+        ctx, guard = call.ctx, self.guard
         assert guard is not None
-        check_output = bool(route.output) or restore is not None
+        log = AttemptLog(ctx.t0, ctx.model_requested)
+        engine = Engine(call.route, UnaryStrategy(call, self.upstreams, guard), self.upstreams,
+                        call.endpoint, log, corrective=ctx.route == semconv.OP_CHAT)
+        try:
+            verdict = await engine.run()
+        finally:
+            ctx.attempts.extend(log.records)
+            ctx.retries += log.retries
+        answer = verdict.outcome.result
+        if answer is not None:
+            ctx.upstream = answer.upstream.label
+            ctx.attributes.update(answer.extra)
+        if verdict.action == "fail":
+            if answer is not None and verdict.outcome.error is None:  # the upstream's own 5xx
+                ctx.upstream_done_at = answer.facts.upstream_done_at
+                return upstream_response(ctx, answer.status, answer.headers.items(), answer.raw)
+            assert verdict.outcome.error is not None
+            raise verdict.outcome.error
+        if answer is not None and answer.status != 200:  # a 4xx: the client's, passed through
+            ctx.upstream_done_at = answer.facts.upstream_done_at
+            return upstream_response(ctx, answer.status, answer.headers.items(), answer.raw)
+        if answer is not None:
+            ctx.adopt(answer.facts)
+        if verdict.action != "deliver":
+            return await self._act(call, verdict, ctx.output_text, conversation)
+        ctx.decision = max(input_decision, verdict.decision.action, key=SEVERITY.__getitem__)
+        if verdict.exhausted:
+            ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
+        assert answer is not None
+        payload, decoded = answer.body()
+        return upstream_response(ctx, 200, answer.headers.items(), payload, decoded=decoded)
 
-        async def send(attempt: Attempt, payload: bytes) -> None:
-            status, up_headers, answer = await send_unary(
-                attempt.upstream.client, request, ctx, headers, payload
-            )
-            attempt.status, attempt.headers, attempt.raw = status, up_headers, answer
-            if status != 200:
-                return
-            try:
-                doc = orjson.loads(decode_body(answer, up_headers.get("Content-Encoding")))
-            except (ValueError, OSError):
-                doc = None
-            if isinstance(doc, dict) and "error" in doc and "choices" not in doc and "data" not in doc:
-                # a 200 carrying an OpenAI error: a failed upstream answer, retried as one
-                attempt.error = UpstreamError(
-                    "the upstream answered with an error body", code="upstream_error_body"
-                )
-                return
-            if not check_output:
-                return
-            if not isinstance(doc, dict):
-                # nothing the output detectors can read: it passes (fail-open), marked
-                ctx.attributes["railwatch.output.unchecked"] = "unparsed"
-                return
-            attempt.doc = doc
-            attempt.decision, attempt.changed = await guard.check_output(
-                ctx, route, doc, masker, restore
-            )
-
-        final = await ActionRunner(ctx, route, self.upstreams, send, body, raw).run()
-        ctx.upstream = final.upstream.label
-        if final.error is not None and (final.status == 0 or final.status == 200):
-            if route.then == "handoff" and self.handoff is not None:
-                return await self.handoff(ctx, route, "upstream_failure", None, final.decision)
-            raise final.error
-        if final.status == 200:
-            _observe(ctx, final.headers, final.raw)
-        else:
-            return upstream_response(ctx, final.status, final.headers.items(), final.raw)
-        action = final.decision.action
-        if action not in ACCEPTABLE:
-            if action in ("retry", "fallback"):  # rounds spent: the route's `then` decides
-                action = route.then
-                ctx.attributes["railwatch.exhausted"] = "1"
-            if action != "pass":
-                reason = self._handoff_reason(conversation, action)
-                if reason is not None and reason != "policy" and self.handoff is not None:
-                    answer = ctx.output_text
-                    return await self.handoff(ctx, route, reason, answer, final.decision)
-            if action == "block":
-                return blocked_response(ctx, route, "output", final.decision)
-            if action == "handoff":
-                if self.handoff is not None:
-                    answer = ctx.output_text
-                    return await self.handoff(ctx, route, "policy", answer, final.decision)
-                ctx.attributes["railwatch.handoff.unavailable"] = "1"
-                return blocked_response(ctx, route, "output", final.decision)
-            action = "flag"  # then: pass, flagged
-        ctx.decision = max(input_decision, action, key=SEVERITY.__getitem__)
-        if final.changed and final.doc is not None:
-            return upstream_response(ctx, 200, final.headers.items(), orjson.dumps(final.doc),
-                                     decoded=True)
-        return upstream_response(ctx, 200, final.headers.items(), final.raw)
+    async def _act(
+        self, call: GuardedCall, verdict: Verdict[Any], answer: str | None,
+        conversation: str | None,
+    ) -> web.StreamResponse:
+        """Carry out a verdict other than ``deliver``: block, hand off, or fail."""
+        ctx, route = call.ctx, call.route
+        if verdict.exhausted:
+            ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
+        if verdict.action == "fail":
+            error = verdict.outcome.error
+            assert error is not None
+            raise error
+        if verdict.reason == "upstream_failure":
+            if self.handoff is not None:
+                return await self.handoff(ctx, route, "upstream_failure", None, verdict.decision)
+            error = verdict.outcome.error
+            if error is not None:
+                raise error
+        reason = self._handoff_reason(conversation, verdict.action)
+        if reason is not None and reason != "policy" and self.handoff is not None:
+            return await self.handoff(ctx, route, reason, answer, verdict.decision)
+        if verdict.action == "handoff":
+            if self.handoff is not None:
+                return await self.handoff(ctx, route, "policy", answer, verdict.decision)
+            ctx.attributes[semconv.ATTR_HANDOFF_UNAVAILABLE] = "1"
+        return blocked_response(ctx, route, "output", verdict.decision)
 
 
 def _observe(ctx: RequestContext, headers: Any, raw: bytes) -> None:

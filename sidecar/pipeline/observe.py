@@ -17,8 +17,13 @@ from typing import Any
 
 import orjson
 
-from sidecar.context import RequestContext
+from sidecar.context import AnswerFacts, RequestContext
+from sidecar import jsonio
 from sidecar.sse import SseParser
+
+
+# Where an answer is observed into: the request itself, or one attempt's facts.
+Sink = RequestContext | AnswerFacts
 
 
 def decode_body(raw: bytes, encoding: str | None) -> bytes:
@@ -35,7 +40,7 @@ def decode_body(raw: bytes, encoding: str | None) -> bytes:
     raise ValueError(f"unsupported content-encoding {encoding!r}")
 
 
-def _apply_usage(ctx: RequestContext, usage: Any) -> None:
+def _apply_usage(ctx: Sink, usage: Any) -> None:
     if not isinstance(usage, dict):
         return
     u = ctx.usage
@@ -46,7 +51,7 @@ def _apply_usage(ctx: RequestContext, usage: Any) -> None:
     u.source = "upstream"
 
 
-def _apply_meta(ctx: RequestContext, doc: dict[str, Any]) -> None:
+def _apply_meta(ctx: Sink, doc: dict[str, Any]) -> None:
     if ctx.response_id is None:
         rid = doc.get("id")
         ctx.response_id = rid if isinstance(rid, str) else None
@@ -58,14 +63,20 @@ def _apply_meta(ctx: RequestContext, doc: dict[str, Any]) -> None:
         ctx.system_fingerprint = fp
 
 
-def observe_unary(ctx: RequestContext, body: bytes) -> dict[str, Any] | None:
-    """Fill the context from a non-streaming completion body; returns the parsed doc."""
+def observe_unary(ctx: Sink, body: bytes) -> dict[str, Any] | None:
+    """Fill ``ctx`` from a non-streaming completion body; returns the parsed doc."""
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        doc, _lenient = jsonio.loads(body)
+    except ValueError:
         return None
     if not isinstance(doc, dict):
         return None
+    observe_answer(ctx, doc)
+    return doc
+
+
+def observe_answer(ctx: Sink, doc: dict[str, Any]) -> None:
+    """Fill ``ctx`` from a parsed non-streaming completion (never raises on odd shapes)."""
     _apply_meta(ctx, doc)
     _apply_usage(ctx, doc.get("usage"))
     choices = doc.get("choices")
@@ -88,7 +99,6 @@ def observe_unary(ctx: RequestContext, body: bytes) -> dict[str, Any] | None:
                     texts.append(text)
         if texts:
             ctx.output_parts = ["\n".join(texts)] if len(texts) > 1 else texts
-    return doc
 
 
 class StreamObserver:
@@ -96,7 +106,7 @@ class StreamObserver:
 
     __slots__ = ("choices", "counted", "ctx", "done", "events", "parser", "tool_args")
 
-    def __init__(self, ctx: RequestContext) -> None:
+    def __init__(self, ctx: Sink) -> None:
         self.ctx = ctx
         self.parser = SseParser()
         self.choices: dict[int, list[str]] = {}

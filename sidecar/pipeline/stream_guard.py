@@ -54,7 +54,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
+
+from sidecar import jsonio
 
 from sidecar.masking import Masker
 from sidecar.pipeline._stream_release import META_KEYS, Outbox
@@ -256,8 +257,8 @@ class StreamGuard:
             self.done = True
             return
         try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            doc, _lenient = jsonio.loads(data)  # NaN/Infinity too: checked, never bypassed
+        except ValueError:
             self._add_global(event.raw)
             return
         if self._observe is not None and type(doc) is dict:

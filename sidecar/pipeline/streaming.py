@@ -12,10 +12,8 @@ move to the next attempt (retry, fallback) or hand off. A broken or stalled upst
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -23,18 +21,18 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from detectors.base import TextContext
-from sidecar import semconv
-from sidecar.context import RequestContext
+from sidecar import jsonio, semconv
+from sidecar.context import AnswerFacts, RequestContext
 from sidecar.errors import RequestError, UpstreamError
-from sidecar.masking import Masker
-from sidecar.pipeline.actions import Attempt, UpstreamSet
+from sidecar.pipeline.actions import Upstream, UpstreamSet
+from sidecar.pipeline.call import GuardedCall
+from sidecar.pipeline.engine import AttemptLog, AttemptSpec, Engine, Outcome, Verdict
 from sidecar.pipeline.guard import Guard, Segment
-from sidecar.pipeline.observe import StreamObserver, decode_body, observe_unary
-from sidecar.pipeline.responses import blocked_response, upstream_response
+from sidecar.pipeline.observe import StreamObserver, decode_body, observe_answer, observe_unary
+from sidecar.pipeline.responses import upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowCheck, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
-from sidecar.policy import PASS, Decision, Route
-from sidecar.record import AttemptRecord
+from sidecar.policy import PASS, Decision
 
 
 def _error_event(message: str, code: str) -> bytes:
@@ -68,7 +66,6 @@ class StreamFlow:
         self.upstreams = upstreams
         self.guard = guard
         self.stream_usage = stream_usage  # ask upstreams for usage in streams
-        self.handoff: Any = None  # HandoffHook, set with the hand-off service
 
     async def forward(
         self,
@@ -127,121 +124,128 @@ class StreamFlow:
         finally:
             resp.release()
 
-    async def guarded(
-        self,
-        request: web.Request,
-        ctx: RequestContext,
-        headers: CIMultiDict[str],
-        payload: bytes,
-        route: Route,
-        masker: Masker,
-        restore: Callable[[str], str] | None,
-        body: dict[str, Any] | None = None,
-        attempts: Callable[[], list[Attempt]] | None = None,
-    ) -> web.StreamResponse:
+    async def guarded(self, call: GuardedCall) -> Verdict[web.StreamResponse]:
         """A stream on a policy route, checked in windows by the output detectors.
 
-        Attempts run one at a time (primary, retries, fallbacks, as for unary answers
-        but never in parallel). Before the first byte leaves, a verdict ``retry`` or
-        ``fallback`` or an upstream failure moves to the next attempt, ``block`` sends
-        the block response and ``handoff`` the hand-off answer; once rounds are spent
-        the route's ``then`` applies (for ``pass``, the last attempt is delivered with
-        its verdicts downgraded to ``flag``). After the first byte, violations cut.
+        The attempt engine runs the attempts one at a time (primary, retries,
+        fallbacks; never in parallel), each through :class:`StreamStrategy`. Before
+        the first byte leaves, a verdict ``retry`` or ``fallback`` or an upstream
+        failure moves to the next attempt; once bytes left, the attempt is committed
+        and violations cut the stream. A ``deliver`` verdict carries the response
+        (streamed already, or an upstream 4xx/5xx to pass on); other verdicts are the
+        caller's to carry out (block, hand off, fail).
         """
-        guard = self.guard
-        assert guard is not None
+        ctx, body, payload = call.ctx, call.body, call.raw
         strip_usage = False
-        if body is not None and self.stream_usage and ctx.route in ("chat", "text_completion"):
+        if self.stream_usage and ctx.route in (semconv.OP_CHAT, semconv.OP_TEXT_COMPLETION):
             options = body.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage")):
                 body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
                 payload = orjson.dumps(body)
                 strip_usage = True  # usage is always known; the client gets what it asked for
-        if not route.output and restore is None and not strip_usage:
-            return await self.forward(request, ctx, headers, payload)
-        plan = attempts() if attempts is not None else [
-            Attempt("primary", self.upstreams.primary, None)
-        ]
-        run = _GuardedRun(self, request, ctx, headers, route, masker, restore, body, strip_usage)
-        skip_retries = False
-        last_verdict: WindowVerdict | None = None
-        last_error: RequestError | None = None
-        for index, attempt in enumerate(plan):
-            if attempt.kind == "retry" and skip_retries:
-                continue
-            remaining = [a for a in plan[index + 1:] if not (a.kind == "retry" and skip_retries)]
-            deliver_anyway = not remaining and route.then == "pass"
-            data = payload
-            if attempt.model is not None and body is not None:
-                data = orjson.dumps({**body, "model": attempt.model})
-            outcome = await run.attempt(attempt, data, deliver_anyway)
-            if isinstance(outcome, web.StreamResponse):
-                return outcome
-            if isinstance(outcome, RequestError):
-                last_error, last_verdict = outcome, None
-                if outcome.code == "circuit_open" or not route.retry.on_upstream_error:
-                    skip_retries = True
-                continue
-            last_verdict, last_error = outcome, None
-            if outcome.action == "fallback":
-                skip_retries = True
-            if outcome.action not in ("retry", "fallback"):
-                break  # block or handoff: act now
-        if last_verdict is None:
-            if route.then == "handoff" and self.handoff is not None:
-                response: web.StreamResponse = await self.handoff(
-                    ctx, route, "upstream_failure", None, PASS
-                )
-                return response
-            assert last_error is not None
-            passthrough = getattr(last_error, "passthrough", None)
-            if passthrough is not None:  # the upstream's own 5xx, as unary answers get it
-                ctx.upstream_done_at = time.perf_counter()
-                return upstream_response(ctx, *passthrough)
-            raise last_error
-        action = last_verdict.action
-        if action in ("retry", "fallback"):
-            action = route.then
-            ctx.attributes["railwatch.exhausted"] = "1"
-        decision = Decision(action, last_verdict.reasons)
-        if action == "handoff" and self.handoff is not None:
-            handed: web.StreamResponse = await self.handoff(ctx, route, "policy", None, decision)
-            return handed
-        return blocked_response(ctx, route, "output", decision)
+        if not call.route.output and call.restore is None and not strip_usage:
+            response = await self.forward(call.request, ctx, call.headers, payload)
+            return Verdict("deliver", Outcome(ctx.status, committed=True, result=response), PASS)
+        strategy = StreamStrategy(self, call, body, payload, strip_usage)
+        log = AttemptLog(ctx.t0, ctx.model_requested)
+        engine = Engine(call.route, strategy, self.upstreams, call.endpoint, log,
+                        corrective=ctx.route == semconv.OP_CHAT)
+        try:
+            verdict = await engine.run()
+        finally:
+            ctx.attempts.extend(log.records)
+            ctx.retries += log.retries
+        return strategy.settle(verdict)
 
 
-_RECORD_FIELDS = ("finish_reasons", "response_id", "model_served", "system_fingerprint",
-                  "first_token_at", "last_token_at", "output_parts", "decision", "status")
+class UpstreamAnswer(NamedTuple):
+    """A whole non-stream answer an attempt got instead of a stream (an error status)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    raw: bytes
+    upstream_label: str
 
 
-class _GuardedRun:
-    """One guarded stream request: its attempts, each an upstream stream through a guard."""
+StreamResult = web.StreamResponse | UpstreamAnswer
 
-    def __init__(self, flow: StreamFlow, request: web.Request, ctx: RequestContext,
-                 headers: CIMultiDict[str], route: Route, masker: Masker,
-                 restore: Callable[[str], str] | None, body: dict[str, Any] | None,
-                 strip_usage: bool) -> None:
-        self.flow, self.request, self.ctx, self.headers = flow, request, ctx, headers
-        self.route, self.masker, self.restore, self.body = route, masker, restore, body
+
+class StreamStrategy:
+    """The engine's strategy for streams: one upstream stream through a stream guard.
+
+    Each attempt observes its answer into its own :class:`AnswerFacts`; the context
+    adopts them only when the attempt's bytes reached the client, so a discarded
+    attempt leaves nothing in the trace but its attempt record and findings.
+    """
+
+    parallel = False
+
+    def __init__(self, flow: StreamFlow, call: GuardedCall, body: dict[str, Any],
+                 payload: bytes, strip_usage: bool) -> None:
+        self.flow, self.call, self.body, self.payload = flow, call, body, payload
         self.strip_usage = strip_usage
         self.context = TextContext(
             stage="output",
-            response_format=body.get("response_format") if body is not None else None,
-            tools=body.get("tools") if body is not None else None,
+            response_format=body.get("response_format"),
+            tools=body.get("tools"),
         )
+        self._decisions: list[Decision] = []  # this attempt's window decisions
 
-    def _guard(self, downgrade: bool, observer: StreamObserver) -> StreamGuard:
-        guard, route, ctx, context = self.flow.guard, self.route, self.ctx, self.context
+    def settle(self, verdict: Verdict[StreamResult]) -> Verdict[web.StreamResponse]:
+        """The engine's verdict with the response to send, where there is one."""
+        ctx, outcome = self.call.ctx, verdict.outcome
+        result = outcome.result
+        if isinstance(result, web.StreamResponse):
+            return Verdict(verdict.action, Outcome(outcome.status, outcome.decision, None, True,
+                                                   result), verdict.decision, verdict.exhausted)
+        if isinstance(result, UpstreamAnswer) and verdict.action in ("deliver", "fail"):
+            # the upstream's own 4xx (final) or 5xx (every attempt failed), passed on as is
+            ctx.upstream = result.upstream_label
+            response = upstream_response(ctx, result.status, result.headers, result.raw)
+            return Verdict("deliver", Outcome(result.status, committed=True, result=response),
+                           verdict.decision)
+        if verdict.action == "deliver":
+            # ``then: pass`` after a stream that was judged, not delivered: nothing is left
+            # to send, and an unsent answer is never passed unchecked: block
+            return Verdict("block", Outcome(outcome.status, outcome.decision), verdict.decision,
+                           verdict.exhausted)
+        return Verdict(verdict.action, Outcome(outcome.status, outcome.decision, outcome.error),
+                       verdict.decision, verdict.exhausted, verdict.reason)
+
+    async def attempt(self, spec: AttemptSpec) -> Outcome[StreamResult]:
+        ctx, call = self.call.ctx, self.call
+        upstream = self.flow.upstreams.get(spec.upstream)
+        facts = AnswerFacts()
+        self._decisions = []
+        adopted = False
+        try:
+            outcome = await self._stream(upstream, call.payload(spec, self.body, self.payload),
+                                         spec.last_chance, facts)
+            if outcome.committed:
+                ctx.upstream = upstream.label
+                ctx.adopt(facts)
+                adopted = True
+            return outcome
+        finally:
+            if not adopted and ctx.status == 200:  # cancelled after bytes left: keep them
+                ctx.upstream = upstream.label
+                ctx.adopt(facts)
+
+    def _guard(self, last_chance: bool, observer: StreamObserver) -> StreamGuard:
+        guard, route, ctx, context = self.flow.guard, self.call.route, self.call.ctx, self.context
         assert guard is not None
+        decisions = self._decisions
 
         async def checker(check: WindowCheck) -> WindowVerdict:
             if not route.output:
                 return WindowVerdict()
             result = await guard.run_stage(route, "output", [Segment((), check.text, context)])
             guard.record(ctx, "output", result)
+            if result.decision.action != "pass":
+                decisions.append(result.decision)
             verdict = WindowVerdict.from_decision(result.decision)
-            if downgrade and verdict.action in ("retry", "fallback"):
-                ctx.attributes["railwatch.exhausted"] = "1"
+            if last_chance and verdict.action in ("retry", "fallback"):
+                ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
                 return WindowVerdict("flag", verdict.reasons, verdict.mask_spans)
             return verdict
 
@@ -249,116 +253,84 @@ class _GuardedRun:
         return StreamGuard(
             checker=checker, mode=spec.mode, window_chars=spec.window_chars,
             window_tokens=spec.window_tokens, overlap_chars=spec.overlap_chars,
-            max_holdback_chars=spec.max_holdback_chars, masker=self.masker,
-            restore_input=self.restore is not None, strip_usage=self.strip_usage,
+            max_holdback_chars=spec.max_holdback_chars, masker=self.call.masker,
+            restore_input=self.call.restore is not None, strip_usage=self.strip_usage,
             observe=observer.observe_doc,
         )
 
-    async def attempt(
-        self, attempt: Attempt, payload: bytes, deliver_anyway: bool
-    ) -> web.StreamResponse | WindowVerdict | RequestError:
-        """Run one attempt; the response once bytes left, else what stopped it.
-
-        The context's answer fields are restored when the attempt is discarded, so
-        the trace describes only what the client got.
-        """
-        ctx = self.ctx
-        saved = {name: copy.copy(getattr(ctx, name)) for name in _RECORD_FIELDS}
-        saved_usage = copy.copy(ctx.usage)
-        started = time.perf_counter()
-        status = 0
-        outcome: web.StreamResponse | WindowVerdict | RequestError | None = None
-        breaker = attempt.upstream.breaker
-        allowed = breaker.allow()
-        try:
-            if not allowed:
-                outcome = UpstreamError("the upstream's circuit is open", code="circuit_open")
-            else:
-                status, outcome = await self._stream(attempt, payload, deliver_anyway)
-                if isinstance(outcome, UpstreamError) or status >= 500:
-                    breaker.failure()
-                else:
-                    breaker.success()
-            return outcome
-        except UpstreamError as exc:  # reading a 5xx or non-SSE body failed
-            breaker.failure()
-            outcome = exc
-            return exc
-        except BaseException:
-            if allowed:
-                breaker.abandon()  # cancelled: the probe, if it was one, is given back
-            raise
-        finally:
-            if outcome is not None and not isinstance(outcome, web.StreamResponse):
-                for name, value in saved.items():
-                    setattr(ctx, name, value)
-                ctx.usage = saved_usage
-            if outcome is not None:
-                ctx.attempts.append(_attempt_record(ctx, attempt, started, status, outcome))
-                if attempt.kind == "retry":
-                    ctx.retries += 1
+    def _decision(self, verdict: WindowVerdict) -> Decision:
+        """The verdict as a decision, with the findings that triggered it (for the
+        corrective message of a retry)."""
+        triggered = tuple(t for d in self._decisions for t in d.triggered)
+        return Decision(verdict.action, verdict.reasons, triggered)
 
     async def _stream(
-        self, attempt: Attempt, payload: bytes, deliver_anyway: bool
-    ) -> tuple[int, web.StreamResponse | WindowVerdict | RequestError]:
-        ctx, request = self.ctx, self.request
-        client = attempt.upstream.client
+        self, upstream: Upstream, payload: bytes, last_chance: bool, facts: AnswerFacts
+    ) -> Outcome[StreamResult]:
+        ctx, call = self.call.ctx, self.call
+        client = upstream.client
         try:
-            resp = await client.send(ctx, request.method, request.path_qs, self.headers,
-                                     payload, stream=True)
+            resp = await client.send(ctx, call.method, call.path_qs, call.headers, payload,
+                                     stream=True)
         except UpstreamError as exc:
-            return 0, exc
+            return Outcome(error=exc)
         try:
             status = resp.status
-            if status >= 500:
-                raw = await client.read_body(resp)
-                error = UpstreamError(f"the upstream answered {status}",
-                                      code="upstream_server_error")
-                error.passthrough = (status, list(resp.headers.items()), raw)  # type: ignore[attr-defined]
-                return status, error
             if status != 200:
                 raw = await client.read_body(resp)
-                ctx.upstream_done_at = time.perf_counter()
-                return status, upstream_response(ctx, status, resp.headers.items(), raw)
+                facts.upstream_done_at = ctx.upstream_done_at = time.perf_counter()
+                answer = UpstreamAnswer(status, list(resp.headers.items()), raw, upstream.label)
+                return Outcome(status=status, result=answer)
             if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
                 # the upstream ignored "stream": check it as a unary answer
                 raw = await client.read_body(resp)
-                ctx.upstream_done_at = time.perf_counter()
-                return status, await self._unary_answer(resp, raw, deliver_anyway)
-            ctx.upstream = attempt.upstream.label
-            observer = StreamObserver(ctx)
-            guard = self._guard(deliver_anyway, observer)
-            return status, await self._pump(resp, guard, observer)
+                facts.upstream_done_at = time.perf_counter()
+                return await self._unary_answer(resp, raw, last_chance, facts)
+            observer = StreamObserver(facts)
+            result = await self._pump(resp, self._guard(last_chance, observer), observer)
+            if isinstance(result, web.StreamResponse):
+                return Outcome(status=200, committed=True, result=result)
+            if isinstance(result, RequestError):
+                return Outcome(error=result)
+            return Outcome(status=200, decision=self._decision(result))
+        except UpstreamError as exc:  # reading a non-SSE body failed
+            return Outcome(error=exc)
         finally:
             resp.release()
 
     async def _unary_answer(
-        self, resp: aiohttp.ClientResponse, raw: bytes, deliver_anyway: bool
-    ) -> web.StreamResponse | WindowVerdict:
-        ctx, guard = self.ctx, self.flow.guard
+        self, resp: aiohttp.ClientResponse, raw: bytes, last_chance: bool, facts: AnswerFacts
+    ) -> Outcome[StreamResult]:
+        ctx, guard, route = self.call.ctx, self.flow.guard, self.call.route
         assert guard is not None
         try:
             body = decode_body(raw, resp.headers.get("Content-Encoding"))
+            doc, lenient = jsonio.loads(body) if body else (None, False)
         except (ValueError, OSError):
-            body = b""
-        doc = observe_unary(ctx, body) if body else None
-        if doc is None:
-            ctx.attributes["railwatch.output.unchecked"] = "unparsed"
-            return upstream_response(ctx, 200, resp.headers.items(), raw)
-        decision, changed = await guard.check_output(ctx, self.route, doc, self.masker,
-                                                     self.restore)
+            doc, lenient = None, False
+        if not isinstance(doc, dict):
+            ctx.attributes[semconv.ATTR_OUTPUT_UNCHECKED] = "unparsed"
+            if route.output:  # nothing the detectors can read: the route decides
+                return Outcome(status=200, decision=Decision(route.unchecked,
+                                                             ("railwatch:unparseable_answer",)))
+            response = upstream_response(ctx, 200, resp.headers.items(), raw)
+            return Outcome(status=200, committed=True, result=response)
+        observe_answer(facts, doc)
+        decision, changed = await guard.check_output(ctx, route, doc, self.call.masker,
+                                                     self.call.restore)
         if decision.action not in ("pass", "flag", "mask"):
-            if not deliver_anyway or decision.action not in ("retry", "fallback"):
-                return WindowVerdict.from_decision(decision)
-            ctx.attributes["railwatch.exhausted"] = "1"
-        body_out = orjson.dumps(doc) if changed else raw
-        return upstream_response(ctx, 200, resp.headers.items(), body_out, decoded=changed)
+            if not last_chance or decision.action not in ("retry", "fallback"):
+                return Outcome(status=200, decision=decision)
+            ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
+        body_out = jsonio.dumps(doc, lenient) if changed else raw
+        response = upstream_response(ctx, 200, resp.headers.items(), body_out, decoded=changed)
+        return Outcome(status=200, decision=decision, committed=True, result=response)
 
     async def _pump(
         self, resp: aiohttp.ClientResponse, sg: StreamGuard, observer: StreamObserver
     ) -> web.StreamResponse | WindowVerdict | RequestError:
         """Upstream chunks through the guard to the client (prepared on the first bytes)."""
-        ctx, request = self.ctx, self.request
+        ctx, request = self.call.ctx, self.call.request
         out: web.StreamResponse | None = None
         tail: bytes | None = None
         content = resp.content
@@ -442,13 +414,13 @@ class _GuardedRun:
             await send(step.data)
         if step is not None and step.cut and step.verdict is not None:
             ctx.finish_reasons.append("content_filter")
-            ctx.attributes["railwatch.stream.cut"] = "1"
-            ctx.attributes["railwatch.stream.cut_action"] = step.verdict.action
+            ctx.attributes[semconv.ATTR_STREAM_CUT] = "1"
+            ctx.attributes[semconv.ATTR_STREAM_CUT_ACTION] = step.verdict.action
             ctx.decision = "block"
         elif step is not None and step.verdict is not None:
-            ctx.attributes["railwatch.stream.verdict"] = step.verdict.action  # passthrough
+            ctx.attributes[semconv.ATTR_STREAM_VERDICT] = step.verdict.action  # passthrough
         if sg.late_spans:
-            ctx.attributes["railwatch.stream.late_spans"] = str(sg.late_spans)
+            ctx.attributes[semconv.ATTR_STREAM_LATE_SPANS] = str(sg.late_spans)
         if out is None:  # nothing at all was released (an empty stream): still answer
             await send(b"data: [DONE]\n\n")
         assert out is not None
@@ -463,24 +435,3 @@ def _drop(fut: asyncio.Future[Any]) -> None:
             fut.exception()
     else:
         fut.cancel()
-
-
-def _attempt_record(
-    ctx: RequestContext, attempt: Attempt, started: float, status: int,
-    outcome: web.StreamResponse | WindowVerdict | RequestError,
-) -> AttemptRecord:
-    ended = time.perf_counter()
-    error = outcome.code if isinstance(outcome, RequestError) else None
-    if isinstance(outcome, WindowVerdict):
-        decision = outcome.action
-    elif ctx.attributes.get("railwatch.stream.cut") == "1":
-        decision = "block"
-    else:
-        decision = "pass"
-    return AttemptRecord(
-        kind=attempt.kind, upstream=attempt.upstream.name,
-        model=attempt.model or ctx.model_requested,
-        offset_ms=round((started - ctx.t0) * 1000, 4),
-        duration_ms=round((ended - started) * 1000, 4),
-        status=status, error=error, decision=decision,
-    )

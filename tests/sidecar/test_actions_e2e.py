@@ -62,6 +62,25 @@ def test_invalid_json_is_retried_with_a_corrective_instruction(tmp_path: Path, s
     assert tag not in corrective["content"]  # names the rule, never the answer
 
 
+def test_a_stream_retry_carries_the_corrective_instruction(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
+    # a buffered stream is judged whole before anything leaves, so it can still retry
+    policy = _policy(tmp_path, "    retry: {times: 1}\n    stream: {mode: buffered}\n")
+    sc = start_sidecar(demo_upstream.url, guardrails={"enabled": True, "policy": policy})
+    tag = _tag()
+    chunks = _client(sc).chat.completions.create(
+        model="m", response_format=JSON_FORMAT, stream=True,
+        messages=[{"role": "user", "content": f"{tag} [[demo:invalid_json_times=1]]"}],
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(text)["ok"] is True
+    rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
+    assert [(a.kind, a.decision) for a in rec.attempts] == [("primary", "retry"), ("retry", "pass")]
+    sent = _seen(demo_upstream, tag)
+    assert len(sent) == 2 and sent[0]["body"]["messages"] != sent[1]["body"]["messages"]
+    corrective = sent[1]["body"]["messages"][-1]
+    assert "rejected by an automatic check" in corrective["content"] and "json invalid" in corrective["content"]
+
+
 def test_parallel_retries_take_the_first_passing_answer(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
     sc = start_sidecar(demo_upstream.url, guardrails={"enabled": True, "policy": _policy(tmp_path, "    retry: {times: 1, parallel: 3, corrective: false}\n")})
     tag = _tag()
