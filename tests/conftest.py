@@ -59,6 +59,33 @@ def start_sidecar(loop_thread: LoopThread) -> Iterator[Callable[..., RunningSide
 
 
 @pytest.fixture
+def scripted_upstream(loop_thread: LoopThread) -> Iterator[Callable[..., str]]:
+    """Factory: ``scripted_upstream({"/v1/chat/completions": handler, ...})`` starts a real
+    aiohttp server on loopback answering POSTs with the given handlers; returns its URL."""
+    from aiohttp import web
+
+    runners: list[web.AppRunner] = []
+
+    async def start(routes: dict[str, Any]) -> web.AppRunner:
+        app = web.Application()
+        for path, handler in routes.items():
+            app.router.add_post(path, handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    def factory(routes: dict[str, Any]) -> str:
+        runner = loop_thread.run(start(routes))
+        runners.append(runner)
+        return "http://{}:{}".format(*runner.addresses[0][:2])
+
+    yield factory
+    for runner in runners:
+        loop_thread.run(runner.cleanup())
+
+
+@pytest.fixture
 def sidecar(start_sidecar: Callable[..., RunningSidecar], demo_upstream: Any) -> RunningSidecar:
     return start_sidecar(demo_upstream.url)
 

@@ -239,7 +239,7 @@ def test_credentials_in_upstream_urls_are_refused() -> None:
         load_settings(env={"RAILWATCH_UPSTREAM__URL": "http://user:secret@127.0.0.1:9"})
 
 
-def test_a_200_with_an_error_body_is_retried(tmp_path: Path, start_sidecar: Any, demo_upstream: Any, loop_thread: Any) -> None:
+def test_a_200_with_an_error_body_is_retried(tmp_path: Path, start_sidecar: Any, scripted_upstream: Any) -> None:
     from aiohttp import web
 
     calls: list[int] = []
@@ -252,21 +252,9 @@ def test_a_200_with_an_error_body_is_retried(tmp_path: Path, start_sidecar: Any,
                                   "choices": [{"index": 0, "finish_reason": "stop",
                                                "message": {"role": "assistant", "content": "ok"}}]})
 
-    async def start() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
-
-    runner = loop_thread.run(start())
-    try:
-        url = "http://{}:{}".format(*runner.addresses[0][:2])
-        sc = start_sidecar(url, guardrails={"enabled": True, "policy": _policy(tmp_path, "    retry: {times: 1}\n")})
-        reply = _client(sc).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
-        assert reply.choices[0].message.content == "ok"
-        rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
-        assert [(a.kind, a.error) for a in rec.attempts] == [("primary", "upstream_error_body"), ("retry", None)]
-    finally:
-        loop_thread.run(runner.cleanup())
+    url = scripted_upstream({"/v1/chat/completions": chat})
+    sc = start_sidecar(url, guardrails={"enabled": True, "policy": _policy(tmp_path, "    retry: {times: 1}\n")})
+    reply = _client(sc).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content == "ok"
+    rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
+    assert [(a.kind, a.error) for a in rec.attempts] == [("primary", "upstream_error_body"), ("retry", None)]

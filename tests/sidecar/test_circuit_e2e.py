@@ -12,7 +12,7 @@ from aiohttp import web
 
 
 @pytest.fixture
-def no_embeddings_upstream(loop_thread: Any) -> Any:
+def no_embeddings_upstream(scripted_upstream: Any) -> Any:
     """Like llama.cpp without ``--embedding``: chat works, /v1/embeddings answers 500."""
 
     async def chat(request: web.Request) -> web.Response:
@@ -26,18 +26,7 @@ def no_embeddings_upstream(loop_thread: Any) -> Any:
         return web.json_response({"error": {"message": "not served", "type": "server_error"}},
                                  status=500)
 
-    async def start() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        app.router.add_post("/v1/embeddings", embeddings)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
-
-    runner = loop_thread.run(start())
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    loop_thread.run(runner.cleanup())
+    return scripted_upstream({"/v1/chat/completions": chat, "/v1/embeddings": embeddings})
 
 
 def test_a_failing_endpoint_does_not_lock_out_the_others(start_sidecar: Any, no_embeddings_upstream: str) -> None:

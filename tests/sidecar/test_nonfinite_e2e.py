@@ -43,7 +43,7 @@ def _answer(content: str, stream: bool) -> bytes:
 
 
 @pytest.fixture
-def nonfinite_upstream(loop_thread: Any) -> Any:
+def nonfinite_upstream(scripted_upstream: Any) -> Any:
     """Answers with ``say`` (a header of the request) inside a body holding -Infinity/NaN;
     ``broken`` answers 200 with a body that is not JSON."""
 
@@ -60,18 +60,7 @@ def nonfinite_upstream(loop_thread: Any) -> Any:
             return resp
         return web.Response(body=_answer(said, False), content_type="application/json")
 
-    async def start() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
-
-    runner = loop_thread.run(start())
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    loop_thread.run(runner.cleanup())
+    return scripted_upstream({"/v1/chat/completions": chat})
 
 
 def _policy(tmp_path: Path, extra: str = "") -> str:
