@@ -96,6 +96,38 @@ def build_exporters(settings: Settings) -> list[tuple[Exporter, ExporterSettings
     return built
 
 
+async def start_exporters(
+    pairs: Sequence[tuple[Exporter, ExporterSettings]],
+    exports: ExportPipeline,
+    components: dict[str, str],
+) -> None:
+    """Start each exporter (in a thread: ClickHouse connects and migrates there) and feed
+    it from its own batch processor. Raises ``StartupError`` naming the first that fails."""
+    for exporter, spec in pairs:
+        key = f"exporter:{exporter.name}"
+        components[key] = "starting"
+        start = getattr(exporter, "start", None)
+        if callable(start):
+            try:
+                result = await asyncio.to_thread(start)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - any exporter failure stops start-up
+                components[key] = "failed"
+                raise StartupError(
+                    f"exporter '{exporter.name}' failed to start: {type(exc).__name__}: {exc}"
+                ) from exc
+        exports.add(
+            BatchProcessor(
+                exporter,
+                max_queue=spec.max_queue,
+                max_batch=spec.max_batch,
+                schedule_delay_s=spec.schedule_delay_s,
+            )
+        )
+        components[key] = "ok"
+
+
 def build_guard(policy: Policy) -> Guard:
     """Create (not start) every detector the policy names, in a runner."""
     runner = DetectorRunner()
@@ -231,30 +263,6 @@ def create_app(
     app[RUNTIME] = runtime
     setup_routes(app, runtime)
 
-    async def start_exporter(exporter: Exporter, spec: ExporterSettings) -> None:
-        key = f"exporter:{exporter.name}"
-        runtime.components[key] = "starting"
-        start = getattr(exporter, "start", None)
-        if callable(start):  # in a thread: ClickHouse connects and migrates here
-            try:
-                result = await asyncio.to_thread(start)
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception as exc:  # noqa: BLE001 - any exporter failure stops start-up
-                runtime.components[key] = "failed"
-                raise StartupError(
-                    f"exporter '{exporter.name}' failed to start: {type(exc).__name__}: {exc}"
-                ) from exc
-        exports.add(
-            BatchProcessor(
-                exporter,
-                max_queue=spec.max_queue,
-                max_batch=spec.max_batch,
-                schedule_delay_s=spec.schedule_delay_s,
-            )
-        )
-        runtime.components[key] = "ok"
-
     async def stop() -> None:
         """Stop whatever started, in reverse order; safe after a partial start."""
         if runtime.handoff is not None and runtime.components.get("handoff") == "ok":
@@ -284,8 +292,7 @@ def create_app(
                     raise StartupError(str(exc)) from exc
                 runtime.components["detectors"] = "ok"
                 _limit_torch_threads(settings.guardrails.torch_threads)
-            for exporter, spec in pairs:
-                await start_exporter(exporter, spec)
+            await start_exporters(pairs, exports, runtime.components)
             if runtime.handoff is not None:
                 await runtime.handoff.start()
                 runtime.components["handoff"] = "ok"
