@@ -5,8 +5,11 @@ Tree::
     RailwatchError                  base; never carries request or response text
     ├── ConfigError                 bad settings or policy file (start-up; names key and file)
     ├── StartupError                a component could not start
+    ├── GuardrailViolation          SDK: the policy blocked or handed off a guarded call
+    ├── SdkRemoteError              SDK remote mode: the sidecar could not be asked
     └── RequestError                a request ends with an OpenAI-shaped error response
         ├── BadRequestError         400  malformed JSON, wrong field types, bad UTF-8
+        ├── UnauthorizedError       401  a missing or wrong token (SDK trace ingestion)
         ├── NotFoundError           404
         ├── PayloadTooLargeError    413  body over ``server.max_body_bytes``
         ├── OverloadedError         503  too many requests in flight (sends Retry-After)
@@ -36,6 +39,26 @@ import orjson
 
 class RailwatchError(Exception):
     """Base of every railwatch exception."""
+
+
+class GuardrailViolation(RailwatchError):
+    """A guarded call (SDK) the policy did not let through: ``action`` is ``block`` or
+    ``handoff``, ``stage`` ``input`` or ``output``, ``reasons`` the ``detector:label``
+    pairs, ``findings`` the triggered findings (offsets, labels, scores; never text)."""
+
+    def __init__(self, action: str, stage: str, reasons: tuple[str, ...],
+                 findings: tuple[Any, ...] = (), trace_id: str | None = None) -> None:
+        self.action = action
+        self.stage = stage
+        self.reasons = reasons
+        self.findings = findings
+        self.trace_id = trace_id
+        listed = ", ".join(reasons) or "no reason given"
+        super().__init__(f"guardrail {action} at {stage} ({listed})")
+
+
+class SdkRemoteError(RailwatchError):
+    """SDK remote mode: the sidecar did not answer a check; the call fails closed."""
 
 
 class ConfigError(RailwatchError):
@@ -74,6 +97,12 @@ class BadRequestError(RequestError):
     status = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
+
+
+class UnauthorizedError(RequestError):
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_token"
 
 
 class NotFoundError(RequestError):

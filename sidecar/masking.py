@@ -12,9 +12,9 @@ every detector alike:
 - :meth:`Masker.restore` puts the values back into the model's answer wherever it
   wrote a placeholder we issued, in any order and any number of times. Anything
   else that looks like a placeholder is left as it is.
-- :class:`StreamRestorer` does the same for a streamed answer, chunk by chunk,
-  holding back only a tail that could still become one of *our* placeholders
-  (``"...<EMAIL_ADD"``), so text is released as soon as it is safe.
+- :meth:`Masker.snapshot` freezes the placeholders issued so far into a restore
+  function (and their prefixes, which a stream holds back as a possibly split
+  placeholder), so answers get the input's values back but never output-leak masks.
 
 Placeholders that already occur in the input text are never issued, so a user's
 literal ``<EMAIL_ADDRESS_1>`` is not confused with a masked value.
@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
-__all__ = ["PLACEHOLDER_PATTERN", "Masker", "StreamRestorer"]
+__all__ = ["PLACEHOLDER_PATTERN", "Masker"]
 
 # What a placeholder looks like: "<" LABEL "_" number ">", LABEL upper-case.
 PLACEHOLDER_PATTERN = re.compile(r"<[A-Z][A-Z0-9_]*_[0-9]+>")
@@ -59,7 +59,7 @@ class _Span(Protocol):
 class Masker:
     """Per-request placeholder vault. Not thread-safe: one request, one task."""
 
-    __slots__ = ("_by_key", "_by_placeholder", "_counters", "_labels", "_prefixes", "_reserved")
+    __slots__ = ("_by_key", "_by_placeholder", "_counters", "_labels", "_reserved")
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], str] = {}
@@ -67,7 +67,6 @@ class Masker:
         self._counters: dict[str, int] = {}
         self._labels: dict[str, str] = {}
         self._reserved: set[str] = set()
-        self._prefixes: frozenset[str] | None = frozenset()
 
     @property
     def mapping(self) -> Mapping[str, str]:
@@ -126,7 +125,6 @@ class Masker:
         self._counters[token] = n
         self._by_key[key] = placeholder
         self._by_placeholder[placeholder] = value
-        self._prefixes = None  # rebuilt lazily for the stream restorer
         return placeholder
 
     # -- restoring -----------------------------------------------------------------
@@ -138,56 +136,18 @@ class Masker:
         table = self._by_placeholder
         return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
 
-    def stream_restorer(self) -> StreamRestorer:
-        return StreamRestorer(self)
+    def snapshot(self) -> tuple[Callable[[str], str], frozenset[str]]:
+        """A restore function over the placeholders issued *so far*, and their proper
+        prefixes (for streams holding back a tail that may still become one). Taken
+        after the input guard, it never restores masks issued later (output leaks)."""
+        table = dict(self._by_placeholder)
 
-    def _partial_prefixes(self) -> frozenset[str]:
-        """Every proper prefix of every issued placeholder (for hold-back checks)."""
-        if self._prefixes is None:
-            self._prefixes = frozenset(
-                p[:i] for p in self._by_placeholder for i in range(1, len(p))
-            )
-        return self._prefixes
+        def restore(text: str) -> str:
+            if "<" not in text:
+                return text
+            return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
 
-
-class StreamRestorer:
-    """Restores placeholders in a streamed answer, chunk by chunk.
-
-    ``feed(chunk)`` returns the text that is safe to release now (restored); it
-    holds back at most the tail from the last ``<`` when that tail is a proper
-    prefix of a placeholder the masker issued. ``flush()`` returns the rest at
-    the end of the stream. The output, joined, equals ``masker.restore`` of the
-    whole input, however the input was split. O(chunk) per call.
-    """
-
-    __slots__ = ("_buffer", "_masker")
-
-    def __init__(self, masker: Masker) -> None:
-        self._masker = masker
-        self._buffer = ""
-
-    @property
-    def pending(self) -> int:
-        """Characters held back right now."""
-        return len(self._buffer)
-
-    def feed(self, chunk: str) -> str:
-        text = self._buffer + chunk if self._buffer else chunk
-        cut = self._safe_end(text)
-        self._buffer = text[cut:]
-        return self._masker.restore(text[:cut]) if cut else ""
-
-    def flush(self) -> str:
-        text, self._buffer = self._buffer, ""
-        return self._masker.restore(text)
-
-    def _safe_end(self, text: str) -> int:
-        i = text.rfind("<")
-        if i == -1 or ">" in text[i:]:
-            return len(text)
-        if text[i:] in self._masker._partial_prefixes():
-            return i
-        return len(text)
+        return restore, frozenset(p[:i] for p in table for i in range(1, len(p)))
 
 
 def _resolve(text: str, findings: Iterable[_Span]) -> list[tuple[str, int, int]]:

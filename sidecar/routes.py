@@ -82,6 +82,9 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
     router.add_post("/v1/embeddings", proxy.openai_handler(semconv.OP_EMBEDDINGS))
     router.add_get("/v1/models", proxy.passthrough_handler(semconv.OP_MODELS))
     router.add_post("/v1/guardrails/check", guardrails_check)
+    from sidecar.sdk.ingest import setup_sdk_routes
+
+    setup_sdk_routes(app, runtime.settings, runtime.guard, runtime.emitter)
     from sidecar.feedback import setup_feedback_routes
 
     setup_feedback_routes(

@@ -112,6 +112,13 @@ class MetricsSettings(_Model):
     max_models: int = Field(default=50, ge=1)  # distinct model label values, then "other"
 
 
+class SdkSettings(_Model):
+    """What the sidecar offers the SDK's remote mode: trace ingestion (off without a token)."""
+
+    ingest_token: str | None = Field(default=None, min_length=16)  # Bearer token for /v1/sdk/traces
+    max_records: int = Field(default=1000, ge=1)  # records per ingestion request
+
+
 class Settings(_Model):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -121,6 +128,7 @@ class Settings(_Model):
     guardrails: GuardrailSettings = GuardrailSettings()
     metrics: MetricsSettings = MetricsSettings()
     handoff: HandoffSettings = HandoffSettings()
+    sdk: SdkSettings = SdkSettings()
     data_dir: str = ".railwatch"
     exporters: list[ExporterSettings] = Field(
         default_factory=lambda: [ExporterSettings(kind="clickhouse")]  # embedded chDB in data_dir

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 from detectors.base import Finding
-from sidecar.masking import PLACEHOLDER_PATTERN
 
 __all__ = [
     "Edit",
     "PlaceholderRestorer",
     "apply_edits",
     "holdback",
-    "input_restorer",
     "resolve_spans",
 ]
 
@@ -162,18 +160,3 @@ class PlaceholderRestorer:
     def flush(self) -> str:
         text, self._held = self._held, ""
         return self._restore(text) if text else text
-
-
-def input_restorer(mapping: Mapping[str, str]) -> tuple[Callable[[str], str], frozenset[str]]:
-    """A restore function over a snapshot of ``mapping`` (placeholder -> value) and the
-    proper prefixes of its placeholders. Taken before any output masking, so output
-    leak masks issued later by the same masker are never restored."""
-    table = dict(mapping)
-
-    def restore(text: str) -> str:
-        if "<" not in text:
-            return text
-        return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
-
-    prefixes = frozenset(p[:i] for p in table for i in range(1, len(p)))
-    return restore, prefixes

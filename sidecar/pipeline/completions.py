@@ -24,7 +24,7 @@ from sidecar import jsonio, semconv
 from sidecar.context import AnswerFacts, RequestContext
 from sidecar.errors import UpstreamError
 from sidecar.handoff.service import HandoffService
-from sidecar.masking import PLACEHOLDER_PATTERN, Masker
+from sidecar.masking import Masker
 from sidecar.pipeline import ingress
 from sidecar.pipeline.actions import Upstream, UpstreamSet
 from sidecar.pipeline.call import GuardedCall
@@ -43,18 +43,6 @@ HandoffHook = Callable[
 ]
 FAILURES = frozenset({"block", "retry", "fallback", "handoff"})
 UNCHECKED_REASON = "railwatch:unparseable_answer"
-
-
-def input_restore(masker: Masker) -> Callable[[str], str]:
-    """Restore only the placeholders the input guard issued (not output-leak masks)."""
-    table = dict(masker.mapping)
-
-    def restore(text: str) -> str:
-        if "<" not in text:
-            return text
-        return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
-
-    return restore
 
 
 def unchecked_decision(route: Route) -> Decision:
@@ -203,7 +191,7 @@ class CompletionFlow:
                 raw = orjson.dumps(body)
         call = GuardedCall(
             request=request, ctx=ctx, headers=headers, body=body, raw=raw, route=route,
-            masker=masker, restore=input_restore(masker) if len(masker) else None,
+            masker=masker, restore=masker.snapshot()[0] if len(masker) else None,
             endpoint=path,
         )
         if ctx.stream:

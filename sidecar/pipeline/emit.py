@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from types import MappingProxyType
 
 from exporters.batch import ExportPipeline
@@ -130,6 +131,15 @@ class Emitter:
             handoff_id=ctx.handoff_id,
             attributes=MappingProxyType(ctx.attributes) if ctx.attributes else MappingProxyType({}),
         )
+
+    def emit_record(self, record: TraceRecord) -> None:
+        """Submit a record built elsewhere (the SDK's, received by the sidecar): this
+        sidecar's privacy setting applies to its text whatever the sender did."""
+        prompt, masked_p = self._text(record.prompt_text)
+        output, masked_o = self._text(record.output_text)
+        self.exports.submit(replace(record, prompt_text=prompt, output_text=output,
+                                    text_masked=masked_p or masked_o))
+        self.emitted += 1
 
     def emit(self, ctx: RequestContext) -> None:
         """Build and submit the record. Never raises: a bug here must not fail the request."""

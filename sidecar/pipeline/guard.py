@@ -278,10 +278,12 @@ class Guard:
             spans = decision.mask_findings
             if spans:
                 masked_text = Masker().mask(text, spans)
+        actions = {id(t.finding): t.action for t in decision.triggered}
         body: dict[str, Any] = {
             "findings": [
                 {"detector": f.detector, "label": f.label, "score": round(float(f.score), 6),
-                 "start": f.start, "end": f.end}
+                 "start": f.start, "end": f.end, "action": actions.get(id(f)),
+                 "metadata": _public_metadata(f.metadata)}
                 for f in findings
             ],
             "decision": {"action": decision.action, "reasons": list(decision.reasons)},
@@ -291,6 +293,13 @@ class Guard:
         if masked_text is not None:
             body["masked_text"] = masked_text
         return body
+
+
+def _public_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A finding's metadata for the check API: text-free by the detectors' contract;
+    only JSON scalars are kept."""
+    return {k: v for k, v in metadata.items()
+            if isinstance(v, (str, int, float, bool)) or v is None}
 
 
 def _restore_tool_calls(doc: dict[str, Any], restore: Callable[[str], str]) -> bool:

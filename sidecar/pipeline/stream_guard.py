@@ -61,7 +61,6 @@ from sidecar.masking import Masker
 from sidecar.pipeline._stream_release import META_KEYS, Outbox
 from sidecar.pipeline._stream_sse import RawEvent, RawSplitter, drop_usage_null, encode
 from sidecar.pipeline._stream_state import Choice, Item
-from sidecar.pipeline._stream_text import input_restorer
 from sidecar.pipeline._stream_windows import (
     CONTINUE,
     Planned,
@@ -137,7 +136,7 @@ class StreamGuard:
         self._strip = strip_usage
         restore, prefixes = None, frozenset[str]()
         if restore_input and masker is not None and len(masker):
-            restore, prefixes = input_restorer(masker.mapping)
+            restore, prefixes = masker.snapshot()
         # Passthrough with nothing to rewrite forwards the caller's bytes as they are.
         self._fast = self._passthrough and restore is None and not strip_usage
         self._choices: dict[int, Choice] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -32,7 +33,8 @@ from sidecar.pipeline.observe import StreamObserver, decode_body, observe_answer
 from sidecar.pipeline.responses import upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowCheck, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
-from sidecar.policy import PASS, Decision
+from sidecar.masking import Masker
+from sidecar.policy import PASS, Decision, Route
 
 
 def _error_event(message: str, code: str) -> bytes:
@@ -158,6 +160,37 @@ class StreamFlow:
         return strategy.settle(verdict)
 
 
+def window_guard(
+    guard: Guard, route: Route, ctx: RequestContext, context: TextContext, masker: Masker, *,
+    restore_input: bool, last_chance: bool, decisions: list[Decision],
+    observe: Callable[[dict[str, Any]], None] | None = None, strip_usage: bool = False,
+) -> StreamGuard:
+    """A stream guard whose windows go through ``guard``'s output stage for ``route``
+    (recorded on ``ctx``; non-pass decisions appended to ``decisions``). With
+    ``last_chance``, ``retry``/``fallback`` verdicts are delivered flagged instead."""
+
+    async def checker(check: WindowCheck) -> WindowVerdict:
+        if not route.output:
+            return WindowVerdict()
+        result = await guard.run_stage(route, "output", [Segment((), check.text, context)])
+        guard.record(ctx, "output", result)
+        if result.decision.action != "pass":
+            decisions.append(result.decision)
+        verdict = WindowVerdict.from_decision(result.decision)
+        if last_chance and verdict.action in ("retry", "fallback"):
+            ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
+            return WindowVerdict("flag", verdict.reasons, verdict.mask_spans)
+        return verdict
+
+    spec = route.stream
+    return StreamGuard(
+        checker=checker, mode=spec.mode, window_chars=spec.window_chars,
+        window_tokens=spec.window_tokens, overlap_chars=spec.overlap_chars,
+        max_holdback_chars=spec.max_holdback_chars, masker=masker,
+        restore_input=restore_input, strip_usage=strip_usage, observe=observe,
+    )
+
+
 class UpstreamAnswer(NamedTuple):
     """A whole non-stream answer an attempt got instead of a stream (an error status)."""
 
@@ -232,31 +265,11 @@ class StreamStrategy:
                 ctx.adopt(facts)
 
     def _guard(self, last_chance: bool, observer: StreamObserver) -> StreamGuard:
-        guard, route, ctx, context = self.flow.guard, self.call.route, self.call.ctx, self.context
-        assert guard is not None
-        decisions = self._decisions
-
-        async def checker(check: WindowCheck) -> WindowVerdict:
-            if not route.output:
-                return WindowVerdict()
-            result = await guard.run_stage(route, "output", [Segment((), check.text, context)])
-            guard.record(ctx, "output", result)
-            if result.decision.action != "pass":
-                decisions.append(result.decision)
-            verdict = WindowVerdict.from_decision(result.decision)
-            if last_chance and verdict.action in ("retry", "fallback"):
-                ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
-                return WindowVerdict("flag", verdict.reasons, verdict.mask_spans)
-            return verdict
-
-        spec = route.stream
-        return StreamGuard(
-            checker=checker, mode=spec.mode, window_chars=spec.window_chars,
-            window_tokens=spec.window_tokens, overlap_chars=spec.overlap_chars,
-            max_holdback_chars=spec.max_holdback_chars, masker=self.call.masker,
-            restore_input=self.call.restore is not None, strip_usage=self.strip_usage,
-            observe=observer.observe_doc,
-        )
+        assert self.flow.guard is not None
+        return window_guard(self.flow.guard, self.call.route, self.call.ctx, self.context,
+                            self.call.masker, restore_input=self.call.restore is not None,
+                            last_chance=last_chance, decisions=self._decisions,
+                            observe=observer.observe_doc, strip_usage=self.strip_usage)
 
     def _decision(self, verdict: WindowVerdict) -> Decision:
         """The verdict as a decision, with the findings that triggered it (for the

@@ -194,7 +194,9 @@ def test_guardrails_check_endpoint(start_sidecar: Any, demo_upstream: Any) -> No
     assert body["decision"] == {"action": "mask", "reasons": ["pii:EMAIL_ADDRESS"]}
     pii = [f for f in body["findings"] if f["detector"] == "pii"]
     assert pii == [{"detector": "pii", "label": "EMAIL_ADDRESS", "score": pii[0]["score"],
-                    "start": 12, "end": 12 + len(EMAIL)}]
+                    "start": 12, "end": 12 + len(EMAIL), "action": "mask",
+                    "metadata": pii[0]["metadata"]}]
+    assert EMAIL not in str(pii[0]["metadata"])  # text-free
     assert body["masked_text"] == "reach me at <EMAIL_ADDRESS_1>"
     status, body = asyncio.run(post({"text": 5}))
     assert status == 400 and body["error"]["param"] == "text"

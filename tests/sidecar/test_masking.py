@@ -6,7 +6,7 @@ import pytest
 
 from detectors.base import Finding
 from detectors.pii import PiiDetector
-from sidecar.masking import PLACEHOLDER_PATTERN, Masker, StreamRestorer
+from sidecar.masking import PLACEHOLDER_PATTERN, Masker
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_with_real_detector_findings(patterns: PiiDetector) -> None:
     assert m.restore(masked) == text
 
 
-# -- stream restorer ------------------------------------------------------------------
+# -- snapshots (input placeholders restored in answers) ------------------------------------------------------------------
 
 
 def _masker_with(*values: tuple[str, str]) -> Masker:
@@ -206,51 +206,17 @@ ANSWER = (
 )
 
 
-def test_stream_every_two_way_split() -> None:
+def test_snapshot_restores_only_what_was_issued_before_it() -> None:
     m = _masker_with(*STREAM_MASKER_VALUES)
-    expected = m.restore(ANSWER)
-    assert "b@example.com" in expected and "+44 20 7946 0958" in expected
-    for cut in range(len(ANSWER) + 1):
-        r = m.stream_restorer()
-        out = r.feed(ANSWER[:cut]) + r.feed(ANSWER[cut:]) + r.flush()
-        assert out == expected, cut
+    restore, prefixes = m.snapshot()
+    assert restore(ANSWER) == m.restore(ANSWER)
+    assert "<EMAIL_ADD" in prefixes and "<EMAIL_ADDRESS_1>" not in prefixes
+    leak = m.mask("card 4111 1111 1111 1111", [F("CREDIT_CARD", 5, 24)])  # issued later
+    assert restore(leak) == leak  # an output-leak mask is never restored
+    assert m.restore(leak) != leak
 
 
-def test_stream_one_character_chunks() -> None:
-    m = _masker_with(*STREAM_MASKER_VALUES)
-    r = StreamRestorer(m)
-    out = "".join(r.feed(ch) for ch in ANSWER) + r.flush()
-    assert out == m.restore(ANSWER)
+def test_snapshot_of_an_empty_masker_changes_nothing() -> None:
+    restore, prefixes = Masker().snapshot()
+    assert restore("<EMAIL_ADDRESS_1> a < b") == "<EMAIL_ADDRESS_1> a < b" and not prefixes
 
-
-@pytest.mark.parametrize("size", [2, 3, 5, 7, 11, 16, 17, 18])
-def test_stream_fixed_size_chunks(size: int) -> None:
-    m = _masker_with(*STREAM_MASKER_VALUES)
-    r = m.stream_restorer()
-    chunks = [ANSWER[i : i + size] for i in range(0, len(ANSWER), size)]
-    assert "".join(r.feed(c) for c in chunks) + r.flush() == m.restore(ANSWER)
-
-
-def test_stream_holds_back_only_a_possible_placeholder() -> None:
-    m = _masker_with(("EMAIL_ADDRESS", "a@example.com"))
-    r = m.stream_restorer()
-    assert r.feed("Write to <EMAIL_ADD") == "Write to "
-    assert r.pending == len("<EMAIL_ADD")
-    assert r.feed("RESS_1> now") == "a@example.com now"
-    assert r.pending == 0
-    # "<div", "<EMAIL_ADDRESS_2" (not issued) and "a < b" are released at once
-    assert r.feed("<div") == "<div"
-    assert r.feed("<EMAIL_ADDRESS_2") == "<EMAIL_ADDRESS_2"
-    assert r.feed("a < b") == "a < b"
-    # a held prefix that turns out not to be a placeholder is released unchanged
-    assert r.feed("<EMAIL_") == ""
-    assert r.feed("x>") == "<EMAIL_x>"
-    assert r.feed("end <EMAIL_ADDRESS_1") == "end "
-    assert r.flush() == "<EMAIL_ADDRESS_1"
-    assert r.flush() == ""
-
-
-def test_stream_without_placeholders_never_holds() -> None:
-    r = Masker().stream_restorer()
-    assert r.feed("<EMAIL_ADD") == "<EMAIL_ADD"
-    assert r.pending == 0

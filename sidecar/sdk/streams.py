@@ -1,0 +1,155 @@
+"""Guarded streams in-process: generators checked in windows by the proxy's stream guard.
+
+Each item the guarded generator yields (an ``openai`` chunk, or a piece of text) is
+written as the SSE event the proxy would have seen and fed to the same
+:class:`~sidecar.pipeline.stream_guard.StreamGuard` (windows with overlap, masks in
+held text, input placeholders restored across items); what the guard releases is
+turned back into items of the same kind. A violation raises
+:class:`~sidecar.errors.GuardrailViolation` after the released items (text that
+passed its check); nothing after it is yielded. Streams make one attempt: a
+``retry`` or ``fallback`` verdict raises as well (the caller may call again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import orjson
+
+from detectors.base import TextContext
+from sidecar.context import AnswerFacts, RequestContext
+from sidecar.errors import GuardrailViolation
+from sidecar.masking import Masker
+from sidecar.pipeline.observe import StreamObserver
+from sidecar.pipeline.stream_guard import StreamStep
+from sidecar.pipeline.streaming import window_guard
+from sidecar.policy import Decision, Route
+from sidecar.sdk.runtime import SdkRuntime
+from sidecar.sse import SseParser
+
+
+class StreamAdapter:
+    """Items <-> SSE events: ``openai`` chunks (``to_json``/``model_validate``), dicts,
+    or plain strings (sent as chat deltas, given back as strings)."""
+
+    def __init__(self) -> None:
+        self.kind: type[Any] | None = None  # the chunk class, once seen
+        self.text = False
+
+    def encode(self, item: Any) -> bytes:
+        if isinstance(item, str):
+            self.text = True
+            doc: Any = {"object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": {"content": item}}]}
+            return b"data: " + orjson.dumps(doc) + b"\n\n"
+        to_json = getattr(item, "to_json", None)
+        if callable(to_json):
+            self.kind = type(item)
+            encoded = str(to_json(indent=None))
+            return b"data: " + encoded.encode("utf-8") + b"\n\n"
+        return b"data: " + orjson.dumps(item) + b"\n\n"
+
+    def decode(self, data: bytes, parser: SseParser) -> list[Any]:
+        items: list[Any] = []
+        for event in parser.feed(data):
+            if event.data is None or event.data == b"[DONE]":
+                continue
+            doc = orjson.loads(event.data)
+            if not isinstance(doc, dict) or "railwatch" in doc and not doc.get("choices"):
+                continue  # the guard's own cut event: the violation is raised instead
+            if self.text:
+                for choice in doc.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        items.append(content)
+            elif self.kind is not None:
+                items.append(self.kind.model_validate(doc))
+            else:
+                items.append(doc)
+        return items
+
+
+class GuardedStream:
+    """State of one guarded stream; the sync and async iterators below drive it."""
+
+    def __init__(self, rt: SdkRuntime, ctx: RequestContext, route: Route, masker: Masker,
+                 restore_input: bool, body: dict[str, Any],
+                 on_end: Callable[[], None] | None = None) -> None:
+        self.rt, self.ctx, self.route, self.on_end = rt, ctx, route, on_end
+        self.facts = AnswerFacts()
+        self.observer = StreamObserver(self.facts)
+        self.decisions: list[Decision] = []
+        assert rt.guard is not None
+        context = TextContext(stage="output", response_format=body.get("response_format"),
+                              tools=body.get("tools"))
+        self.guard = window_guard(rt.guard, route, ctx, context, masker,
+                                  restore_input=restore_input, last_chance=False,
+                                  decisions=self.decisions, observe=self.observer.observe_doc)
+        self.adapter = StreamAdapter()
+        self.parser = SseParser()
+        self.released = False
+
+    def items(self, step: StreamStep) -> list[Any]:
+        """The items a step releases; raises the violation when it stopped the stream."""
+        out = self.adapter.decode(step.data, self.parser) if step.data else []
+        if out:
+            self.released = True
+            if self.ctx.first_token_at is None:
+                self.ctx.first_token_at = time.perf_counter()
+            self.ctx.last_token_at = time.perf_counter()
+        if step.verdict is not None and step.verdict.action not in ("pass", "flag", "mask"):
+            self._stop(step)
+        return out
+
+    def _stop(self, step: StreamStep) -> None:
+        assert step.verdict is not None
+        ctx = self.ctx
+        ctx.status = 200 if self.released else 400
+        ctx.error_type = None if self.released else "content_blocked"
+        ctx.decision = "block"
+        triggered = tuple(t for d in self.decisions for t in d.triggered)
+        findings = tuple(
+            {"detector": t.finding.detector, "label": t.finding.label,
+             "score": round(float(t.finding.score), 6), "action": t.action}
+            for t in triggered
+        )
+        raise GuardrailViolation(step.verdict.action if not self.released else "block",
+                                 "output", step.verdict.reasons, findings, ctx.trace_id)
+
+    def finish(self) -> None:
+        """The stream ended (exhausted, violated, or dropped by the caller): settle the
+        trace and hand it over. Never raises."""
+        self.rt.loop.loop.call_soon_threadsafe(self.guard.abort)
+        self.observer.close()
+        self.facts.first_token_at = self.facts.last_token_at = None  # the caller's side counts
+        self.ctx.adopt(self.facts)
+        if self.ctx.status == 0:
+            self.ctx.status = 200
+        if self.on_end is not None:
+            self.on_end()
+
+
+def iterate(stream: GuardedStream, source: Iterator[Any]) -> Iterator[Any]:
+    loop = stream.rt.loop
+    try:
+        for item in source:
+            step = loop.run(stream.guard.feed(stream.adapter.encode(item)))
+            yield from stream.items(step)
+        yield from stream.items(loop.run(stream.guard.close()))
+    finally:
+        stream.finish()
+
+
+async def aiterate(stream: GuardedStream, source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    loop = stream.rt.loop
+    try:
+        async for item in source:
+            step = await loop.call(stream.guard.feed(stream.adapter.encode(item)))
+            for out in stream.items(step):
+                yield out
+        for out in stream.items(await loop.call(stream.guard.close())):
+            yield out
+    finally:
+        stream.finish()
