@@ -13,6 +13,7 @@ parent of the guarded calls made inside it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import threading
@@ -220,37 +221,37 @@ def observe(fn: F | None = None, *, name: str | None = None) -> Any:
         if inspect.iscoroutinefunction(f):
             @functools.wraps(f)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                rt = runtime()
-                ctx = tracing.new_context(label, "sdk", None)
-                try:
-                    with tracing.activate(ctx):
-                        result = await f(*args, **kwargs)
+                with _observing(label) as ctx:
+                    result = await f(*args, **kwargs)
                     _observed(ctx, result)
                     return result
-                except BaseException as exc:
-                    ctx.fail(500, type(exc).__name__[:64])
-                    raise
-                finally:
-                    _emit(rt, ctx)
             return cast(F, async_wrapper)
 
         @functools.wraps(f)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            rt = runtime()
-            ctx = tracing.new_context(label, "sdk", None)
-            try:
-                with tracing.activate(ctx):
-                    result = f(*args, **kwargs)
+            with _observing(label) as ctx:
+                result = f(*args, **kwargs)
                 _observed(ctx, result)
                 return result
-            except BaseException as exc:
-                ctx.fail(500, type(exc).__name__[:64])
-                raise
-            finally:
-                _emit(rt, ctx)
         return cast(F, sync_wrapper)
 
     return decorate(fn) if fn is not None else decorate
+
+
+@contextlib.contextmanager
+def _observing(label: str) -> Iterator[RequestContext]:
+    """An observed span: the current call while the body runs; recorded at the end (an
+    exception is recorded by its type name, never its message)."""
+    rt = runtime()
+    ctx = tracing.new_context(label, "sdk", None)
+    try:
+        with tracing.activate(ctx):
+            yield ctx
+    except BaseException as exc:
+        ctx.fail(500, type(exc).__name__[:64])
+        raise
+    finally:
+        _emit(rt, ctx)
 
 
 def _observed(ctx: RequestContext, result: Any) -> None:
