@@ -40,6 +40,10 @@ class ServerSettings(_Model):
     max_in_flight: int = Field(default=1024, gt=0)
     retry_after_s: int = Field(default=1, ge=0)
     shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    # a client must send its request line and headers within header_timeout_s of
+    # starting them (0: no limit), and its whole body within body_timeout_s; else 408
+    header_timeout_s: float = Field(default=10.0, ge=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
 
 
 def _check_http_url(value: str | None) -> str | None:
