@@ -168,6 +168,9 @@ class GuardedRequestHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """An OpenAI-shaped answer for a parser rejection or a handler crash; never echoes."""
+        crashed = not isinstance(exc, HttpProcessingError) and status not in (400, 504)
+        if crashed and exc is not None:
+            logger.error("request handler crashed: %s", crash_traceback(exc))
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; the connection is closed")
         if isinstance(exc, HttpProcessingError) or (exc is None and status == 400):
@@ -182,8 +185,6 @@ class GuardedRequestHandler(RequestHandler):
         else:
             code, public, error_type = "internal_error", "the sidecar failed", "server_error"
             status = 500
-            if exc is not None:
-                logger.error("request handler crashed: %s", crash_traceback(exc))
         response = web.Response(
             status=status, body=error_json(public, error_type, None, code),
             content_type="application/json",
