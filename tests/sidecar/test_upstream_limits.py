@@ -181,10 +181,10 @@ def test_sse_parser_memory_is_bounded_on_an_endless_line_or_event() -> None:
 def test_log_filter_keeps_crash_tracebacks_without_their_message() -> None:
     from aiohttp.http_exceptions import BadHttpMessage
 
-    def record_for(exc: BaseException) -> logging.LogRecord:
+    def record_for(exc: Exception) -> logging.LogRecord:
         try:
             raise exc
-        except BaseException:
+        except Exception:
             return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
                                      "Error handling request", (), sys.exc_info())
 
