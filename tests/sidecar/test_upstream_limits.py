@@ -184,7 +184,7 @@ def test_log_filter_keeps_crash_tracebacks_without_their_message() -> None:
     def record_for(exc: Exception) -> logging.LogRecord:
         try:
             raise exc
-        except Exception:
+        except Exception:  # noqa: BLE001 - any exception: that is the test
             return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
                                      "Error handling request", (), sys.exc_info())
 
