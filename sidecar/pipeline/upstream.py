@@ -33,6 +33,7 @@ from multidict import CIMultiDict
 
 from sidecar import semconv
 from sidecar.context import RequestContext
+from sidecar.memtrim import MemoryTrimmer
 from sidecar.errors import UpstreamTimeoutError, UpstreamTooLargeError, UpstreamUnavailableError
 from sidecar.settings import UpstreamSettings
 from sidecar.tracecontext import format_traceparent
@@ -159,6 +160,7 @@ class UpstreamClient:
         )
         self._ready_at = 0.0
         self._ready: dict[str, Any] = {"state": "unknown"}
+        self.trimmer = MemoryTrimmer()  # gives large answers' memory back to the OS
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -175,8 +177,10 @@ class UpstreamClient:
             cookie_jar=aiohttp.DummyCookieJar(),
             read_bufsize=2**16,
         )
+        self.trimmer.start()
 
     async def close(self) -> None:
+        await self.trimmer.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -238,6 +242,7 @@ class UpstreamClient:
             while chunk := await resp.content.readany():
                 size += len(chunk)
                 if size > limit:
+                    self.trimmer.note(size)
                     raise _too_large(limit)
                 chunks.append(chunk)
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -247,6 +252,7 @@ class UpstreamClient:
                 "the upstream model server closed the connection before the response was complete",
                 code="upstream_broken_response",
             ) from None
+        self.trimmer.note(size)
         raw = b"".join(chunks)
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
         if encoding in _INFLATE_WBITS and raw:

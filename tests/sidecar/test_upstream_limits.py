@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -35,6 +36,19 @@ async def _unary_big(request: web.Request) -> web.StreamResponse:
     for _ in range(64):
         await out.write(b" " * 65536)
     await out.write_eof()
+    return out
+
+
+async def _unary_huge(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    out = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await out.prepare(request)
+    try:
+        for _ in range(768):  # 48 MB
+            await out.write(b" " * 65536)
+        await out.write_eof()
+    except ConnectionError:  # the sidecar stopped reading at its limit
+        pass
     return out
 
 
@@ -75,7 +89,7 @@ async def _malformed(request: web.Request) -> web.StreamResponse:
 
 
 ROUTES: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
-    "big": _unary_big, "bomb": _gzip_bomb, "endless": _endless_line, "malformed": _malformed,
+    "big": _unary_big, "huge": _unary_huge, "bomb": _gzip_bomb, "endless": _endless_line, "malformed": _malformed,
 }
 
 
@@ -124,6 +138,39 @@ def test_oversized_and_bomb_answers_are_refused(
     assert b'"code":"upstream_response_too_large"' in body and b'"type":"upstream_error"' in body
     rec = _record(sc)
     assert (rec.status, rec.error_type) == (502, "upstream_response_too_large")
+
+
+def _rss_mb() -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) // 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, glibc malloc")
+def test_memory_is_given_back_after_a_burst_of_oversized_answers(
+    scripted: str, start_sidecar: Any
+) -> None:
+    sc = start_sidecar(f"{scripted}/huge", upstream={"max_response_bytes": 32 * 1024 * 1024})
+    trimmer = sc.runtime.upstreams.primary.client.trimmer
+    before = _rss_mb()
+
+    async def burst() -> list[int]:
+        async with aiohttp.ClientSession() as http:
+            async def one() -> int:
+                async with http.post(sc.url + "/v1/chat/completions", json={
+                    "model": "m", "messages": [{"role": "user", "content": "hi"}],
+                }) as resp:
+                    await resp.read()
+                    return resp.status
+
+            return await asyncio.gather(*(one() for _ in range(8)))
+
+    assert asyncio.run(burst()) == [502] * 8  # 8 x 32 MB were held at once
+    deadline = time.monotonic() + 10
+    while trimmer.trims == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert trimmer.trims >= 1
+    assert _rss_mb() - before < 128, (before, _rss_mb())
 
 
 def test_guarded_route_refuses_a_bomb_too(scripted: str, start_sidecar: Any) -> None:
