@@ -106,7 +106,8 @@ async def one(url: str, upstream: str, chars: int, timer: LoopTimer) -> dict[str
         "chars": chars, "status": status,
         "code": (answer.get("error") or {}).get("code") if isinstance(answer, dict) else None,
         "request_s": round(took, 3), "longest_loop_step_ms": round(longest * 1000, 3),
-        "longest_loop_step_cpu_ms": round(longest_cpu * 1000, 3), "step_cpu": where_cpu, "worst_healthz_ms": round(worst_health * 1000, 1),
+        "step": where, "longest_loop_step_cpu_ms": round(longest_cpu * 1000, 3),
+        "step_cpu": where_cpu, "worst_healthz_ms": round(worst_health * 1000, 1),
         "raw_reached_upstream": "@example.com" in seen or "4111 1111 1111 1111" in seen,
     }
 
