@@ -7,7 +7,8 @@ another thread, prompts of the given sizes full of e-mails and card numbers whil
 second client polls ``/healthz``. Prints, per size: the status, the longest loop step in
 wall time and in the loop thread's CPU time (wall time also counts waits for the GIL
 held by detector threads, and a busy machine), the slowest ``/healthz`` answer during
-the request, and whether any raw value reached the upstream.
+the request, and whether any raw value reached the upstream. ``/healthz`` is polled from a child process, so its latency is
+the sidecar's, not this process's GIL.
 
     PYTHONPATH=. python bench/bench_loop_stall.py --sizes 32768 3000000
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import threading
 import time
 from typing import Any
@@ -71,24 +73,31 @@ def prompt(chars: int) -> str:
     return "".join(parts)[:chars]
 
 
+POLLER = """
+import sys, time, urllib.request
+url, worst = sys.argv[1], 0.0
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+while not sys.stdin.closed:
+    t0 = time.perf_counter()
+    urllib.request.urlopen(url, timeout=60).read()
+    worst = max(worst, time.perf_counter() - t0)
+    sys.stdout.write(f"{worst}\\n"); sys.stdout.flush()
+    time.sleep(0.01)
+"""
+
+
 async def one(url: str, upstream: str, chars: int, timer: LoopTimer) -> dict[str, Any]:
+    """One request; ``/healthz`` is polled from another process (this one's GIL is busy)."""
     text = prompt(chars)
     body = {"model": "m", "messages": [{"role": "user", "content": text}]}
-    worst_health = 0.0
-    done = asyncio.Event()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+    poller = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", POLLER, url + "/healthz",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )
+    assert poller.stdout is not None and poller.stdin is not None
+    await poller.stdout.readline()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
         await http.delete(upstream + "/_demo/requests")
-
-        async def poll() -> None:
-            nonlocal worst_health
-            while not done.is_set():
-                t0 = time.perf_counter()
-                async with http.get(url + "/healthz") as r:
-                    await r.read()
-                worst_health = max(worst_health, time.perf_counter() - t0)
-                await asyncio.sleep(0.01)
-
-        poller = asyncio.create_task(poll())
         await asyncio.sleep(0.05)
         timer.reset()
         t0 = time.perf_counter()
@@ -98,8 +107,10 @@ async def one(url: str, upstream: str, chars: int, timer: LoopTimer) -> dict[str
         took = time.perf_counter() - t0
         longest, where = timer.longest, timer.where
         longest_cpu, where_cpu = timer.longest_cpu, timer.where_cpu
-        done.set()
-        await poller
+        poller.terminate()
+        lines = (await poller.stdout.read()).split()
+        await poller.wait()
+        worst_health = float(lines[-1]) if lines else float("nan")
         async with http.get(upstream + "/_demo/requests") as r:
             seen = await r.text()
     return {
@@ -118,7 +129,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--capture", default="masked", choices=["raw", "masked", "none"],
                         help="privacy.capture: masked runs the trace masker (emit stage)")
+    parser.add_argument("--switch-interval-ms", type=float, default=None,
+                        help="sys.setswitchinterval for the run (CPython default: 5 ms)")
     args = parser.parse_args()
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     from sidecar.demo.upstream import start_demo_upstream
 
     server = LoopThread()
