@@ -177,7 +177,7 @@ class GuardedRequestHandler(RequestHandler):
             code, public = rejection(exc)
             status = status if 400 <= status < 500 else 400
             error_type = "invalid_request_error"
-            logger.info("request rejected by the HTTP layer: %s (%s)", code,
+            logger.debug("request rejected by the HTTP layer: %s (%s)", code,
                         type(exc).__name__ if exc is not None else "-")
             self._reject(status, code)
         elif status == 504:
