@@ -103,6 +103,7 @@ _INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
                   "deflate": zlib.MAX_WBITS}
 _INLINE_INFLATE_BYTES = 16 * 1024  # bigger compressed bodies are measured in a thread
 _INFLATE_STEP = 1024 * 1024
+_PROBE_READ_BYTES = 64 * 1024  # a readiness probe reads no more of GET /v1/models
 
 
 def _too_large(limit: int) -> UpstreamTooLargeError:
@@ -278,7 +279,7 @@ class UpstreamClient:
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 allow_redirects=False,
             ) as resp:
-                await resp.read()
+                await resp.content.read(_PROBE_READ_BYTES)  # the status is what counts
                 # Any HTTP answer means reachable; 401/404 only say what the route wants.
                 state = {"state": "ok", "status": resp.status}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
