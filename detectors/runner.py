@@ -59,18 +59,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import threading
 import time
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import pydantic
 
-from detectors.base import Detector, Finding, TextContext
+from detectors.base import ChunkableDetector, Detector, Finding, TextContext
 from detectors.errors import (
     DetectorConfigError,
     DetectorRunError,
@@ -127,6 +129,12 @@ class RunSettings(pydantic.BaseModel):
     ``detect_sync`` in a worker thread (with the timeout applied), so one large request
     does not hold the event loop for every other one (pattern detectors take up to
     0.3 ms per KB of dense text); 0 never offloads."""
+
+    chunk_chars: int = pydantic.Field(default=131_072, ge=0)
+    """A text longer than this, given to a detector whose findings are local
+    (:class:`~detectors.base.ChunkableDetector`), is checked in overlapping chunks of
+    this size in the worker thread, which stops between chunks once the caller timed
+    out; 0 never chunks."""
 
     def timeout_for(self, chars: int) -> float:
         """The timeout, in seconds, for ``chars`` characters of text."""
@@ -453,6 +461,30 @@ class _Lane:
         limit = self.settings.offload_chars
         return limit > 0 and chars > limit and hasattr(self.detector, "detect_sync")
 
+    def _detect_sync(
+        self, texts: list[str], contexts: list[TextContext] | None, stop: threading.Event
+    ) -> list[list[Finding]]:
+        """``detect_sync`` in a worker thread; long texts in chunks when the detector
+        allows it. Raises ``TimeoutError`` once ``stop`` is set between chunks."""
+        detector = self.detector
+        size = self.settings.chunk_chars
+        if (
+            not isinstance(detector, ChunkableDetector)
+            or size == 0
+            or all(len(text) <= size for text in texts)
+        ):
+            results: list[list[Finding]] = detector.detect_sync(  # type: ignore[attr-defined]
+                texts, contexts
+            )
+            return results
+        out: list[list[Finding]] = []
+        for index, text in enumerate(texts):
+            context = contexts[index] if contexts is not None else None
+            out.append(
+                detect_in_chunks(detector, text, context, size, detector.max_span_chars, stop)
+            )
+        return out
+
     async def execute(self, items: list[_Item], slot: _Slot) -> None:
         """Run one ``detect`` call for ``items`` and resolve their futures.
 
@@ -489,12 +521,12 @@ class _Lane:
                             afut.add_done_callback(slot.release_after_thread)
                         raise
             elif self._offload(chars):
-                async with asyncio.timeout(timeout_s):
-                    results = await asyncio.to_thread(
-                        self.detector.detect_sync,  # type: ignore[attr-defined]
-                        texts,
-                        contexts,
-                    )
+                stop = threading.Event()
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        results = await asyncio.to_thread(self._detect_sync, texts, contexts, stop)
+                finally:
+                    stop.set()  # a thread still at work stops at its next chunk
             else:
                 results = await self._detect_on_loop(texts, contexts, t_start)
         except TimeoutError:
@@ -733,6 +765,64 @@ class DetectorRunner:
             "ready": not self._closed and all(lane.started for lane in lanes),
             "detectors": {lane.name: lane.state() for lane in lanes},
         }
+
+
+_SPACE = re.compile(r"\s")
+
+
+def _chunk_start(text: str, pos: int, slack: int) -> int:
+    """``pos``, moved just past the next whitespace within ``slack`` characters (a chunk
+    that starts between words cuts no e-mail, URL or key in two)."""
+    match = _SPACE.search(text, pos, pos + slack)
+    return match.end() if match is not None else pos
+
+
+def detect_in_chunks(
+    detector: ChunkableDetector,
+    text: str,
+    context: TextContext | None,
+    chunk_chars: int,
+    overlap: int,
+    stop: threading.Event,
+) -> list[Finding]:
+    """Findings of ``detector`` in ``text``, computed over overlapping chunks
+    (blocking; for a worker thread).
+
+    Each chunk reports the findings that *start* before the next chunk does (about
+    ``chunk - overlap`` characters on, moved to a word boundary), and reaches
+    ``overlap`` characters past that point, so it holds them whole when they are at
+    most ``overlap`` long. A finding that overlaps one reaching in from the previous
+    chunk is a fragment of it (an IBAN's last groups read as a phone number), cut by
+    the chunk's start, and is dropped: chunkable detectors resolve overlaps themselves,
+    so a whole-text call would not report both. Raises ``TimeoutError`` when ``stop``
+    is set between chunks.
+    """
+    chunk = max(chunk_chars, 2 * overlap)
+    step = chunk - overlap
+    contexts = [context] if context is not None else None
+    found: list[Finding] = []
+    reaching: list[Finding] = []  # kept findings that extend into the current chunk
+    start = 0
+    while True:
+        if stop.is_set():
+            raise TimeoutError("abandoned: the caller timed out")
+        last = start + chunk >= len(text)
+        next_start = len(text) if last else _chunk_start(text, start + step, overlap // 2)
+        end = len(text) if last else min(next_start + overlap, len(text))
+        kept: list[Finding] = []
+        for finding in detector.detect_sync([text[start:end]], contexts)[0]:
+            begin = finding.start + start
+            if begin >= next_start:
+                continue  # the next chunk reports it, whole
+            shifted = replace(finding, start=begin, end=finding.end + start)
+            if any(r.start < shifted.end and shifted.start < r.end for r in reaching):
+                continue  # a fragment of a finding the previous chunk reported whole
+            kept.append(shifted)
+        found.extend(kept)
+        if last:
+            return found
+        start = next_start
+        reaching = [f for f in (*reaching, *kept) if f.end > start]
 
 
 def outcome_findings(outcomes: Sequence[DetectionOutcome]) -> list[Finding]:
