@@ -12,7 +12,8 @@ import pytest
 
 from detectors import registry
 from detectors.base import ChunkableDetector, Finding
-from detectors.runner import DetectorRunner, RunSettings, detect_in_chunks
+from detectors.chunks import detect_in_chunks
+from detectors.runner import DetectorRunner, RunSettings
 
 _rng = random.Random(7)
 ALNUM = string.ascii_letters + string.digits
