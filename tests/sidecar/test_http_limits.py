@@ -7,15 +7,20 @@ trace; stalled headers and bodies get 408 and hold no in-flight slot.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
 
+from exporters.memory import MemoryExporter
+from sidecar.app import create_app
+from sidecar.http_server import SidecarRunner
 from sidecar.record import TraceRecord
-from tests.helpers.servers import RunningSidecar
+from tests.helpers.servers import LoopThread, RunningSidecar, sidecar_settings
 
 SECRET = b"sk-live-secret-4242"
 AUTH = b"Authorization: Bearer " + SECRET + b"\r\n"
@@ -133,3 +138,39 @@ def test_slowloris_bodies_hold_no_in_flight_slot(start_sidecar: Any, demo_upstre
     recs = sc.memory.wait_for(lambda rs: len(rs) == 33)
     assert sorted(r.error_type or "ok" for r in recs) == ["ok"] + ["request_timeout"] * 32
     assert sc.runtime.proxy.in_flight == 0
+
+
+def test_a_handler_crash_is_logged_with_its_traceback_and_answered_in_the_openai_shape(
+    loop_thread: LoopThread, demo_upstream: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug (here: a middleware added by the test that raises with request content in
+    its message) gets a JSON 500 and a traceback in the log without that content."""
+    app = create_app(sidecar_settings(demo_upstream.url), exporters=[MemoryExporter()])
+
+    @web.middleware
+    async def crash(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path == "/crash":
+            raise TypeError(f"bad value from {request.headers.get('Authorization')}")
+        return await handler(request)
+
+    app.middlewares.append(crash)
+
+    async def start() -> SidecarRunner:
+        runner = SidecarRunner(app, access_log=None, shutdown_timeout=1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    runner = loop_thread.run(start())
+    try:
+        host, port = runner.addresses[0][:2]
+        with caplog.at_level(logging.ERROR), socket.create_connection((host, port), 10) as sock:
+            sock.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n")
+            status, headers, body = _parse(_read_response(sock))
+        assert status == 500 and headers["content-type"].startswith("application/json")
+        assert body["error"]["code"] == "internal_error"
+        logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "sidecar.http_server")
+        assert "Traceback (most recent call last)" in logged and "in crash" in logged
+        assert logged.rstrip().endswith("TypeError") and SECRET.decode() not in logged
+    finally:
+        loop_thread.run(runner.cleanup())
