@@ -83,3 +83,28 @@ class SseParser:
         events = self.feed(b"\n\n") if (self._tail or self._data) else []
         self._tail = b""
         return events
+
+
+class EventSizeLimit:
+    """Counts the bytes of a raw SSE stream since the last event end (a blank line), for
+    a reader that does not parse the stream itself. ``feed`` returns False once that
+    count exceeds ``max_bytes``: an endless line, or an event that never ends. Cost per
+    chunk: two ``rfind`` over it."""
+
+    __slots__ = ("_last", "_max", "_pending")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._pending = 0
+        self._last = b""  # the previous chunk's last two bytes: a blank line may straddle
+
+    def feed(self, chunk: bytes) -> bool:
+        window = self._last + chunk if self._last else chunk
+        lf, crlf = window.rfind(b"\n\n"), window.rfind(b"\n\r\n")
+        end = max(lf + 2 if lf >= 0 else -1, crlf + 3 if crlf >= 0 else -1)
+        if end >= 0:
+            self._pending = len(window) - end
+        else:
+            self._pending += len(chunk)
+        self._last = window[-2:]
+        return self._pending <= self._max

@@ -19,7 +19,7 @@ import orjson
 
 from sidecar.context import AnswerFacts, RequestContext
 from sidecar import jsonio
-from sidecar.sse import SseParser
+from sidecar.sse import EventSizeLimit, SseParser
 
 
 # Where an answer is observed into: the request itself, or one attempt's facts.
@@ -158,6 +158,7 @@ class StreamObserver:
         self.ctx = ctx
         self.broken: str | None = None
         self.parser = SseParser(max_event_bytes)
+        self.size_limit = EventSizeLimit(max_event_bytes)
         self.choices: dict[int, list[str]] = {}
         self.tool_args: dict[tuple[int, int], list[str]] = {}
         self.done = False
@@ -175,6 +176,12 @@ class StreamObserver:
                     self._event(event.data, now)
                 except (AttributeError, TypeError):  # a malformed event: skip, keep streaming
                     continue
+
+    def limit(self, chunk: bytes) -> None:
+        """For a stream someone else parses (the stream guard): mark it broken once a
+        line or event runs past ``max_event_bytes``. Never raises."""
+        if not self.size_limit.feed(chunk) and self.broken is None:
+            self.broken = TOO_LARGE
 
     def _event(self, data: bytes, now: float) -> None:
         self.events += 1

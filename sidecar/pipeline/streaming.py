@@ -407,11 +407,14 @@ class StreamStrategy:
                 if not chunk:
                     step = await sg.close()
                     break
-                step = await sg.feed(chunk)  # the guard parses; the observer sees its docs
-                if observer.broken is not None:  # a malformed event: end as a broken stream
-                    ctx.error_type, tail = observer.broken, STREAM_INVALID_EVENTS[observer.broken]
+                observer.limit(chunk)  # an endless line or event: the guard never holds it
+                fed = await sg.feed(chunk) if observer.broken is None else None
+                if fed is None or observer.broken is not None:  # malformed or oversized
+                    broken = observer.broken or "upstream_response_too_large"
+                    ctx.error_type, tail = broken, STREAM_INVALID_EVENTS[broken]
                     step = await sg.close(broken=True)
                     break
+                step = fed
                 if not await send(step.data):
                     step = None
                     break

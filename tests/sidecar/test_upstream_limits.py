@@ -20,7 +20,7 @@ from aiohttp import web
 
 from sidecar.app import _ParserErrorsWithoutContent
 from sidecar.record import TraceRecord
-from sidecar.sse import SseParser
+from sidecar.sse import EventSizeLimit, SseParser
 from tests.helpers.servers import LoopThread, RunningSidecar
 
 CHUNK = (b'data: {"id":"c1","object":"chat.completion.chunk","model":"m",'
@@ -180,10 +180,12 @@ def test_guarded_route_refuses_a_bomb_too(scripted: str, start_sidecar: Any) -> 
     assert status == 502 and b"upstream_response_too_large" in body
 
 
+@pytest.mark.parametrize("guarded", [False, True])
 def test_an_endless_sse_line_ends_the_stream_with_an_error_event(
-    scripted: str, start_sidecar: Any
+    guarded: bool, scripted: str, start_sidecar: Any
 ) -> None:
-    sc = start_sidecar(f"{scripted}/endless", upstream={"max_sse_event_bytes": 256 * 1024})
+    sc = start_sidecar(f"{scripted}/endless", upstream={"max_sse_event_bytes": 256 * 1024},
+                       guardrails={"enabled": guarded})
     status, body = _post(sc, stream=True)
     assert status == 200
     assert body.endswith(
@@ -212,6 +214,15 @@ def test_a_malformed_stream_event_becomes_an_error_event_and_a_trace(
         assert status == 200 and b"Hel" in body
         assert body.endswith(b'"code":"upstream_broken_response"}}\n\n')
         assert guarded or b'"lo"' in body  # the lean path forwards before it observes
+
+
+def test_event_size_limit_counts_from_the_last_blank_line() -> None:
+    limit = EventSizeLimit(100)
+    assert limit.feed(b"data: " + b"x" * 90 + b"\n")  # 97 bytes of one event
+    assert not limit.feed(b"data: more\n")  # 108: over
+    assert limit.feed(b"\n" + b"data: y" * 10)  # the blank line straddled the chunks
+    assert limit.feed(b"\r\n\r\n")  # CRLF blank lines count too
+    assert not limit.feed(b"z" * 101)
 
 
 def test_sse_parser_memory_is_bounded_on_an_endless_line_or_event() -> None:
