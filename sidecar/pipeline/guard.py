@@ -336,6 +336,7 @@ class Guard:
         started = time.perf_counter()
         context = TextContext(stage=stage, response_format=response_format)
         findings: list[Finding] = []
+        errors: dict[str, str] = {}
         decision = PASS
         masked_text = None
         if route is not None:
@@ -344,6 +345,8 @@ class Guard:
             for outcomes in result.outcomes:
                 for outcome in outcomes.values():
                     findings.extend(outcome.findings)
+                    if outcome.error is not None:
+                        errors[outcome.detector] = outcome.error
             spans = decision.mask_findings
             if spans:
                 masked_text = await off_loop(len(text), lambda: Masker().mask(text, spans))
@@ -361,6 +364,8 @@ class Guard:
         }
         if masked_text is not None:
             body["masked_text"] = masked_text
+        if errors:  # detectors that did not finish: the decision is incomplete
+            body["errors"] = errors
         return body
 
 

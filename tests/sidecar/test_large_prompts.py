@@ -140,3 +140,27 @@ def test_flag_rules_stay_fail_open(tmp_path: Path, start_sidecar: Any, demo_upst
         model="m", messages=[{"role": "user", "content": "hello there"}]
     )
     assert reply.choices[0].message.content == "Echo: hello there"
+
+
+def test_check_api_reports_detectors_that_did_not_finish(
+    tmp_path: Path, start_sidecar: Any, demo_upstream: Any
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "detectors:\n  pii: {kind: pii, run: {timeout_s: 0.000001, timeout_s_per_mchar: 0,"
+        " offload_chars: 1}}\n"
+        "routes:\n  - name: r\n    match: {paths: ['/v1/chat/completions']}\n"
+        "    input: [{detector: pii, action: mask}]\n"
+    )
+    sc = start_sidecar(demo_upstream.url, guardrails={"enabled": True, "policy": str(policy)})
+
+    async def go() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(sc.url + "/v1/guardrails/check",
+                                 json={"text": _prompt(20_000)}) as resp:
+                assert resp.status == 200
+                body: dict[str, Any] = await resp.json()
+                return body
+
+    body = asyncio.run(go())
+    assert body["errors"] == {"pii": "timeout"}
