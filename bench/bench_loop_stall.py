@@ -105,6 +105,7 @@ async def one(url: str, upstream: str, chars: int, timer: LoopTimer) -> dict[str
             status = r.status
             answer = await r.json()
         took = time.perf_counter() - t0
+        await asyncio.sleep(0.2)  # the step that wrote the answer ends after it was sent
         longest, where = timer.longest, timer.where
         longest_cpu, where_cpu = timer.longest_cpu, timer.where_cpu
         poller.terminate()
