@@ -77,3 +77,19 @@ class Detector(Protocol):
     ) -> list[list[Finding]]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChunkableDetector(Protocol):
+    """A detector whose findings are local: none spans more than ``max_span_chars``
+    characters, none depends on text further than that from it, and no two overlap
+    (the detector resolves overlaps, as an e-mail inside a URL). The runner may
+    then split a long text into chunks overlapping by ``max_span_chars``, call
+    ``detect_sync`` on each (in a worker thread) and shift the offsets back, so a huge
+    text can be abandoned between chunks when its time is up."""
+
+    max_span_chars: int
+
+    def detect_sync(
+        self, texts: Sequence[str], contexts: Sequence[TextContext] | None = None
+    ) -> list[list[Finding]]: ...

@@ -29,8 +29,9 @@ How a call reaches ``detect``
 Timeouts and errors
 -------------------
 
-``timeout_s`` bounds how long a caller waits, counted from its ``run`` call, on top
-of the ``max_wait_ms`` batching window; a batch that runs past ``timeout_s`` also
+``timeout_s`` (plus ``timeout_s_per_mchar`` per million characters of text) bounds
+how long a caller waits, counted from its ``run`` call, on top of the
+``max_wait_ms`` batching window; a batch that runs past its timeout also
 times out as a whole (an async ``detect`` is cancelled; a thread cannot be, so the
 lane keeps that thread's slot busy until it returns and new items queue, rather than
 piling more work on a stuck model). Outcome error codes are stable strings:
@@ -58,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import types
 from collections import deque
@@ -69,7 +71,8 @@ from typing import Any, Literal
 
 import pydantic
 
-from detectors.base import Detector, Finding, TextContext
+from detectors.base import ChunkableDetector, Detector, Finding, TextContext
+from detectors.chunks import detect_in_chunks
 from detectors.errors import (
     DetectorConfigError,
     DetectorRunError,
@@ -109,16 +112,33 @@ class RunSettings(pydantic.BaseModel):
     0 sends what is queued at once."""
     timeout_s: float = pydantic.Field(default=2.0, gt=0.0)
     """Longest a caller waits for this detector's result, in seconds, beyond
-    ``max_wait_ms``; also the limit on one ``detect`` call."""
+    ``max_wait_ms``; also the limit on one ``detect`` call (both grow with the text by
+    ``timeout_s_per_mchar``)."""
+    timeout_s_per_mchar: float = pydantic.Field(default=4.0, ge=0.0)
+    """Seconds added to ``timeout_s`` per million characters of text (of the caller's
+    text when waiting, of the whole batch for a ``detect`` call), so a large prompt
+    gets time in proportion to its size instead of timing out; 0 keeps the timeout
+    fixed."""
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
     concurrency: int = pydantic.Field(default=1, ge=1)
     """Batches in flight at once; for a blocking detector, its number of threads."""
     inline: bool = True
     """Let a non-blocking detector run in the caller's task when its lane is idle."""
-    offload_chars: int = pydantic.Field(default=32_768, ge=0)
+    offload_chars: int = pydantic.Field(default=4_096, ge=0)
     """A batch holding more characters than this runs a non-blocking detector's
-    ``detect_sync`` in a worker thread (with the timeout applied), so one huge request
-    does not hold the event loop for every other one; 0 never offloads."""
+    ``detect_sync`` in a worker thread (with the timeout applied), so one large request
+    does not hold the event loop for every other one (pattern detectors take up to
+    0.3 ms per KB of dense text); 0 never offloads."""
+
+    chunk_chars: int = pydantic.Field(default=131_072, ge=0)
+    """A text longer than this, given to a detector whose findings are local
+    (:class:`~detectors.base.ChunkableDetector`), is checked in overlapping chunks of
+    this size in the worker thread, which stops between chunks once the caller timed
+    out; 0 never chunks."""
+
+    def timeout_for(self, chars: int) -> float:
+        """The timeout, in seconds, for ``chars`` characters of text."""
+        return self.timeout_s + self.timeout_s_per_mchar * chars / 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +358,7 @@ class _Lane:
             self.dispatch()
 
     async def wait(self, item: _Item) -> DetectionOutcome:
-        deadline = self.settings.timeout_s + self.max_wait_s
+        deadline = self.settings.timeout_for(len(item.text)) + self.max_wait_s
         try:
             async with asyncio.timeout(item.t0 + deadline - time.perf_counter()):
                 return await item.future
@@ -424,25 +444,46 @@ class _Lane:
         yielding to the loop, and nothing could interrupt it anyway, so it skips the
         timer (``asyncio.timeout`` costs about 5 µs here, more than such a call).
         """
+        timeout_s = self.settings.timeout_for(sum(len(text) for text in texts))
         awaitable = self.detector.detect(texts, contexts)
         if not isinstance(awaitable, Coroutine):
-            async with asyncio.timeout(self.settings.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 return await awaitable
         try:
             step = awaitable.send(None)
         except StopIteration as stop:
             return stop.value
-        remaining = t_start + self.settings.timeout_s - time.perf_counter()
+        remaining = t_start + timeout_s - time.perf_counter()
         async with asyncio.timeout(remaining):
             return await _resume(awaitable, step)
 
-    def _offload(self, texts: list[str]) -> bool:
+    def _offload(self, chars: int) -> bool:
         limit = self.settings.offload_chars
-        return (
-            limit > 0
-            and hasattr(self.detector, "detect_sync")
-            and sum(len(text) for text in texts) > limit
-        )
+        return limit > 0 and chars > limit and hasattr(self.detector, "detect_sync")
+
+    def _detect_sync(
+        self, texts: list[str], contexts: list[TextContext] | None, stop: threading.Event
+    ) -> list[list[Finding]]:
+        """``detect_sync`` in a worker thread; long texts in chunks when the detector
+        allows it. Raises ``TimeoutError`` once ``stop`` is set between chunks."""
+        detector = self.detector
+        size = self.settings.chunk_chars
+        if (
+            not isinstance(detector, ChunkableDetector)
+            or size == 0
+            or all(len(text) <= size for text in texts)
+        ):
+            results: list[list[Finding]] = detector.detect_sync(  # type: ignore[attr-defined]
+                texts, contexts
+            )
+            return results
+        out: list[list[Finding]] = []
+        for index, text in enumerate(texts):
+            context = contexts[index] if contexts is not None else None
+            out.append(
+                detect_in_chunks(detector, text, context, size, detector.max_span_chars, stop)
+            )
+        return out
 
     async def execute(self, items: list[_Item], slot: _Slot) -> None:
         """Run one ``detect`` call for ``items`` and resolve their futures.
@@ -458,12 +499,14 @@ class _Lane:
         if any(item.context is not None for item in items):
             contexts = [item.context or _DEFAULT_CONTEXT for item in items]
         size = len(items)
+        chars = sum(len(text) for text in texts)
+        timeout_s = self.settings.timeout_for(chars)
         error: str | None = None
         results: Any = None
         t_start = time.perf_counter()
         try:
             if self.executor is not None:
-                async with asyncio.timeout(self.settings.timeout_s):
+                async with asyncio.timeout(timeout_s):
                     cfut: ConcurrentFuture[list[list[Finding]]] = self.executor.submit(
                         self.detector.detect_sync,  # type: ignore[attr-defined]
                         texts,
@@ -477,23 +520,24 @@ class _Lane:
                             slot.deferred = True
                             afut.add_done_callback(slot.release_after_thread)
                         raise
-            elif self._offload(texts):
-                async with asyncio.timeout(self.settings.timeout_s):
-                    results = await asyncio.to_thread(
-                        self.detector.detect_sync,  # type: ignore[attr-defined]
-                        texts,
-                        contexts,
-                    )
+            elif self._offload(chars):
+                stop = threading.Event()
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        results = await asyncio.to_thread(self._detect_sync, texts, contexts, stop)
+                finally:
+                    stop.set()  # a thread still at work stops at its next chunk
             else:
                 results = await self._detect_on_loop(texts, contexts, t_start)
         except TimeoutError:
             error = TIMEOUT
             self.warn(
                 TIMEOUT,
-                "detector %s timed out after %.3f s (batch of %d)",
+                "detector %s timed out after %.3f s (batch of %d, %d chars)",
                 self.name,
-                self.settings.timeout_s,
+                timeout_s,
                 size,
+                chars,
             )
         except Exception as exc:  # noqa: BLE001 - a plug-in's failure becomes an outcome
             error = _error_code(exc)

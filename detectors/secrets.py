@@ -249,6 +249,7 @@ class SecretsDetector:
 
     name = "secrets"
     blocking = False
+    max_span_chars = 16_384  # ChunkableDetector: a PEM private key block fits well inside
 
     class Options(pydantic.BaseModel):
         model_config = pydantic.ConfigDict(extra="forbid", frozen=True)

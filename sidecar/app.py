@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from detectors import registry as detector_registry
 from detectors.errors import DetectorError
@@ -28,6 +29,7 @@ from sidecar.errors import ConfigError, StartupError
 from sidecar.pipeline.actions import UpstreamSet
 from sidecar.pipeline.emit import Emitter, TextMasker
 from sidecar.pipeline.guard import Guard
+from sidecar.pipeline.ingress import BODY_TIMEOUT
 from sidecar.pipeline.proxy import Proxy
 from sidecar.pipeline.upstream import UpstreamClient, public_url
 from sidecar.policy import Policy, load_policy
@@ -198,14 +200,23 @@ def _check_fallbacks(policy: Policy, settings: Settings) -> None:
 
 class _ParserErrorsWithoutContent(logging.Filter):
     """aiohttp logs rejected requests with the raw bytes it choked on (headers included:
-    an Authorization token, a query string). Keep the exception type, drop the rest."""
+    an Authorization token, a query string): for parser errors keep the exception type
+    and drop the rest. Any other exception (a handler crash) keeps its traceback, minus
+    the exception's message, which may quote request content."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        if isinstance(exc, HttpProcessingError):
             record.msg = "request rejected by the HTTP layer: %s"
-            record.args = (type(record.exc_info[1]).__name__,)
-            record.exc_info = None
+            record.args = (type(exc).__name__,)
             record.exc_text = None
+        else:
+            from sidecar.http_server import crash_traceback
+
+            record.exc_text = crash_traceback(exc)
+        record.exc_info = None
         return True
 
 
@@ -261,6 +272,7 @@ def create_app(
     # aiohttp's own body limit is ours plus slack; ingress enforces the exact limit (413).
     app = web.Application(client_max_size=settings.server.max_body_bytes + 1024)
     app[RUNTIME] = runtime
+    app[BODY_TIMEOUT] = settings.server.body_timeout_s
     setup_routes(app, runtime)
 
     async def stop() -> None:

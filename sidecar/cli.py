@@ -97,6 +97,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from sidecar.app import RUNTIME, create_app
+    from sidecar.http_server import SidecarRunner
     from sidecar.settings import load_settings
 
     overrides: dict[str, Any] = {}
@@ -118,7 +119,7 @@ async def _serve(args: argparse.Namespace) -> int:
             update={"upstream": settings.upstream.model_copy(update={"url": demo.url})}
         )
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = SidecarRunner(
         app,
         handler_cancellation=True,
         access_log=None,

@@ -14,11 +14,14 @@ Tree::
         ├── PayloadTooLargeError    413  body over ``server.max_body_bytes``
         ├── OverloadedError         503  too many requests in flight (sends Retry-After)
         ├── GuardrailBlockedError   400  the policy blocked the request or the answer
+        ├── GuardrailIncompleteError 413 a mask/block detector could not finish (503 if it failed)
+        ├── RequestTimeoutError     408  the client sent its headers or body too slowly
         ├── HandoffConflictError    409  the hand-off was already resolved
         ├── HandoffUnavailableError 503  hand-off storage failed
         ├── FeedbackUnavailableError 503 feedback storage failed
         └── UpstreamError           an upstream failure
             ├── UpstreamUnavailableError  502  connect refused, reset, DNS, broken body
+            ├── UpstreamTooLargeError     502  answer over ``upstream.max_response_bytes``
             └── UpstreamTimeoutError      504  connect or read timeout
 
 A ``RequestError`` knows its HTTP status, its OpenAI error ``type`` and a stable
@@ -129,6 +132,21 @@ class GuardrailBlockedError(RequestError):
     code = "content_blocked"
 
 
+class GuardrailIncompleteError(RequestError):
+    """A detector whose rule masks or blocks did not finish (timeout: 413; failed: 503).
+    The request is refused rather than forwarded unchecked."""
+
+    status = 413
+    error_type = "invalid_request_error"
+    code = "guardrail_incomplete"
+
+
+class RequestTimeoutError(RequestError):
+    status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class HandoffConflictError(RequestError):
     status = 409
     error_type = "invalid_request_error"
@@ -156,6 +174,11 @@ class UpstreamError(RequestError):
 class UpstreamUnavailableError(UpstreamError):
     status = 502
     code = "upstream_unavailable"
+
+
+class UpstreamTooLargeError(UpstreamError):
+    status = 502
+    code = "upstream_response_too_large"
 
 
 class UpstreamTimeoutError(UpstreamError):

@@ -95,4 +95,6 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
         from sidecar.handoff.routes import setup_handoff_routes
 
         setup_handoff_routes(app, runtime.handoff, runtime.review_auth)
-    router.add_route("*", "/{tail:.*}", proxy.passthrough_handler())  # last: everything else
+    # last: everything else ([\s\S]: a path with a decoded newline must reach the proxy,
+    # which refuses it in the OpenAI shape, not aiohttp's text/plain 404)
+    router.add_route("*", "/{tail:[\\s\\S]*}", proxy.passthrough_handler())

@@ -174,3 +174,9 @@ ATTR_STREAM_CUT_ACTION = "railwatch.stream.cut_action"
 ATTR_STREAM_VERDICT = "railwatch.stream.verdict"
 ATTR_STREAM_LATE_SPANS = "railwatch.stream.late_spans"
 ATTR_SOURCE = "railwatch.source"  # who recorded the trace: absent (the proxy) | "sdk"
+
+# --- ingress and upstream limits (issue 9, ingress) ---------------------------------------
+# trace attribute: "detector:error" pairs of mask/block detectors that did not finish
+RAILWATCH_GUARDRAIL_INCOMPLETE = "railwatch.guardrail.incomplete"
+# trace attribute: triggered findings past the per-stage cap, counted not recorded
+RAILWATCH_FINDINGS_UNRECORDED = "railwatch.findings.unrecorded"

@@ -40,6 +40,10 @@ class ServerSettings(_Model):
     max_in_flight: int = Field(default=1024, gt=0)
     retry_after_s: int = Field(default=1, ge=0)
     shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    # a client must send its request line and headers within header_timeout_s of
+    # starting them (0: no limit), and its whole body within body_timeout_s; else 408
+    header_timeout_s: float = Field(default=10.0, ge=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
 
 
 def _check_http_url(value: str | None) -> str | None:
@@ -68,6 +72,12 @@ class UpstreamSettings(_Model):
     pool_size: int = Field(default=512, gt=0)
     pool_per_host: int = Field(default=0, ge=0)  # 0: no per-host cap beyond pool_size
     keepalive_s: float = Field(default=30.0, gt=0)
+    # largest answer body read whole (non-streaming), before and after gzip/deflate
+    # decoding; past it: 502 upstream_response_too_large
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # largest SSE line or event (its data lines together) in a stream; past it the
+    # stream ends with an upstream_response_too_large error event
+    max_sse_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     # streams on policy routes: ask for stream_options.include_usage so token usage is
     # always known (the extra chunk is stripped when the client did not ask for it)
     stream_usage: bool = True

@@ -20,24 +20,32 @@ class SseEvent:
 
 
 class SseParser:
-    """Stateful parser for one stream. ``feed`` never raises on malformed input."""
+    """Stateful parser for one stream. ``feed`` never raises on malformed input.
 
-    __slots__ = ("_data", "_event", "_id", "_max_line", "_tail")
+    Memory is bounded by ``max_event_bytes``: an unfinished line, or the data lines
+    of one event, that grow past it are dropped and ``overflowed`` is set (an endless
+    line or an event that never ends cannot grow the buffer without limit).
+    """
 
-    def __init__(self, max_line_bytes: int = 8 * 1024 * 1024) -> None:
+    __slots__ = ("_data", "_event", "_id", "_max", "_size", "_tail", "overflowed")
+
+    def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
         self._tail = b""
         self._data: list[bytes] = []
+        self._size = 0  # bytes in _data
         self._event: str | None = None
         self._id: str | None = None
-        self._max_line = max_line_bytes
+        self._max = max_event_bytes
+        self.overflowed = False
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         if self._tail:
             chunk = self._tail + chunk
         lines = chunk.split(b"\n")
         self._tail = lines.pop()
-        if len(self._tail) > self._max_line:  # a runaway line: drop it rather than grow forever
+        if len(self._tail) + self._size > self._max:  # runaway: drop, never grow forever
             self._tail = b""
+            self.overflowed = True
         events: list[SseEvent] = []
         for line in lines:
             if line.endswith(b"\r"):
@@ -46,12 +54,17 @@ class SseParser:
                 if self._data or self._event is not None:
                     events.append(SseEvent(b"\n".join(self._data), self._event, self._id))
                     self._data = []
+                    self._size = 0
                     self._event = None
                 continue
             if line.startswith(b"data:"):
                 value = line[5:]
                 if value.startswith(b" "):
                     value = value[1:]
+                self._size += len(value)
+                if self._size > self._max:
+                    self._data, self._size, self.overflowed = [], 0, True
+                    continue
                 self._data.append(value)
             elif line.startswith(b":"):
                 continue  # comment / keep-alive
@@ -70,3 +83,28 @@ class SseParser:
         events = self.feed(b"\n\n") if (self._tail or self._data) else []
         self._tail = b""
         return events
+
+
+class EventSizeLimit:
+    """Counts the bytes of a raw SSE stream since the last event end (a blank line), for
+    a reader that does not parse the stream itself. ``feed`` returns False once that
+    count exceeds ``max_bytes``: an endless line, or an event that never ends. Cost per
+    chunk: two ``rfind`` over it."""
+
+    __slots__ = ("_last", "_max", "_pending")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._pending = 0
+        self._last = b""  # the previous chunk's last two bytes: a blank line may straddle
+
+    def feed(self, chunk: bytes) -> bool:
+        window = self._last + chunk if self._last else chunk
+        lf, crlf = window.rfind(b"\n\n"), window.rfind(b"\n\r\n")
+        end = max(lf + 2 if lf >= 0 else -1, crlf + 3 if crlf >= 0 else -1)
+        if end >= 0:
+            self._pending = len(window) - end
+        else:
+            self._pending += len(chunk)
+        self._last = window[-2:]
+        return self._pending <= self._max

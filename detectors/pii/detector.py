@@ -148,6 +148,7 @@ class PiiDetector:
 
     name = "pii"
     blocking = False
+    max_span_chars = 4096  # ChunkableDetector: entities and their context words are local
     Options = PiiOptions
 
     def __init__(self, options: PiiOptions | None = None, *, name: str | None = None) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -81,6 +82,27 @@ def _close_connection(request: web.BaseRequest) -> None:
         transport.close()
 
 
+# Headers that carry credentials: the demo records that they came, never their values.
+_CREDENTIAL_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
+})
+
+
+def redacted(value: str) -> str:
+    """What the demo keeps of a credential: a 12-hex SHA-256 prefix, enough for a test to
+    check that the value it sent arrived, useless to anyone reading the log."""
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"[redacted sha256:{digest}]"
+
+
+def redact_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers, lower-cased, with every credential value :func:`redacted`."""
+    return {
+        name.lower(): redacted(value) if name.lower() in _CREDENTIAL_HEADERS else value
+        for name, value in items
+    }
+
+
 class DemoState:
     """Per-application state: options, the request log and the per-prompt counters."""
 
@@ -108,7 +130,7 @@ class DemoState:
             "method": request.method,
             "path": request.path,
             "query": request.query_string,
-            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "headers": redact_headers(request.headers.items()),
             "body": body,
         })
 

@@ -23,6 +23,7 @@ from sidecar.record import TraceRecord
 from sidecar.settings import PrivacySettings
 
 logger = logging.getLogger(__name__)
+_MASK_SLACK_CHARS = 256  # past privacy.max_text_chars: a value cut there still matches
 
 TextMasker = Callable[[str], str]
 
@@ -60,6 +61,10 @@ class Emitter:
         if mode == "masked":
             if self.masker is None:
                 return None, False
+            # truncate first (a 3 MB prompt masked whole held the event loop for seconds),
+            # with slack so a value cut at the limit is still recognised and masked
+            if len(text) > limit + _MASK_SLACK_CHARS:
+                text = text[: limit + _MASK_SLACK_CHARS]
             text = self.masker(text)
             return (text[:limit] if len(text) > limit else text), True
         return (text[:limit] if len(text) > limit else text), False

@@ -4,11 +4,13 @@ Only the fields railwatch itself relies on are checked; every other field is kep
 and forwarded untouched (the upstream judges them). Checks are hand-written
 rather than a pydantic model because they run on every request and cost a few
 microseconds this way. Raises :class:`BadRequestError` (400) or
-:class:`PayloadTooLargeError` (413) with a public message that never quotes the body.
+:class:`PayloadTooLargeError` (413) or :class:`RequestTimeoutError` (408) with a public
+message that never quotes the body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +21,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from sidecar import semconv
 from sidecar.context import RequestContext
-from sidecar.errors import BadRequestError, PayloadTooLargeError
+from sidecar.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
 
 
 GUARDED_PATHS = {  # path -> operation, the routes with guardrails
@@ -42,22 +44,49 @@ def canonical_path(path: str) -> str:
 MAX_MODEL_CHARS = 256  # model names key caches and labels: bounded
 
 
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("railwatch_body_timeout_s", float)
+"""The app's ``server.body_timeout_s``, set by ``create_app``."""
+_BODY: web.RequestKey[bytes] = web.RequestKey("railwatch_body", bytes)  # the body once read
+
+
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The whole request body, or 413 once it exceeds ``max_bytes``. May block on the client."""
+    """The whole request body: 413 once it exceeds ``max_bytes``, 408 when it did not
+    arrive within the app's ``server.body_timeout_s``. Waits on the client, never longer.
+
+    The body is kept on the request, so a second call (the envelope reads it before a
+    request counts as in flight; the route reads it again) costs nothing.
+    """
+    cached: bytes | None = request.get(_BODY)
+    if cached is None:
+        cached = request[_BODY] = await _read(request, max_bytes)
+    if len(cached) > max_bytes:
+        raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
+    return cached
+
+
+async def _read(request: web.Request, max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
+    timeout_s = request.app.get(BODY_TIMEOUT)
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLargeError(
+                        f"request body exceeds the limit of {max_bytes} bytes"
+                    )
+                chunks.append(chunk)
     except RequestPayloadError:  # a body that does not decode as its Content-Encoding says
         raise BadRequestError(
             "request body does not match its Content-Encoding", code="invalid_encoding"
+        ) from None
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s"
         ) from None
     return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 

@@ -19,7 +19,7 @@ import orjson
 
 from sidecar.context import AnswerFacts, RequestContext
 from sidecar import jsonio
-from sidecar.sse import SseParser
+from sidecar.sse import EventSizeLimit, SseParser
 
 
 # Where an answer is observed into: the request itself, or one attempt's facts.
@@ -101,14 +101,64 @@ def observe_answer(ctx: Sink, doc: dict[str, Any]) -> None:
             ctx.output_parts = ["\n".join(texts)] if len(texts) > 1 else texts
 
 
+BROKEN_RESPONSE = "upstream_broken_response"
+TOO_LARGE = "upstream_response_too_large"
+MAX_CHOICES = 128  # a choice index past this is not an answer we asked for
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_CHOICES
+
+
+def _opt_str(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def valid_chunk(doc: dict[str, Any]) -> bool:
+    """Does a parsed stream event have the types an OpenAI chunk promises, for every
+    field the sidecar reads (choices, index, delta, content, text, tool calls,
+    finish_reason, usage)? Fields it does not read are not checked."""
+    choices = doc.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        return False
+    for choice in choices or ():
+        if not isinstance(choice, dict) or not _is_index(choice.get("index", 0)):
+            return False
+        if not _opt_str(choice.get("finish_reason")) or not _opt_str(choice.get("text")):
+            return False
+        delta = choice.get("delta")
+        if delta is None:
+            continue
+        if not isinstance(delta, dict) or not _opt_str(delta.get("content")):
+            return False
+        calls = delta.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):
+            return False
+        for call in calls or ():
+            if not isinstance(call, dict) or not _is_index(call.get("index", 0)):
+                return False
+            fn = call.get("function")
+            if fn is not None and not (isinstance(fn, dict) and _opt_str(fn.get("arguments"))):
+                return False
+    usage = doc.get("usage")
+    return usage is None or isinstance(usage, dict)
+
+
 class StreamObserver:
-    """Follows one SSE completion stream. ``feed`` is cheap and never raises."""
+    """Follows one SSE completion stream. ``feed`` is cheap and never raises.
 
-    __slots__ = ("choices", "counted", "ctx", "done", "events", "parser", "tool_args")
+    ``broken`` is ``None`` while the stream is sound; it becomes
+    ``"upstream_broken_response"`` on the first event whose fields have the wrong
+    types (``"index": "x"``; the event is skipped), or ``"upstream_response_too_large"``
+    when a line or event exceeds ``max_event_bytes``. The stream's owner ends the
+    stream with an error event when it is set.
+    """
 
-    def __init__(self, ctx: Sink) -> None:
+    def __init__(self, ctx: Sink, max_event_bytes: int = 8 * 1024 * 1024) -> None:
         self.ctx = ctx
-        self.parser = SseParser()
+        self.broken: str | None = None
+        self.parser = SseParser(max_event_bytes)
+        self.size_limit = EventSizeLimit(max_event_bytes)
         self.choices: dict[int, list[str]] = {}
         self.tool_args: dict[tuple[int, int], list[str]] = {}
         self.done = False
@@ -117,6 +167,8 @@ class StreamObserver:
 
     def feed(self, chunk: bytes) -> None:
         events = self.parser.feed(chunk)
+        if self.parser.overflowed and self.broken is None:
+            self.broken = TOO_LARGE
         if events:
             now = time.perf_counter()
             for event in events:
@@ -124,6 +176,12 @@ class StreamObserver:
                     self._event(event.data, now)
                 except (AttributeError, TypeError):  # a malformed event: skip, keep streaming
                     continue
+
+    def limit(self, chunk: bytes) -> None:
+        """For a stream someone else parses (the stream guard): mark it broken once a
+        line or event runs past ``max_event_bytes``. Never raises."""
+        if not self.size_limit.feed(chunk) and self.broken is None:
+            self.broken = TOO_LARGE
 
     def _event(self, data: bytes, now: float) -> None:
         self.events += 1
@@ -146,6 +204,9 @@ class StreamObserver:
             pass
 
     def _doc(self, doc: dict[str, Any], now: float) -> None:
+        if not valid_chunk(doc):
+            self.broken = self.broken or BROKEN_RESPONSE
+            return
         ctx = self.ctx
         if ctx.response_id is None:
             _apply_meta(ctx, doc)

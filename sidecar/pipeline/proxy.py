@@ -26,7 +26,7 @@ from aiohttp import web
 
 from sidecar import semconv
 from sidecar.context import RequestContext
-from sidecar.errors import OverloadedError, RequestError
+from sidecar.errors import BadRequestError, OverloadedError, RequestError
 from sidecar.pipeline import ingress
 from sidecar.pipeline.ingress import GUARDED_PATHS, canonical_path
 from sidecar.pipeline.actions import UpstreamSet
@@ -93,7 +93,7 @@ class Proxy:
             parent_span_id=parent_span,
             trace_flags=flags,
             method=request.method,
-            path=request.path,
+            path=request.path if request.path.isprintable() else "",  # refused: kept out
             route=route,
             upstream=self._upstream_label,
         )
@@ -133,8 +133,25 @@ class Proxy:
         route: str,
         run: Callable[[web.Request, RequestContext], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        """Shared envelope: in-flight limit, errors, cancellation, and the trace record."""
+        """Shared envelope: body, in-flight limit, errors, cancellation, the trace record.
+
+        The body is read first (within ``server.body_timeout_s``): a request counts as
+        in flight only once it is in, so clients that stall mid-body hold no slot.
+        """
         ctx = self.begin(request, route)
+        try:
+            if request.body_exists:
+                await ingress.read_body(request, self.server.max_body_bytes)
+        except RequestError as exc:
+            response = self.error_response(ctx, exc)
+            response.force_close()  # the rest of the body is not read
+            self._finish(ctx)
+            return response
+        except asyncio.CancelledError:
+            ctx.client_disconnected = True
+            ctx.fail(499, "client_disconnected")
+            self._finish(ctx)
+            raise
         if self.in_flight >= self.server.max_in_flight:
             response = self.error_response(
                 ctx,
@@ -152,6 +169,13 @@ class Proxy:
                 if ctx.status and ctx.status < 400 and ctx.error_type is None:
                     raise  # response already started: nothing more can be sent
                 return self.error_response(ctx, exc)
+        except Exception as exc:  # a bug: the HTTP layer logs its traceback and answers 500
+            if not isinstance(exc, RequestError):
+                if ctx.status:  # the answer had started: the client gets a cut body
+                    ctx.error_type = "internal_error"
+                else:
+                    ctx.fail(500, "internal_error")
+            raise
         except asyncio.CancelledError:
             ctx.client_disconnected = True
             if not ctx.status:
@@ -162,6 +186,17 @@ class Proxy:
         finally:
             self.in_flight -= 1
             self._finish(ctx)
+
+    def reject(self, status: int, code: str) -> None:
+        """Trace a request the HTTP layer refused before any handler saw it (a malformed
+        request line or header, a header deadline): no method, path or header is kept."""
+        ctx = RequestContext(
+            request_id=new_trace_id(), trace_id=new_trace_id(), span_id=new_span_id(),
+            parent_span_id=None, trace_flags="01", method="", path="",
+            route=semconv.OP_PASSTHROUGH, upstream=self._upstream_label,
+        )
+        ctx.fail(status, code)
+        self._finish(ctx)
 
     # --- OpenAI routes --------------------------------------------------------------------
 
@@ -190,7 +225,12 @@ class Proxy:
         return handle
 
     async def _passthrough(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
-        """Forward any method and path untouched; stream the answer back as it comes."""
+        """Forward any method and path untouched; stream the answer back as it comes.
+
+        A path holding control characters once decoded (``%0a``: header injection
+        upstream) is refused with 400 ``invalid_path``."""
+        if not request.path.isprintable():
+            raise BadRequestError("the request path is not valid", code="invalid_path")
         payload: bytes | None = None
         if request.body_exists:
             payload = await ingress.read_body(request, self.server.max_body_bytes)

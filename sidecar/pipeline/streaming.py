@@ -48,6 +48,12 @@ STREAM_BROKEN_EVENT = _error_event(
 STREAM_TIMEOUT_EVENT = _error_event(
     "the upstream stream stalled past the read timeout", "upstream_timeout"
 )
+STREAM_INVALID_EVENTS = {  # StreamObserver.broken -> the client's last event
+    "upstream_broken_response": _error_event(
+        "the upstream sent a malformed stream event", "upstream_broken_response"),
+    "upstream_response_too_large": _error_event(
+        "the upstream sent a stream event over the size limit", "upstream_response_too_large"),
+}
 
 
 async def finish_stream(out: web.StreamResponse, ctx: RequestContext, tail: bytes | None) -> None:
@@ -98,7 +104,7 @@ class StreamFlow:
             out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
             await out.prepare(request)
             ctx.status = 200
-            observer = StreamObserver(ctx)
+            observer = StreamObserver(ctx, client.settings.max_sse_event_bytes)
             content = resp.content
             tail: bytes | None = None
             while True:
@@ -119,6 +125,9 @@ class StreamFlow:
                     ctx.error_type = "client_disconnected"
                     break
                 observer.feed(chunk)  # after the write: observing never delays delivery
+                if observer.broken is not None:
+                    ctx.error_type, tail = observer.broken, STREAM_INVALID_EVENTS[observer.broken]
+                    break
             ctx.upstream_done_at = time.perf_counter()
             observer.close()
             await finish_stream(out, ctx, tail)
@@ -299,7 +308,7 @@ class StreamStrategy:
                 raw = await client.read_body(resp)
                 facts.upstream_done_at = time.perf_counter()
                 return await self._unary_answer(resp, raw, last_chance, facts)
-            observer = StreamObserver(facts)
+            observer = StreamObserver(facts, client.settings.max_sse_event_bytes)
             result = await self._pump(resp, self._guard(last_chance, observer), observer)
             if isinstance(result, web.StreamResponse):
                 return Outcome(status=200, committed=True, result=result)
@@ -398,7 +407,14 @@ class StreamStrategy:
                 if not chunk:
                     step = await sg.close()
                     break
-                step = await sg.feed(chunk)  # the guard parses; the observer sees its docs
+                observer.limit(chunk)  # an endless line or event: the guard never holds it
+                fed = await sg.feed(chunk) if observer.broken is None else None
+                if fed is None or observer.broken is not None:  # malformed or oversized
+                    broken = observer.broken or "upstream_response_too_large"
+                    ctx.error_type, tail = broken, STREAM_INVALID_EVENTS[broken]
+                    step = await sg.close(broken=True)
+                    break
+                step = fed
                 if not await send(step.data):
                     step = None
                     break

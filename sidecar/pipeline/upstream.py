@@ -12,14 +12,18 @@ are never logged; hop-by-hop headers (RFC 9110 section 7.6.1, plus any named in
 the caller's trace.
 
 Failures become :class:`UpstreamUnavailableError` (502) or
-:class:`UpstreamTimeoutError` (504); messages are public and name no URL
-credentials and no body.
+:class:`UpstreamTimeoutError` (504); answers read whole are capped by
+``upstream.max_response_bytes`` (:class:`UpstreamTooLargeError`, 502), compressed and
+decompressed. Messages are public and name no URL credentials and no body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import socket
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,7 +33,8 @@ from multidict import CIMultiDict
 
 from sidecar import semconv
 from sidecar.context import RequestContext
-from sidecar.errors import UpstreamTimeoutError, UpstreamUnavailableError
+from sidecar.memtrim import MemoryTrimmer
+from sidecar.errors import UpstreamTimeoutError, UpstreamTooLargeError, UpstreamUnavailableError
 from sidecar.settings import UpstreamSettings
 from sidecar.tracecontext import format_traceparent
 
@@ -94,6 +99,39 @@ def response_headers(headers: Iterable[tuple[str, str]], *, decoded: bool) -> CI
     return out
 
 
+_INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
+                  "deflate": zlib.MAX_WBITS}
+_INLINE_INFLATE_BYTES = 16 * 1024  # bigger compressed bodies are measured in a thread
+_INFLATE_STEP = 1024 * 1024
+_PROBE_READ_BYTES = 64 * 1024  # a readiness probe reads no more of GET /v1/models
+
+
+def _too_large(limit: int) -> UpstreamTooLargeError:
+    return UpstreamTooLargeError(
+        f"the upstream's answer exceeds the sidecar's limit of {limit} bytes"
+    )
+
+
+def decoded_within(raw: bytes, wbits: int, limit: int) -> bool:
+    """Does ``raw`` decompress to at most ``limit`` bytes? Inflates 1 MB at a time and
+    keeps none of it, so a bomb costs at most ``limit`` bytes of CPU work and 1 MB of
+    memory. Undecodable bodies count as within (the caller's decoder reports them);
+    raw deflate (no zlib header) is tried when the zlib form fails."""
+    for bits in (wbits, -zlib.MAX_WBITS) if wbits == zlib.MAX_WBITS else (wbits,):
+        inflater = zlib.decompressobj(bits)
+        total, data = 0, raw
+        try:
+            while data:
+                total += len(inflater.decompress(data, _INFLATE_STEP))
+                if total > limit:
+                    return False
+                data = inflater.unconsumed_tail
+        except zlib.error:
+            continue
+        return True
+    return True
+
+
 def public_url(url: str) -> str:
     """The URL without user info, safe for records, logs and ``/readyz``."""
     parts = urlsplit(url)
@@ -123,6 +161,7 @@ class UpstreamClient:
         )
         self._ready_at = 0.0
         self._ready: dict[str, Any] = {"state": "unknown"}
+        self.trimmer = MemoryTrimmer()  # gives large answers' memory back to the OS
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -139,8 +178,10 @@ class UpstreamClient:
             cookie_jar=aiohttp.DummyCookieJar(),
             read_bufsize=2**16,
         )
+        self.trimmer.start()
 
     async def close(self) -> None:
+        await self.trimmer.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -190,9 +231,21 @@ class UpstreamClient:
             ) from None
 
     async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The whole response body; broken or stalled bodies map to 502/504."""
+        """The whole response body; broken or stalled bodies map to 502/504, bodies over
+        ``max_response_bytes`` (as sent, or once gzip/deflate is undone: a compression
+        bomb) to 502 ``upstream_response_too_large``, read no further."""
+        limit = self.settings.max_response_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return await resp.read()
+            while chunk := await resp.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    self.trimmer.note(size)
+                    raise _too_large(limit)
+                chunks.append(chunk)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeoutError("the upstream model server timed out") from None
         except (aiohttp.ClientError, OSError):
@@ -200,6 +253,15 @@ class UpstreamClient:
                 "the upstream model server closed the connection before the response was complete",
                 code="upstream_broken_response",
             ) from None
+        self.trimmer.note(size)
+        raw = b"".join(chunks)
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if encoding in _INFLATE_WBITS and raw:
+            check = functools.partial(decoded_within, raw, _INFLATE_WBITS[encoding], limit)
+            fits = check() if len(raw) <= _INLINE_INFLATE_BYTES else await asyncio.to_thread(check)
+            if not fits:
+                raise _too_large(limit)
+        return raw
 
     def last_probe(self) -> dict[str, Any]:
         """The most recent probe result (``{"state": "unknown"}`` before the first)."""
@@ -217,7 +279,7 @@ class UpstreamClient:
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 allow_redirects=False,
             ) as resp:
-                await resp.read()
+                await resp.content.read(_PROBE_READ_BYTES)  # the status is what counts
                 # Any HTTP answer means reachable; 401/404 only say what the route wants.
                 state = {"state": "ok", "status": resp.status}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:

@@ -19,6 +19,7 @@ from aiohttp import web
 from exporters.base import Exporter
 from exporters.memory import MemoryExporter
 from sidecar.app import RUNTIME, Runtime, create_app
+from sidecar.http_server import SidecarRunner
 from sidecar.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ async def start_sidecar_async(
 ) -> RunningSidecar:
     memory = MemoryExporter()
     app = create_app(settings, exporters=[memory, *(exporters or [])])
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
+    runner = SidecarRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -155,7 +155,7 @@ def test_fail_closed_detector_blocks(tmp_path: Path, start_sidecar: Any, demo_up
         "  tox_open: {kind: toxicity, options: {backend: profanity},"
         " run: {timeout_s: 0.000000001, on_error: fail_open}}\n"
         "routes:\n  - name: closed\n    match: {models: [closed]}\n    input: [{detector: tox, action: flag}]\n"
-        "  - name: open\n    match: {models: [open]}\n    input: [{detector: tox_open, action: block}]\n"
+        "  - name: open\n    match: {models: [open]}\n    input: [{detector: tox_open, action: flag}]\n"
     )
     sc = _guarded(start_sidecar, demo_upstream.url, str(policy))
     client = _client(sc)

@@ -15,6 +15,7 @@ import openai
 import pytest
 from aiohttp import web
 
+from sidecar.demo._handlers import redacted
 from sidecar.record import TraceRecord
 from tests.helpers.servers import RunningSidecar
 
@@ -238,7 +239,7 @@ def test_traceparent_headers_and_unknown_fields(sidecar: RunningSidecar, demo_up
     assert seen, "the upstream did not receive the request"
     got = {k.lower(): v for k, v in seen[-1]["headers"].items()}
     assert seen[-1]["body"]["vendor_extra"] == {"k": [1, 2]}  # unknown fields kept
-    assert got["authorization"] == "Bearer sk-forward-me"
+    assert got["authorization"] == redacted("Bearer sk-forward-me")  # the demo keeps a digest
     assert got["x-end-to-end"] == "keep me"
     assert "x-hop" not in got and "keep-alive" not in got
     assert got["traceparent"] == f"00-{trace_id}-{rec.span_id}-01"

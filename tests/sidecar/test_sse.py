@@ -50,6 +50,6 @@ def test_unterminated_final_event_is_delivered_on_close() -> None:
 
 
 def test_runaway_line_is_dropped_not_buffered() -> None:
-    p = SseParser(max_line_bytes=16)
+    p = SseParser(max_event_bytes=16)
     assert p.feed(b"data: " + b"x" * 100) == []
     assert p.feed(b"\n\ndata: ok\n\n") == [SseEvent(b"ok")]

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import jsonschema
 import openai
+import orjson
 import pytest
 import pytest_asyncio
 from openai import AsyncOpenAI
@@ -36,6 +37,7 @@ from sidecar.demo import (
     create_app,
     start_demo_upstream,
 )
+from sidecar.demo._handlers import redacted
 from sidecar.demo._schema import example_for_schema
 from sidecar.demo._script import (
     DirectiveError,
@@ -772,7 +774,9 @@ async def test_requests_log_records_bodies_and_headers(
         log = await resp.json()
     last = log["data"][-1]
     assert last["method"] == "POST" and last["path"] == "/v1/chat/completions"
-    assert last["headers"]["authorization"] == "Bearer sk-forwarded-123"
+    # credentials are never kept, even here: only a digest that proves what arrived
+    assert last["headers"]["authorization"] == redacted("Bearer sk-forwarded-123")
+    assert "sk-forwarded-123" not in orjson.dumps(log).decode()
     assert last["headers"]["x-tenant"] == "acme"
     assert last["body"]["messages"] == user("mail <EMAIL_ADDRESS_1> [[demo:slow=0]]")
     assert last["body"]["custom_field"] == [1, 2]
