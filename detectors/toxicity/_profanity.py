@@ -78,6 +78,7 @@ class ProfanityScorer:
     labels: tuple[str, ...] = LABELS
     device = "cpu"
     dtype = "float64"
+    inline_chars = 2048  # about 0.7 ms of CPU here: scored inline below this (see detector)
 
     def __init__(self, vectorizer: Any, model: Any, version: str) -> None:
         self._vectorizer = vectorizer

@@ -97,6 +97,7 @@ class TransformerScorer:
     """A loaded Detoxify-style classifier; see the module docstring for how it scores."""
 
     backend = "detoxify"
+    inline_chars = 0  # never on the event loop
 
     def __init__(
         self,
