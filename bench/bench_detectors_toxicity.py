@@ -46,7 +46,10 @@ sys.path.insert(0, str(REPO))
 
 from detectors.toxicity import ToxicityDetector
 
-DATA = REPO / ".." / "shared" / "benchdata" / "hatecheck_test_suite_cases.csv"
+DATA = next(
+    (p for p in (REPO / "..", REPO / ".." / "..") if (p / "shared" / "benchdata").is_dir()),
+    REPO / "..",
+) / "shared" / "benchdata" / "hatecheck_test_suite_cases.csv"  # main checkout or a worktree
 SIZES = {
     "tiny": {
         "hidden_size": 32,

@@ -79,7 +79,7 @@ class BiLstmScorer:
     labels: tuple[str, ...] = LABELS
     device = "cpu"
     dtype = "float32"
-    inline_chars = 512  # one window, about 0.5 ms of CPU here: scored inline (see detector)
+    inline_chars = 400  # about one window, 0.5-0.8 ms of CPU here: scored inline (see detector)
 
     def __init__(self, assets: Assets, *, max_windows: int = 64, batch_size: int = 64) -> None:
         import torch

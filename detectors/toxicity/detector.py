@@ -8,14 +8,14 @@ Backends, chosen in :meth:`ToxicityDetector.start`:
   7 with ``sexual_explicit`` for the others, read from the folder).
 - ``bilstm``: the Jigsaw-trained BiLSTM shipped in ``toxic-comment-classifier``, ported
   to torch (:mod:`detectors.toxicity._bilstm`): CPU, offline, Detoxify ``original``'s
-  six labels. The default fallback.
-- ``profanity``: alt-profanity-check's linear model (CPU, offline, the cheapest); one
-  label, ``toxicity``, meaning "contains offensive/profane language"
-  (see :mod:`detectors.toxicity._profanity` for what it does and does not catch).
+  six labels; a little better than ``profanity`` on HateCheck, 7-20x its CPU.
+- ``profanity``: alt-profanity-check's linear model (CPU, offline, the cheapest, the
+  default fallback); one label, ``toxicity``, meaning "contains offensive/profane
+  language" (see :mod:`detectors.toxicity._profanity` for what it does and does not catch).
 
 ``backend: auto`` uses Detoxify when a folder is configured (``model_dir``) or found at
 ``<models_root>/detoxify-<checkpoint>``. Without one it starts at once on the fallback
-(``fallback``: ``bilstm``, or ``profanity``; ``profanity`` also when the BiLSTM's package
+(``fallback``: ``profanity``, or ``bilstm``, which becomes ``profanity`` when its package
 is missing) and, unless downloads are forbidden (option ``download: false``,
 ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``, ``RAILWATCH_MODEL_DOWNLOADS=0``) or torch and
 transformers are missing, fetches Detoxify's weights once in the background
@@ -89,7 +89,7 @@ class ToxicityDetector:
 
         backend: Literal["auto", "detoxify", "bilstm", "profanity"] = "auto"
         """``auto``: Detoxify if a folder is there (else fetch it, fallback meanwhile)."""
-        fallback: Literal["bilstm", "profanity"] = "bilstm"
+        fallback: Literal["bilstm", "profanity"] = "profanity"
         """What ``auto`` runs while Detoxify is not there."""
         download: bool = True
         """Let ``auto`` fetch Detoxify's weights once when no folder is there."""

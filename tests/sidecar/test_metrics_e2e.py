@@ -45,7 +45,7 @@ def test_metrics_after_traffic(start_sidecar: Any, demo_upstream: Any) -> None:
     assert "0.0001" in bounds or "0.0001" in {b.rstrip("0") for b in bounds}  # sub-ms resolution
     assert fams[semconv.METRIC_IN_FLIGHT].samples[0].value == 0
     info = list(fams[semconv.METRIC_DETECTOR_INFO].samples)
-    assert any(s.labels.get("detector") == "toxicity" and s.labels.get("backend") == "bilstm" for s in info)
+    assert any(s.labels.get("detector") == "toxicity" and s.labels.get("backend") == "profanity" for s in info)
     text_labels = {v for f in fams.values() for s in f.samples for v in s.labels.values()}
     assert not any("a@example.com" in v or "demo:toxic" in v for v in text_labels)
     assert not any(len(v) == 32 and all(c in "0123456789abcdef" for c in v) for v in text_labels)

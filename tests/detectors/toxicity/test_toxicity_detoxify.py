@@ -219,7 +219,7 @@ def test_folder_without_torch_stack(
     options = Options(model_dir=str(tiny_folder), backend=backend)
     if falls_back:
         det = _start(options)
-        assert det.backend == "bilstm"
+        assert det.backend == "profanity"
         assert "torch/transformers not installed" in det.state()["fallback_reason"]
     else:
         with pytest.raises(DetectorStartError, match=r"pip install 'railwatch\[models\]'"):

@@ -87,15 +87,15 @@ async def test_auto_falls_back_without_folder(
     with caplog.at_level(logging.INFO, logger="detectors.toxicity"):
         await det.start()
         findings = det.detect_sync(["SECRET-SENTINEL-TEXT you moron"])
-    assert det.backend == "bilstm"  # the offline default since the BiLSTM port
+    assert det.backend == "profanity"
     state = det.state()
-    assert state["backend"] == "bilstm"
+    assert state["backend"] == "profanity"
     assert str(tmp_path / "detoxify-original") in state["fallback_reason"]
     assert "RAILWATCH_MODEL_DOWNLOADS" in state["fallback_reason"]  # set by tests/conftest.py
     assert "fetch" not in state
     assert findings[0][0].detector == "toxicity_out"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("FALLBACK backend bilstm" in r.getMessage() for r in warnings)
+    assert any("FALLBACK backend profanity" in r.getMessage() for r in warnings)
     assert "SECRET-SENTINEL" not in caplog.text  # never log text
     await det.close()
 
