@@ -210,7 +210,7 @@ def download(
                 raise FetchError("too_large", f"{url} is {total} bytes (limit {max_bytes})")
             done, next_log = 0, 0.1
             with part.open("wb") as out:
-                while block := resp.read(_CHUNK):
+                while block := resp.read1(_CHUNK):
                     if stop.is_set():
                         raise FetchError("stopped", "fetch stopped (detector closed)")
                     if time.monotonic() > deadline:
