@@ -44,30 +44,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
-
-import numpy as np
-import pydantic
+from typing import Any
 
 from detectors.base import Finding, TextContext
-from detectors.errors import DetectorStartError, DetectorUnavailableError
-from detectors.toxicity.fetch import FetchPlan, downloads_forbidden
-from detectors.toxicity.folder import ModelFolder, default_model_dir, read_model_folder
+from detectors.errors import DetectorUnavailableError
+from detectors.toxicity.backends import BackendLoader, Scorer
+from detectors.toxicity.folder import default_model_dir
+from detectors.toxicity.options import ToxicityOptions
 
 log = logging.getLogger(__name__)
-
-
-class _Scorer(Protocol):
-    backend: str  # "detoxify" | "bilstm" | "profanity"
-    labels: tuple[str, ...]
-    checkpoint: str
-    device: str
-    dtype: str
-    inline_chars: int
-
-    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def close(self) -> None: ...
 
 
 class ToxicityDetector:
@@ -82,46 +67,10 @@ class ToxicityDetector:
     name = "toxicity"
     blocking = True
 
-    class Options(pydantic.BaseModel):
-        """Policy options of the toxicity detector."""
+    Options = ToxicityOptions
 
-        model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-        backend: Literal["auto", "detoxify", "bilstm", "profanity"] = "auto"
-        """``auto``: Detoxify if a folder is there (else fetch it, fallback meanwhile)."""
-        fallback: Literal["bilstm", "profanity"] = "profanity"
-        """What ``auto`` runs while Detoxify is not there."""
-        download: bool = True
-        """Let ``auto`` fetch Detoxify's weights once when no folder is there."""
-        download_timeout_s: float = pydantic.Field(default=900.0, gt=0, le=86_400)
-        """Longest the whole background fetch may take, in seconds."""
-        connect_timeout_s: float = pydantic.Field(default=10.0, gt=0, le=600)
-        """Longest one connect or read may wait, in seconds."""
-        checkpoint_url: str | None = None
-        """Where the checkpoint comes from (default: Detoxify's release URL); a mirror."""
-        base_url: str | None = None
-        """Folder URL of the base model's config and tokenizer (default: the HF hub)."""
-        model_dir: str | None = None
-        """A folder written by ``railwatch models pull detoxify``; overrides the lookup."""
-        checkpoint: Literal["original", "unbiased", "multilingual"] = "original"
-        """Finds ``<models_root>/detoxify-<checkpoint>`` when ``model_dir`` is unset."""
-        models_root: str | None = None
-        """Default ``$RAILWATCH_MODELS_DIR``, else ``~/.cache/railwatch/models``."""
-        device: str = "auto"
-        """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:N``."""
-        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-        """``auto``: float16 on CUDA, float32 on CPU."""
-        max_length: int = pydantic.Field(default=256, ge=8, le=8192)
-        """Tokens per window (special tokens included)."""
-        max_windows: int = pydantic.Field(default=4, ge=1, le=64)
-        """Windows of ``max_length`` tokens scored per long text (1 = truncate)."""
-        batch_size: int = pydantic.Field(default=64, ge=1, le=4096)
-        """Windows per forward pass."""
-        inline_chars: int | None = pydantic.Field(default=None, ge=0)
-        """Batches up to this many characters run in the caller (None: the backend's default)."""
-
-    def __init__(self, options: Options | None = None, *, name: str | None = None) -> None:
-        self.options = options if options is not None else self.Options()
+    def __init__(self, options: ToxicityOptions | None = None, *, name: str | None = None) -> None:
+        self.options = options if options is not None else ToxicityOptions()
         if name is not None:
             self.name = name
         opts = self.options
@@ -129,8 +78,9 @@ class ToxicityDetector:
             opts.backend == "auto"
             and (opts.model_dir is not None or self._default_folder().exists())
         )
-        self._scorer: _Scorer | None = None
+        self._scorer: Scorer | None = None
         self._fallback_reason: str | None = None
+        self._loader: BackendLoader | None = None
         self._fetch: Any = None  # BackgroundFetch while or after fetching
         self._meta: tuple[Mapping[str, Any], Mapping[str, Any]] = (
             MappingProxyType({}),
@@ -146,17 +96,19 @@ class ToxicityDetector:
         """Choose and load the backend. Raises :class:`DetectorStartError`."""
         if self._scorer is not None:
             return
-        scorer, plan = await asyncio.to_thread(self._load)
+        loader = self._loader = BackendLoader(self.name, self.options)
+        scorer, plan = await asyncio.to_thread(loader.load)
+        self._fallback_reason = loader.fallback_reason
         self._use(scorer)
         if plan is not None:
             from detectors.toxicity._background import BackgroundFetch
 
             self._fetch = BackgroundFetch(
-                plan, self._load_detoxify, self._switch, self._fetch_failed
+                plan, loader.load_detoxify, self._switch, self._fetch_failed
             )
             self._fetch.start()
 
-    def _use(self, scorer: _Scorer) -> None:
+    def _use(self, scorer: Scorer) -> None:
         base = {"backend": scorer.backend, "checkpoint": scorer.checkpoint}
         self._meta = (
             MappingProxyType({**base, "truncated": False}),
@@ -164,136 +116,7 @@ class ToxicityDetector:
         )
         self._scorer = scorer
 
-    def _load(self) -> tuple[_Scorer, FetchPlan | None]:
-        opts = self.options
-        if opts.backend in ("profanity", "bilstm"):
-            return self._load_offline(opts.backend, reason=None), None
-        if opts.model_dir is not None:
-            folder_path = Path(opts.model_dir).expanduser()
-            if not folder_path.exists():
-                raise DetectorStartError(
-                    f"toxicity option model_dir={opts.model_dir!r}: folder does not exist"
-                )
-        else:
-            folder_path = self._default_folder()
-            if not folder_path.exists():
-                if opts.backend == "detoxify":
-                    raise DetectorStartError(
-                        "toxicity option backend='detoxify' needs a model folder, but "
-                        f"model_dir is unset and {folder_path} does not exist; set model_dir "
-                        "(or models_root), or write the folder with "
-                        f"`railwatch models pull detoxify --checkpoint {opts.checkpoint}`"
-                    )
-                return self._offline_with_fetch(folder_path)
-        folder = read_model_folder(folder_path)
-        if "checkpoint" in opts.model_fields_set and folder.checkpoint != opts.checkpoint:
-            raise DetectorStartError(
-                f"toxicity option checkpoint={opts.checkpoint!r}, but model folder "
-                f"{folder.path} holds {folder.checkpoint!r}"
-            )
-        missing = _torch_stack_missing()
-        if missing is not None:
-            if opts.backend == "detoxify":
-                raise DetectorStartError(
-                    f"toxicity backend 'detoxify' needs torch and transformers "
-                    f"(pip install 'railwatch[models]'): {missing}"
-                )
-            return self._load_offline(opts.fallback, reason=missing), None
-        return self._load_detoxify(folder), None
-
-    def _offline_with_fetch(self, folder_path: Path) -> tuple[_Scorer, FetchPlan | None]:
-        """``auto`` without a folder: the fallback now, and a fetch plan when allowed."""
-        opts = self.options
-        reason = f"no Detoxify model folder at {folder_path}"
-        forbidden = downloads_forbidden(opts.download) or _torch_stack_missing()
-        if forbidden is not None:
-            return self._load_offline(
-                opts.fallback, reason=f"{reason}, and it will not be fetched: {forbidden}"
-            ), None
-        scorer = self._load_offline(opts.fallback, reason=None)
-        self._fallback_reason = f"{reason}; fetching Detoxify {opts.checkpoint!r} in the background"
-        log.info(
-            "toxicity detector %r: running on %s while Detoxify %r is fetched into %s "
-            "(at most %g s; download: false or HF_HUB_OFFLINE=1 to forbid)",
-            self.name,
-            scorer.backend,
-            opts.checkpoint,
-            folder_path,
-            opts.download_timeout_s,
-        )
-        plan = FetchPlan.for_checkpoint(
-            opts.checkpoint,
-            folder_path,
-            checkpoint_url=opts.checkpoint_url,
-            base_url=opts.base_url,
-            connect_timeout_s=opts.connect_timeout_s,
-            total_timeout_s=opts.download_timeout_s,
-        )
-        return scorer, plan
-
-    def _load_detoxify(self, folder: ModelFolder) -> _Scorer:
-        from detectors.toxicity._bilstm import restore_torch_threads
-        from detectors.toxicity._transformer import TransformerScorer
-
-        opts = self.options
-        restore_torch_threads()
-        scorer = TransformerScorer.load(
-            folder,
-            device=opts.device,
-            dtype=opts.dtype,
-            max_length=opts.max_length,
-            batch_size=opts.batch_size,
-            max_windows=opts.max_windows,
-        )
-        log.info(
-            "toxicity detector %r: backend detoxify, checkpoint %s from %s on %s (%s), "
-            "%d labels, max_length %d x %d windows, batch %d",
-            self.name,
-            scorer.checkpoint,
-            folder.path,
-            scorer.device,
-            scorer.dtype,
-            len(scorer.labels),
-            opts.max_length,
-            opts.max_windows,
-            opts.batch_size,
-        )
-        return scorer
-
-    def _load_offline(self, kind: str, *, reason: str | None) -> _Scorer:
-        """Load ``bilstm`` or ``profanity``; a fallback BiLSTM that cannot load becomes profanity."""
-        scorer: _Scorer
-        if kind == "bilstm":
-            from detectors.toxicity._bilstm import BiLstmScorer
-
-            try:
-                scorer = BiLstmScorer.load()
-            except DetectorStartError as exc:
-                if reason is None and self.options.backend == "bilstm":
-                    raise
-                reason = f"{reason or 'fallback bilstm'}; bilstm unavailable ({exc})"
-                kind = "profanity"
-        if kind == "profanity":
-            from detectors.toxicity._profanity import ProfanityScorer
-
-            scorer = ProfanityScorer.load()
-        if reason is None:
-            log.info("toxicity detector %r: backend %s", self.name, kind)
-        else:
-            self._fallback_reason = reason
-            self._banner(kind, reason)
-        return scorer
-
-    def _banner(self, kind: str, reason: str) -> None:
-        log.warning(
-            "*** toxicity detector %r runs on the FALLBACK backend %s, not Detoxify: %s. "
-            "For Detoxify: allow the download, or `railwatch models pull detoxify` ***",
-            self.name,
-            kind,
-            reason,
-        )
-
-    def _switch(self, scorer: _Scorer) -> None:
+    def _switch(self, scorer: Scorer) -> None:
         """Called from the fetch thread when Detoxify is loaded: use it from now on."""
         if self._scorer is None:  # closed meanwhile
             scorer.close()
@@ -307,7 +130,8 @@ class ToxicityDetector:
         scorer = self._scorer
         kind = scorer.backend if scorer is not None else self.options.fallback
         self._fallback_reason = f"fetching Detoxify failed ({code}): {message}"
-        self._banner(kind, self._fallback_reason)
+        if self._loader is not None:
+            self._loader.banner(kind, self._fallback_reason)
 
     async def close(self) -> None:
         """Stop a fetch in progress and release the model. Never raises."""
@@ -388,13 +212,3 @@ class ToxicityDetector:
         if self._fetch is not None:
             state["fetch"] = self._fetch.state()
         return state
-
-
-def _torch_stack_missing() -> str | None:
-    """Why torch/transformers cannot be used here (text-free), or None."""
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        return f"torch/transformers not installed ({exc})"
-    return None
