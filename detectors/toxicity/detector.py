@@ -109,11 +109,8 @@ class ToxicityDetector:
             self._fetch.start()
 
     def _use(self, scorer: Scorer) -> None:
-        base = {"backend": scorer.backend, "checkpoint": scorer.checkpoint}
-        self._meta = (
-            MappingProxyType({**base, "truncated": False}),
-            MappingProxyType({**base, "truncated": True}),
-        )
+        """Make ``scorer`` current: metadata first, so a reader never pairs new with old."""
+        self._meta = _meta_for(scorer)
         self._scorer = scorer
 
     def _switch(self, scorer: Scorer) -> None:
@@ -169,6 +166,8 @@ class ToxicityDetector:
             return []
         scores, truncated = scorer.score(texts)
         name, labels, meta = self.name, scorer.labels, self._meta
+        if meta[0].get("backend") != scorer.backend:  # switched while this call ran
+            meta = _meta_for(scorer)
         results: list[list[Finding]] = []
         for text, row, cut in zip(texts, scores.tolist(), truncated.tolist(), strict=True):
             end, md = len(text), meta[cut]
@@ -212,3 +211,12 @@ class ToxicityDetector:
         if self._fetch is not None:
             state["fetch"] = self._fetch.state()
         return state
+
+
+def _meta_for(scorer: Scorer) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """Finding metadata of ``scorer``: ``(not truncated, truncated)``."""
+    base = {"backend": scorer.backend, "checkpoint": scorer.checkpoint}
+    return (
+        MappingProxyType({**base, "truncated": False}),
+        MappingProxyType({**base, "truncated": True}),
+    )
