@@ -9,6 +9,7 @@ loading) and raises :class:`DetectorStartError`; the warning banner is logged he
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,7 +171,8 @@ class BackendLoader:
     def banner(self, kind: str, reason: str) -> None:
         log.warning(
             "*** toxicity detector %r runs on the FALLBACK backend %s, not Detoxify: %s. "
-            "For Detoxify: allow the download, or `railwatch models pull detoxify` ***",
+            "Detoxify needs its model folder: allow the one-time download, or write the "
+            "folder with `railwatch models pull detoxify` ***",
             self.name,
             kind,
             reason,
@@ -178,10 +180,8 @@ class BackendLoader:
 
 
 def torch_stack_missing() -> str | None:
-    """Why torch/transformers cannot be used here (text-free), or None."""
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        return f"torch/transformers not installed ({exc})"
+    """Why torch/transformers cannot be used here (text-free), or None. Imports nothing."""
+    for module in ("torch", "transformers"):
+        if importlib.util.find_spec(module) is None:
+            return f"torch/transformers not installed ({module} cannot be imported)"
     return None
