@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,12 @@ def main() -> None:
                     texts = make_texts(n_texts, args.tokens, scorer._tokenizer)
                 if args.compile:
                     scorer._model = torch.compile(scorer._model, dynamic=True)
-                ceiling = model_only(det, batch, args.tokens, args.seconds)
+                # in a worker thread, like the runner's forward passes (on a busy CPU the
+                # main thread's OpenMP team alone ran 4x slower here)
+                with ThreadPoolExecutor(1) as pool:
+                    ceiling = pool.submit(
+                        model_only, det, batch, args.tokens, args.seconds
+                    ).result()
                 stats = asyncio.run(  # closes the detector when done
                     through_runner(det, texts, batch, conc, args.clients or 4 * batch)
                 )
