@@ -4,6 +4,8 @@ Backends measured side by side in one run, each next to a baseline doing the sam
 work the plain way, because these machines are shared and noisy:
 
 - ``profanity`` vs ``profanity_check.predict_prob`` (the package's own entry point);
+- ``bilstm`` (the torch port of ``toxic-comment-classifier``; its own entry point needs
+  TensorFlow, so no baseline);
 - ``detoxify`` (our scorer: one fast-tokenizer call, windows sorted by length, per-batch
   padding) vs the ``Detoxify.predict`` recipe (tokenizer ``__call__`` with
   ``padding=True, truncation=True``, one forward pass per call, sigmoid).
@@ -46,7 +48,15 @@ sys.path.insert(0, str(REPO))
 
 from detectors.toxicity import ToxicityDetector
 
-DATA = REPO / ".." / "shared" / "benchdata" / "hatecheck_test_suite_cases.csv"
+DATA = (
+    next(
+        (p for p in (REPO / "..", REPO / ".." / "..") if (p / "shared" / "benchdata").is_dir()),
+        REPO / "..",
+    )
+    / "shared"
+    / "benchdata"
+    / "hatecheck_test_suite_cases.csv"
+)  # main checkout or a worktree
 SIZES = {
     "tiny": {
         "hidden_size": 32,
@@ -193,6 +203,8 @@ def main() -> None:
         "--long", action="store_true", help="~200-token texts instead of short ones"
     )
     parser.add_argument("--skip-profanity", action="store_true")
+    parser.add_argument("--skip-bilstm", action="store_true")
+    parser.add_argument("--skip-detoxify", action="store_true")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(
         "--threads",
@@ -220,7 +232,23 @@ def main() -> None:
             fns.append(("  baseline predict_prob", profanity_check.predict_prob))
         for b in batches:
             rows.extend(measure(fns, texts, b, args.seconds))
+    if not args.skip_bilstm:
+        det = ToxicityDetector(ToxicityDetector.Options(backend="bilstm"))
+        asyncio.run(det.start())
+        for b in batches:
+            rows.extend(measure([("bilstm", det.detect_sync)], texts, b, args.seconds))
+    state: dict[str, Any] = {"device": "-", "dtype": "-"}
+    if not args.skip_detoxify:
+        state = measure_detoxify(args, texts, batches, rows)
+    print_table(args, state, rows)
 
+
+def measure_detoxify(
+    args: argparse.Namespace,
+    texts: list[str],
+    batches: list[int],
+    rows: list[tuple[str, int, dict[str, float]]],
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="railwatch-bench-") as tmp:
         folder = (
             Path(args.model_dir) if args.model_dir else build_random_folder(args.random, Path(tmp))
@@ -239,7 +267,7 @@ def main() -> None:
         )
         asyncio.run(det.start())
         state = det.state()
-        fns = [(label, det.detect_sync)]
+        fns: list[tuple[str, Callable[[Sequence[str]], Any]]] = [(label, det.detect_sync)]
         if not args.no_baseline:
             fns.append(
                 (
@@ -249,7 +277,12 @@ def main() -> None:
             )
         for b in batches:
             rows.extend(measure(fns, texts, b, args.seconds))
+    return state
 
+
+def print_table(
+    args: argparse.Namespace, state: dict[str, Any], rows: list[tuple[str, int, dict[str, float]]]
+) -> None:
     import torch
 
     print(

@@ -1,4 +1,4 @@
-"""Toxicity detector quality on HateCheck, per functionality, for each available backend.
+"""Toxicity detector quality on HateCheck per functionality, and on our own cases, per backend.
 
 HateCheck (Röttger et al., ACL 2021, CC BY 4.0): 3,728 functional test cases in 29
 functionalities, each case gold-labelled ``hateful`` or ``non-hateful``. A case counts
@@ -6,9 +6,14 @@ as predicted hateful when the chosen label's score (``--label``; ``any`` = the h
 of all labels) is at least ``--threshold``. The detector applies no threshold itself;
 this script plays the policy.
 
+Our own cases (``bench/data/toxicity_cases.jsonl``, 61 texts written for this script,
+not used to choose anything in the detectors): clear toxic and clear benign texts, and
+the hard kinds: quoting or reporting an insult, negation, identity attacks and threats
+without swear words, leetspeak and masked profanity. Accuracy per category.
+
 Usage (from the repository root)::
 
-    .venv/bin/python bench/toxicity_quality.py                        # profanity backend
+    .venv/bin/python bench/toxicity_quality.py                        # bilstm and profanity
     .venv/bin/python bench/toxicity_quality.py --model-dir DIR        # + Detoxify folder
     .venv/bin/python bench/toxicity_quality.py --threshold 0.3 --label any
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import sys
 import time
 from collections import defaultdict
@@ -32,7 +38,16 @@ sys.path.insert(0, str(REPO))
 
 from detectors.toxicity import ToxicityDetector
 
-DEFAULT_DATA = REPO / ".." / "shared" / "benchdata" / "hatecheck_test_suite_cases.csv"
+DEFAULT_DATA = (
+    next(
+        (p for p in (REPO / "..", REPO / ".." / "..") if (p / "shared" / "benchdata").is_dir()),
+        REPO / "..",
+    )
+    / "shared"
+    / "benchdata"
+    / "hatecheck_test_suite_cases.csv"
+)  # main checkout or a worktree
+OWN_CASES = REPO / "bench" / "data" / "toxicity_cases.jsonl"
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,28 @@ class Case:
     functionality: str
     text: str
     hateful: bool
+
+
+def load_own_cases(path: Path) -> list[Case]:
+    with path.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [Case(r["category"], r["text"], bool(r["toxic"])) for r in rows]
+
+
+def report_own(cases: list[Case], preds: list[bool]) -> None:
+    by_cat: dict[str, list[bool]] = defaultdict(list)
+    for case, pred in zip(cases, preds, strict=True):
+        by_cat[f"{case.functionality} ({'toxic' if case.hateful else 'benign'})"].append(
+            case.hateful == pred
+        )
+    print(f"\nown cases: {sum(map(sum, by_cat.values()))}/{len(cases)} right")
+    print(f"| {'category':<28} |   n | accuracy |")
+    print(f"| {'-' * 28} | --: | -------: |")
+    for cat, right in by_cat.items():
+        print(f"| {cat:<28} | {len(right):>3} | {sum(right) / len(right):>8.1%} |")
+    clear = [ok for cat, rs in by_cat.items() if cat.startswith("clear") for ok in rs]
+    hard = [ok for cat, rs in by_cat.items() if not cat.startswith("clear") for ok in rs]
+    print(f"clear {sum(clear) / len(clear):.2f}, hard {sum(hard) / len(hard):.2f}")
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -105,10 +142,14 @@ def main() -> None:
     args = parser.parse_args()
 
     cases = load_cases(args.data.resolve())
+    own = load_own_cases(OWN_CASES)
     if args.limit:
         cases = cases[: args.limit]
     print(f"HateCheck: {args.data.resolve()}  threshold {args.threshold}  label {args.label}")
-    configs = [ToxicityDetector.Options(backend="profanity")]
+    configs = [
+        ToxicityDetector.Options(backend="bilstm"),
+        ToxicityDetector.Options(backend="profanity"),
+    ]
     if args.model_dir:
         configs.append(
             ToxicityDetector.Options(
@@ -126,6 +167,7 @@ def main() -> None:
         report(
             f"{state['backend']} ({state['checkpoint']}, {state['device']})", cases, preds, seconds
         )
+        report_own(own, predict(det, own, label, args.threshold, args.batch)[0])
         asyncio.run(det.close())
 
 

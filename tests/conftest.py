@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# No test may download model weights: the toxicity detector's `backend: auto` would
+# otherwise start fetching Detoxify (tests/detectors/toxicity/test_toxicity_fetch.py
+# lifts this for its loopback server).
+os.environ.setdefault("RAILWATCH_MODEL_DOWNLOADS", "0")
+
 from clickhouse_connect.driver.client import Client
 
 from tests.helpers.servers import LoopThread, RunningSidecar, sidecar_settings, start_sidecar_async

@@ -15,7 +15,10 @@ Inference (``score``):
   is flagged ``truncated``;
 - sorts the windows by token count and runs them ``batch_size`` at a time, each batch
   padded only to its own longest window (a multiple of 8 on CUDA), so padding stays
-  small; results are gathered on the device and copied back once.
+  small; ids and mask travel in one pinned host buffer per batch on CUDA (an
+  asynchronous copy, so building the next batch overlaps the GPU's work); results are
+  gathered on the device and copied back once. Tokenisation runs outside the lock, so
+  with the runner's ``concurrency: 2`` one thread tokenises while the other's batch runs.
 
 It blocks (CPU or GPU work) and is thread-safe: forward passes are serialized by a lock.
 """
@@ -97,6 +100,7 @@ class TransformerScorer:
     """A loaded Detoxify-style classifier; see the module docstring for how it scores."""
 
     backend = "detoxify"
+    inline_chars = 0  # never on the event loop
 
     def __init__(
         self,
@@ -275,7 +279,8 @@ class TransformerScorer:
         import torch
 
         order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
-        multiple = 8 if self.device.startswith("cuda") else 1
+        on_cuda = self.device.startswith("cuda")
+        multiple = 8 if on_cuda else 1
         num_labels = len(self.labels)
         parts: list[torch.Tensor] = []
         with self._lock, torch.inference_mode():
@@ -283,16 +288,19 @@ class TransformerScorer:
                 chunk = order[start : start + self.batch_size]
                 longest = len(windows[chunk[-1]])
                 width = -(-longest // multiple) * multiple
-                ids = np.full((len(chunk), width), self._pad_id, dtype=np.int64)
-                mask = np.zeros((len(chunk), width), dtype=np.int64)
+                # On CUDA the host buffers are pinned (torch caches pinned blocks), so the
+                # copies below are truly asynchronous: the next batch is built on the CPU
+                # while this one runs on the GPU.
+                host = torch.empty((2, len(chunk), width), dtype=torch.int64, pin_memory=on_cuda)
+                buf = host.numpy()
+                buf[0].fill(self._pad_id)
+                buf[1].fill(0)
                 for row, k in enumerate(chunk):
                     seq = windows[k]
-                    ids[row, : len(seq)] = seq
-                    mask[row, : len(seq)] = 1
-                logits = self._model(
-                    input_ids=torch.from_numpy(ids).to(self.device, non_blocking=True),
-                    attention_mask=torch.from_numpy(mask).to(self.device, non_blocking=True),
-                ).logits
+                    buf[0, row, : len(seq)] = seq
+                    buf[1, row, : len(seq)] = 1
+                both = host.to(self.device, non_blocking=True)
+                logits = self._model(input_ids=both[0], attention_mask=both[1]).logits
                 parts.append(torch.sigmoid(logits[:, :num_labels].float()))
             sorted_probs = torch.cat(parts).cpu().numpy()
         probs = np.empty_like(sorted_probs)

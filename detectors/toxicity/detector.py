@@ -1,21 +1,36 @@
-"""``ToxicityDetector``: Detoxify scores per label, or a profanity fallback.
+"""``ToxicityDetector``: Detoxify scores per label, or an offline fallback.
 
-Backends, chosen once in :meth:`ToxicityDetector.start`:
+Backends, chosen in :meth:`ToxicityDetector.start`:
 
 - ``detoxify``: a Detoxify checkpoint (``original``, ``unbiased``, ``multilingual``) from
   a self-contained model folder (:mod:`detectors.toxicity.folder`), batched, on CUDA in
   half precision when present, else CPU. Labels are Detoxify's (6 for ``original``,
   7 with ``sexual_explicit`` for the others, read from the folder).
-- ``profanity``: alt-profanity-check's linear model (CPU, offline, tens of thousands of
-  texts/s); one label, ``toxicity``, meaning "contains offensive/profane language"
-  (see :mod:`detectors.toxicity._profanity` for what it does and does not catch).
+- ``bilstm``: the Jigsaw-trained BiLSTM shipped in ``toxic-comment-classifier``, ported
+  to torch (:mod:`detectors.toxicity._bilstm`): CPU, offline, Detoxify ``original``'s
+  six labels; a little better than ``profanity`` on HateCheck, 7-20x its CPU.
+- ``profanity``: alt-profanity-check's linear model (CPU, offline, the cheapest, the
+  default fallback); one label, ``toxicity``, meaning "contains offensive/profane
+  language" (see :mod:`detectors.toxicity._profanity` for what it does and does not catch).
 
 ``backend: auto`` uses Detoxify when a folder is configured (``model_dir``) or found at
-``<models_root>/detoxify-<checkpoint>``, and otherwise falls back to ``profanity``,
-saying so in the log (warning), in :meth:`state` (``fallback_reason``) and in
-:attr:`backend`. It also falls back when a folder is there but torch/transformers are
-not installed. A folder that is there but damaged, or an explicit ``model_dir`` that does
-not exist, is an error, not a reason to fall back. ``backend: detoxify`` never falls back.
+``<models_root>/detoxify-<checkpoint>``. Without one it starts at once on the fallback
+(``fallback``: ``profanity``, or ``bilstm``, which becomes ``profanity`` when its package
+is missing) and, unless downloads are forbidden (option ``download: false``,
+``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``, ``RAILWATCH_MODEL_DOWNLOADS=0``) or torch and
+transformers are missing, fetches Detoxify's weights once in the background
+(:mod:`detectors.toxicity.fetch`, bounded by ``download_timeout_s``) and switches to
+``detoxify`` when they are loaded. Start-up never waits on the network. When the fetch
+is impossible or fails, a warning line says so and why; :meth:`state` carries
+``fallback_reason`` and ``fetch``, and :attr:`backend` (the metric label) the fallback's
+name. A folder that is there but damaged, or an explicit ``model_dir`` that does not
+exist, is an error, not a reason to fall back. ``backend: detoxify`` never falls back.
+
+Cheap backends run small batches inline: ``detect`` scores a batch of at most
+``inline_chars`` characters directly in the caller (under a millisecond of CPU,
+measured in ``bench/bench_detectors_toxicity.py``), and larger ones in a worker thread.
+The detector is ``blocking`` (always a worker thread, run by the runner) only when it
+will start on Detoxify.
 
 Findings: one per label per text, spanning the whole text, with the score; no
 thresholds (the policy holds them). Metadata: ``backend``, ``checkpoint`` and
@@ -29,75 +44,51 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
-
-import numpy as np
-import pydantic
+from typing import Any
 
 from detectors.base import Finding, TextContext
-from detectors.errors import DetectorStartError, DetectorUnavailableError
-from detectors.toxicity.folder import default_model_dir, read_model_folder
+from detectors.errors import DetectorUnavailableError
+from detectors.toxicity.backends import BackendLoader, Scorer
+from detectors.toxicity.folder import default_model_dir
+from detectors.toxicity.options import ToxicityOptions
 
 log = logging.getLogger(__name__)
 
 
-class _Scorer(Protocol):
-    backend: str  # "detoxify" | "profanity"
-    labels: tuple[str, ...]
-    checkpoint: str
-    device: str
-    dtype: str
-
-    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def close(self) -> None: ...
-
-
 class ToxicityDetector:
-    """Whole-text toxicity scores per Detoxify label (see the module docstring).
+    """Whole-text toxicity scores per label (see the module docstring).
 
-    ``__init__`` only stores options; ``start`` loads (seconds, blocking work done in a
-    thread) and may raise :class:`DetectorStartError`; ``detect_sync`` blocks (the
-    runner calls it in a worker thread); ``close`` never raises.
+    ``__init__`` only stores options; ``start`` loads (a second for the offline
+    backends, seconds for Detoxify; blocking work done in a thread) and may raise
+    :class:`DetectorStartError`; ``detect_sync`` blocks; ``detect`` blocks the loop only
+    for batches under ``inline_chars``; ``close`` never raises.
     """
 
     name = "toxicity"
     blocking = True
 
-    class Options(pydantic.BaseModel):
-        """Policy options of the toxicity detector."""
+    Options = ToxicityOptions
 
-        model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-        backend: Literal["auto", "detoxify", "profanity"] = "auto"
-        """``auto``: Detoxify if a folder is there, else profanity; ``detoxify``: required."""
-        model_dir: str | None = None
-        """A folder written by ``railwatch models pull detoxify``; overrides the lookup."""
-        checkpoint: Literal["original", "unbiased", "multilingual"] = "original"
-        """Finds ``<models_root>/detoxify-<checkpoint>`` when ``model_dir`` is unset."""
-        models_root: str | None = None
-        """Default ``$RAILWATCH_MODELS_DIR``, else ``~/.cache/railwatch/models``."""
-        device: str = "auto"
-        """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:N``."""
-        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-        """``auto``: float16 on CUDA, float32 on CPU."""
-        max_length: int = pydantic.Field(default=256, ge=8, le=8192)
-        """Tokens per window (special tokens included)."""
-        max_windows: int = pydantic.Field(default=4, ge=1, le=64)
-        """Windows of ``max_length`` tokens scored per long text (1 = truncate)."""
-        batch_size: int = pydantic.Field(default=64, ge=1, le=4096)
-        """Windows per forward pass."""
-
-    def __init__(self, options: Options | None = None, *, name: str | None = None) -> None:
-        self.options = options if options is not None else self.Options()
+    def __init__(self, options: ToxicityOptions | None = None, *, name: str | None = None) -> None:
+        self.options = options if options is not None else ToxicityOptions()
         if name is not None:
             self.name = name
-        self._scorer: _Scorer | None = None
+        opts = self.options
+        self.blocking = opts.backend == "detoxify" or (
+            opts.backend == "auto"
+            and (opts.model_dir is not None or self._default_folder().exists())
+        )
+        self._scorer: Scorer | None = None
         self._fallback_reason: str | None = None
+        self._loader: BackendLoader | None = None
+        self._fetch: Any = None  # BackgroundFetch while or after fetching
         self._meta: tuple[Mapping[str, Any], Mapping[str, Any]] = (
             MappingProxyType({}),
             MappingProxyType({}),
         )
+
+    def _default_folder(self) -> Path:
+        return default_model_dir(self.options.checkpoint, self.options.models_root)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -105,97 +96,45 @@ class ToxicityDetector:
         """Choose and load the backend. Raises :class:`DetectorStartError`."""
         if self._scorer is not None:
             return
-        scorer = await asyncio.to_thread(self._load)
+        loader = self._loader = BackendLoader(self.name, self.options)
+        scorer, plan = await asyncio.to_thread(loader.load)
+        self._fallback_reason = loader.fallback_reason
+        self._use(scorer)
+        if plan is not None:
+            from detectors.toxicity._background import BackgroundFetch
+
+            self._fetch = BackgroundFetch(
+                plan, loader.load_detoxify, self._switch, self._fetch_failed
+            )
+            self._fetch.start()
+
+    def _use(self, scorer: Scorer) -> None:
+        """Make ``scorer`` current: metadata first, so a reader never pairs new with old."""
+        self._meta = _meta_for(scorer)
         self._scorer = scorer
-        base = {"backend": self.backend, "checkpoint": scorer.checkpoint}
-        self._meta = (
-            MappingProxyType({**base, "truncated": False}),
-            MappingProxyType({**base, "truncated": True}),
-        )
 
-    def _load(self) -> _Scorer:
-        opts = self.options
-        if opts.backend == "profanity":
-            return self._load_profanity(reason=None)
-        if opts.model_dir is not None:
-            folder_path = Path(opts.model_dir).expanduser()
-            if not folder_path.exists():
-                raise DetectorStartError(
-                    f"toxicity option model_dir={opts.model_dir!r}: folder does not exist"
-                )
-        else:
-            folder_path = default_model_dir(opts.checkpoint, opts.models_root)
-            if not folder_path.exists():
-                if opts.backend == "detoxify":
-                    raise DetectorStartError(
-                        "toxicity option backend='detoxify' needs a model folder, but "
-                        f"model_dir is unset and {folder_path} does not exist; set model_dir "
-                        "(or models_root), or write the folder with "
-                        f"`railwatch models pull detoxify --checkpoint {opts.checkpoint}`"
-                    )
-                return self._load_profanity(
-                    reason=f"no Detoxify model folder at {folder_path} and no model_dir set"
-                )
-        folder = read_model_folder(folder_path)
-        if "checkpoint" in opts.model_fields_set and folder.checkpoint != opts.checkpoint:
-            raise DetectorStartError(
-                f"toxicity option checkpoint={opts.checkpoint!r}, but model folder "
-                f"{folder.path} holds {folder.checkpoint!r}"
-            )
-        try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-        except ImportError as exc:
-            if opts.backend == "detoxify":
-                raise DetectorStartError(
-                    f"toxicity backend 'detoxify' needs torch and transformers "
-                    f"(pip install 'railwatch[models]'): {exc}"
-                ) from exc
-            return self._load_profanity(reason=f"torch/transformers not installed ({exc})")
-        from detectors.toxicity._transformer import TransformerScorer
+    def _switch(self, scorer: Scorer) -> None:
+        """Called from the fetch thread when Detoxify is loaded: use it from now on."""
+        if self._scorer is None:  # closed meanwhile
+            scorer.close()
+            return
+        old = self._scorer
+        self._use(scorer)
+        self._fallback_reason = None
+        log.info("toxicity detector %r: switched from %s to detoxify", self.name, old.backend)
 
-        scorer = TransformerScorer.load(
-            folder,
-            device=opts.device,
-            dtype=opts.dtype,
-            max_length=opts.max_length,
-            batch_size=opts.batch_size,
-            max_windows=opts.max_windows,
-        )
-        log.info(
-            "toxicity detector %r: backend detoxify, checkpoint %s from %s on %s (%s), "
-            "%d labels, max_length %d x %d windows, batch %d",
-            self.name,
-            scorer.checkpoint,
-            folder.path,
-            scorer.device,
-            scorer.dtype,
-            len(scorer.labels),
-            opts.max_length,
-            opts.max_windows,
-            opts.batch_size,
-        )
-        return scorer
-
-    def _load_profanity(self, *, reason: str | None) -> _Scorer:
-        from detectors.toxicity._profanity import ProfanityScorer
-
-        scorer = ProfanityScorer.load()
-        self._fallback_reason = reason
-        if reason is None:
-            log.info("toxicity detector %r: backend profanity (configured)", self.name)
-        else:
-            log.warning(
-                "toxicity detector %r: falling back to backend profanity "
-                "(offensive-language score under label 'toxicity' only): %s",
-                self.name,
-                reason,
-            )
-        return scorer
+    def _fetch_failed(self, code: str, message: str) -> None:
+        scorer = self._scorer
+        kind = scorer.backend if scorer is not None else self.options.fallback
+        self._fallback_reason = f"fetching Detoxify failed ({code}): {message}"
+        if self._loader is not None:
+            self._loader.banner(kind, self._fallback_reason)
 
     async def close(self) -> None:
-        """Release the model. Never raises."""
+        """Stop a fetch in progress and release the model. Never raises."""
         scorer, self._scorer = self._scorer, None
+        if self._fetch is not None:
+            await asyncio.to_thread(self._fetch.stop)
         if scorer is not None:
             try:
                 scorer.close()
@@ -207,7 +146,13 @@ class ToxicityDetector:
     async def detect(
         self, texts: Sequence[str], contexts: Sequence[TextContext] | None = None
     ) -> list[list[Finding]]:
-        """Run :meth:`detect_sync` in a worker thread."""
+        """Score inline when the batch is under ``inline_chars``, else in a worker thread."""
+        scorer = self._scorer
+        if scorer is not None:
+            limit = self.options.inline_chars
+            limit = scorer.inline_chars if limit is None else limit
+            if limit and sum(len(text) for text in texts) <= limit:
+                return self.detect_sync(texts, contexts)
         return await asyncio.to_thread(self.detect_sync, texts, contexts)
 
     def detect_sync(
@@ -221,6 +166,8 @@ class ToxicityDetector:
             return []
         scores, truncated = scorer.score(texts)
         name, labels, meta = self.name, scorer.labels, self._meta
+        if meta[0].get("backend") != scorer.backend:  # switched while this call ran
+            meta = _meta_for(scorer)
         results: list[list[Finding]] = []
         for text, row, cut in zip(texts, scores.tolist(), truncated.tolist(), strict=True):
             end, md = len(text), meta[cut]
@@ -236,7 +183,7 @@ class ToxicityDetector:
 
     @property
     def backend(self) -> str:
-        """``"detoxify"`` or ``"profanity"``; raises :class:`DetectorUnavailableError` before start."""
+        """``"detoxify"``, ``"bilstm"`` or ``"profanity"``; raises :class:`DetectorUnavailableError` before start."""
         scorer = self._scorer
         if scorer is None:
             raise DetectorUnavailableError(f"toxicity detector {self.name!r} is not started")
@@ -261,4 +208,15 @@ class ToxicityDetector:
         }
         if self._fallback_reason is not None:
             state["fallback_reason"] = self._fallback_reason
+        if self._fetch is not None:
+            state["fetch"] = self._fetch.state()
         return state
+
+
+def _meta_for(scorer: Scorer) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """Finding metadata of ``scorer``: ``(not truncated, truncated)``."""
+    base = {"backend": scorer.backend, "checkpoint": scorer.checkpoint}
+    return (
+        MappingProxyType({**base, "truncated": False}),
+        MappingProxyType({**base, "truncated": True}),
+    )

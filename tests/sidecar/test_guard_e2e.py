@@ -150,9 +150,11 @@ def test_refusal_mode_and_policy_file(tmp_path: Path, start_sidecar: Any, demo_u
 def test_fail_closed_detector_blocks(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
-        "detectors:\n  tox: {kind: toxicity, options: {backend: profanity},"
+        # inline_chars: 0 sends every batch to a thread, where a timeout can fire (a small
+        # batch scored on the loop takes under a millisecond and cannot be interrupted)
+        "detectors:\n  tox: {kind: toxicity, options: {backend: profanity, inline_chars: 0},"
         " run: {timeout_s: 0.000000001, on_error: fail_closed}}\n"
-        "  tox_open: {kind: toxicity, options: {backend: profanity},"
+        "  tox_open: {kind: toxicity, options: {backend: profanity, inline_chars: 0},"
         " run: {timeout_s: 0.000000001, on_error: fail_open}}\n"
         "routes:\n  - name: closed\n    match: {models: [closed]}\n    input: [{detector: tox, action: flag}]\n"
         "  - name: open\n    match: {models: [open]}\n    input: [{detector: tox_open, action: flag}]\n"
