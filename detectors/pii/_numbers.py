@@ -32,6 +32,15 @@ from detectors.pii._checks import (
     ssn_valid,
 )
 from detectors.pii._match import RawMatch, Spans
+from detectors.pii._phone_rules import (
+    NOT_PHONE_WORDS,
+    VERSION_WORDS,
+    dotted_lookalike,
+    has_phone_context,
+    is_list_marker,
+    plausible_national,
+    street_follows,
+)
 from detectors.pii._phones import PhoneValidator
 
 __all__ = ["NumberScanner"]
@@ -69,21 +78,10 @@ _FILLERS = frozenset(
     {"number", "num", "nr", "no", "n", "is", "was", "are", "the", "a", "an", "my", "your",
      "our", "his", "her", "their", "of", "for", "with", "at"}
 )  # fmt: skip
-_VERSION_WORDS = frozenset(
-    {"version", "ver", "v", "release", "rel", "build", "rev", "revision", "firmware",
-     "fw", "kernel", "patch", "update", "section", "sec", "chapter", "ch", "figure",
-     "fig", "table", "step", "item", "clause", "article", "art", "rule", "paragraph",
-     "para", "par", "oid", "snmp", "rfc", "appendix", "part", "vers", "sdk", "api"}
-)  # fmt: skip
-_NOT_PHONE_WORDS = frozenset(
-    {"order", "orders", "invoice", "ticket", "ref", "reference", "tracking", "case",
-     "sku", "serial", "po", "id", "transaction", "txn", "confirmation", "booking",
-     "account", "acct", "isbn", "ean", "upc", "part", "model", "patent", "version",
-     "build", "batch", "lot", "item", "receipt", "claim", "policy", "shipment",
-     "parcel", "customer", "member", "license", "licence", "passport", "iban", "card"}
-)  # fmt: skip
-_PHONE_CONTEXT = ("phone", "tel", "call", "mobile", "cell", "fax", "whatsapp", "contact",
-                  "reach", "text me", "sms", "dial", "ring")  # fmt: skip
+_CARD_CONTEXT = re.compile(
+    r"(?<![a-z])(?:cards?|credit|debit|cc|visa|mastercard|amex|maestro|jcb|discover|diners|"
+    r"unionpay|pan)(?![a-z])"
+)
 _SSN_CONTEXT = ("ssn", "social security", "social sec", "ss#", "ss #")
 
 _Groups = list[tuple[int, int]]
@@ -104,17 +102,43 @@ def _context(text: str, start: int, words: Iterable[str], width: int = 40) -> bo
     return any(w in window for w in words)
 
 
-def _phone_score(text: str, start: int) -> float | None:
-    """Score of a phone number at ``start``, or None when its context says it is not one."""
-    if _prev_word(text, start) in _NOT_PHONE_WORDS or _HASH_BEFORE.search(
-        text, max(0, start - 3), start
-    ):
+def _phone_score(text: str, start: int, end: int, *, valid: bool = True) -> float | None:
+    """Score of a phone number at ``text[start:end]``, or None when it is not one.
+
+    ``valid``: python-phonenumbers accepted it. Without that, or when the number is
+    one bare digit string written nationally, a phone context word must be near
+    (see :mod:`._phone_rules`); a negative or version word just before rules it out.
+    """
+    word = _prev_word(text, start)
+    if word in NOT_PHONE_WORDS or word in VERSION_WORDS:
+        return None
+    if _HASH_BEFORE.search(text, max(0, start - 3), start):
         return None
     international = text[start] == "+" or text.startswith("00", start)
+    context = has_phone_context(text, start, end)
+    if not context and (not valid or (not international and text[start:end].isdigit())):
+        return None
+    if not international and street_follows(text, end):
+        return None  # a house number and more: "17031 2202 Rissik St"
+    if not valid:
+        return 0.6
     score = 0.85 if international else 0.7
-    if _context(text, start, _PHONE_CONTEXT):
+    if context:
         score += 0.1
     return round(score, 2)
+
+
+def _card_score(text: str, start: int, brand: str | None) -> float | None:
+    """Score of a Luhn-valid 12-19 digit number at ``start``, or None: not a card.
+
+    A card network's IIN range and length: 1.0 (0.85 for the smaller networks).
+    Outside every range, only with a card word just before it ("card", "cc",
+    "visa"...): 0.7 (test-card generators and regional networks use other ranges).
+    """
+    if brand is not None:
+        return 1.0 if brand in _MAJOR_CARDS else 0.85
+    window = text[max(0, start - 40) : start].lower()
+    return 0.7 if _CARD_CONTEXT.search(window) else None
 
 
 def _looks_reserved(values: list[str], seps: list[str]) -> bool:
@@ -223,10 +247,9 @@ class NumberScanner:
         """One group of 7+ digits: the common case, without the group machinery."""
         n = e - s
         digits = text[s:e]
-        if 12 <= n <= 19 and self._card:
-            brand = card_brand(digits)
-            if brand and luhn_valid(digits):
-                score = 1.0 if brand in _MAJOR_CARDS else 0.85
+        if 12 <= n <= 19 and self._card and luhn_valid(digits):
+            score = _card_score(text, s, card_brand(digits))
+            if score is not None:
                 out.append(RawMatch("CREDIT_CARD", s, e, score, "credit_card", True))
                 return
         if n == 8 and is_date([digits], []):
@@ -240,9 +263,16 @@ class NumberScanner:
         start = s - 1 if s and text[s - 1] == "+" else s
         if start == s and _EPOCH.fullmatch(digits):
             return  # a bare Unix time in seconds or ms (2001-2033), not a phone
-        phone_score = _phone_score(text, start)
-        if phone_score is not None and self._phones.check(text[start:e]):
-            out.append(RawMatch("PHONE_NUMBER", start, e, phone_score, "phone", True))
+        valid = self._phones.check(text[start:e])
+        if not valid:  # then only with a phone context word (see _phone_score)
+            if start < s:
+                if not self._phones.possible(text[start:e]):
+                    return
+            elif not (plausible_national([digits]) and self._phones.possible_national(digits)):
+                return
+        phone_score = _phone_score(text, start, e, valid=valid)
+        if phone_score is not None:
+            out.append(RawMatch("PHONE_NUMBER", start, e, phone_score, "phone", valid))
 
     def _groups(self, text: str, s: int, e: int, ext_end: int, out: list[RawMatch]) -> None:
         """A run of several digit groups."""
@@ -266,7 +296,7 @@ class NumberScanner:
         n_digits = e - s - sum(map(len, seps))
 
         if self._card and n_digits >= 12:
-            self._cards(groups, values, seps, used, out)
+            self._cards(text, groups, values, seps, used, out)
         if self._ip and ng >= 4 and "." in seps:
             self._ipv4s(text, groups, values, seps, used, out)
         if ng > _MAX_GROUPS:
@@ -291,10 +321,11 @@ class NumberScanner:
         if self._phone and n_digits >= 7:
             if _looks_reserved(values, seps):
                 return  # SSN- or card-shaped but invalid: a look-alike, not a phone
-            self._phones_in(text, groups, seps, used, ext_end, out)
+            self._phones_in(text, groups, values, seps, used, ext_end, out)
 
     def _cards(
         self,
+        text: str,
         groups: _Groups,
         values: list[str],
         seps: list[str],
@@ -314,14 +345,15 @@ class NumberScanner:
                 digits += values[j]
                 if len(digits) > 19:
                     break
-                if len(digits) >= 12 and card_brand(digits) and luhn_valid(digits):
-                    best = j
+                if len(digits) >= 12 and luhn_valid(digits):
+                    if _card_score(text, groups[k][0], card_brand(digits)) is not None:
+                        best = j
             if best < 0:
                 k += 1
                 continue
-            brand = card_brand("".join(values[k : best + 1]))
-            score = 1.0 if brand in _MAJOR_CARDS else 0.85
             start, end = groups[k][0], groups[best][1]
+            score = _card_score(text, start, card_brand("".join(values[k : best + 1])))
+            assert score is not None  # the same test accepted it above
             out.append(RawMatch("CREDIT_CARD", start, end, score, "credit_card", True))
             for j in range(k, best + 1):
                 used[j] = True
@@ -346,14 +378,14 @@ class NumberScanner:
             if not all(len(q) <= 3 and int(q) <= 255 and (q == "0" or q[0] != "0") for q in quad):
                 continue
             start = groups[k][0]
-            if _prev_word(text, start) in _VERSION_WORDS:
+            if _prev_word(text, start) in VERSION_WORDS:
                 continue
-            end = groups[k + 3][1]
+            # a "/24" prefix length is not reported (it is no personal data), but it
+            # is used up: no phone number is read out of "10.0.0.1/32 555 1234"
             cidr = k + 4 < ng and seps[k + 3] == "/" and len(values[k + 4]) <= 2
             if cidr and int(values[k + 4]) <= 32:
-                end = groups[k + 4][1]
                 used[k + 4] = True
-            out.append(RawMatch("IP_ADDRESS", start, end, 0.85, "ipv4", True))
+            out.append(RawMatch("IP_ADDRESS", start, groups[k + 3][1], 0.85, "ipv4", True))
             used[k] = used[k + 1] = used[k + 2] = used[k + 3] = True
 
     def _ssns(
@@ -389,53 +421,105 @@ class NumberScanner:
         self,
         text: str,
         groups: _Groups,
+        values: list[str],
         seps: list[str],
         used: list[bool],
         ext_end: int,
         out: list[RawMatch],
     ) -> None:
+        """Phone numbers among the free groups of one run, longest first per start."""
+        if dotted_lookalike(values, seps):
+            return  # a version string or an OID
         ng = len(groups)
+        if (
+            ng >= 2
+            and len(values[-1]) <= 2
+            and seps[-1] == " "
+            and is_list_marker(text, groups[-1][1])
+        ):
+            ng -= 1  # "... 901820 2. (030) 901821": the next item's marker
         k = 0
         while k < ng:
-            if used[k]:
-                k += 1
+            if used[k] or (k and seps[k - 1] == "."):
+                k += 1  # used, or inside a dotted chain
                 continue
             gs, ge = groups[k]
             if _EPOCH.fullmatch(text, gs, ge) and (gs == 0 or text[gs - 1] != "+"):
                 k += 1  # a bare Unix time in seconds or ms (2001-2033), not a phone
                 continue
-            # where a phone starting at group k may end: free groups, at most 17
-            # digits and 7 groups, and only where a space (or the run) ends
-            ends: list[int] = []
-            count = 0
-            last = k
-            while last < ng and not used[last] and last - k < _MAX_PHONE_GROUPS:
-                count += groups[last][1] - groups[last][0]
-                if count > 17:
-                    break
-                if last == ng - 1 or seps[last] == " " or used[last + 1]:
-                    ends.append(last)
-                last += 1
+            start = gs  # with a leading "+" or "("
+            while start > 0 and text[start - 1] in "+(" and (k == 0 or "(" in seps[k - 1]):
+                start -= 1
+            international = text[start:gs].endswith("+") or values[k].startswith("00")
+            ends = self._phone_ends(text, k, ng, values, seps, used, international)
             hit = None
             for j in reversed(ends):  # longest first
-                start, end = gs, groups[j][1]
-                if sum(b - a for a, b in groups[k : j + 1]) < 7:
-                    break
-                # include a leading "+" or "(" and a closing ")"
-                while start > 0 and text[start - 1] in "+(" and (k == 0 or "(" in seps[k - 1]):
-                    start -= 1
-                if end < len(text) and text[end] == ")" and "(" in text[start:end]:
-                    end += 1
-                if j == ng - 1 and ext_end > groups[j][1]:
-                    end = ext_end
+                end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
                 if self._phones.check(text[start:end]):
-                    hit = (start, end, j)
+                    hit = (end, j, True)
                     break
+            if hit is None and ends and not international:
+                # not valid in any default region: a national number of a phone's
+                # shape still counts where a context word says it is one
+                j = ends[-1]
+                if plausible_national(values[k : j + 1]) and self._phones.possible_national(
+                    text[gs : groups[j][1]]
+                ):
+                    end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
+                    hit = (end, j, False)
+            if hit is None and ends and international:
+                j = ends[-1]
+                end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
+                if self._phones.possible(text[start:end]):
+                    hit = (end, j, False)
             if hit is None:
                 k += 1
                 continue
-            start, end, j = hit
-            score = _phone_score(text, start)
+            end, j, valid = hit
+            score = _phone_score(text, start, end, valid=valid)
             if score is not None:
-                out.append(RawMatch("PHONE_NUMBER", start, end, score, "phone", True))
-            k = j + 1
+                out.append(RawMatch("PHONE_NUMBER", start, end, score, "phone", valid))
+                k = j + 1
+            else:
+                k += 1
+
+    @staticmethod
+    def _phone_ends(
+        text: str,
+        k: int,
+        ng: int,
+        values: list[str],
+        seps: list[str],
+        used: list[bool],
+        international: bool,
+    ) -> list[int]:
+        """Groups where a phone starting at group ``k`` may end, shortest first.
+
+        Free groups only, at most 17 digits and 7 groups, 7 digits at least, ending
+        where a space follows (or the run ends). A ``(`` opens the next number
+        ("+44 20 7946 0958 (415) 555-2671") unless it follows an international
+        calling code ("+44 (0)20 7946 0958", "+1 (650) 253-0000").
+        """
+        ends: list[int] = []
+        count = 0
+        last = k
+        while last < ng and not used[last] and last - k < _MAX_PHONE_GROUPS:
+            count += len(values[last])
+            if count > 17:
+                break
+            sep = seps[last] if last < len(seps) else ""
+            if count >= 7 and (last == ng - 1 or sep[:1] == " " or used[last + 1]):
+                ends.append(last)
+            if "(" in sep and not (last == k and international and len(values[k]) <= 4):
+                break
+            last += 1
+        return ends
+
+    @staticmethod
+    def _phone_end(text: str, start: int, end: int, last_group: bool, ext_end: int) -> int:
+        """``end`` with a closing ``)`` and, on the run's last group, an extension."""
+        if end < len(text) and text[end] == ")" and "(" in text[start:end]:
+            end += 1
+        if last_group and ext_end > end:
+            end = ext_end
+        return end

@@ -75,6 +75,7 @@ class _Meta:
     has_transform: bool
     idd: re.Pattern[str] | None  # international (IDD) prefix dialled from here
     lengths: frozenset[int]  # this region's possible lengths (parse's length test)
+    local_lengths: frozenset[int]  # lengths dialled locally only (US: 7 digits)
     max_length: int
     general: re.Pattern[str]  # this region's general pattern (parse's viability test)
     # every region sharing the calling code (US: all of NANPA; GB: GG, IM, JE):
@@ -121,6 +122,7 @@ class _Meta:
             has_transform=bool(md.national_prefix_transform_rule),
             idd=re.compile(md.international_prefix) if md.international_prefix else None,
             lengths=lengths,
+            local_lengths=frozenset(gd.possible_length_local_only or ()),
             max_length=max(lengths, default=0),
             general=re.compile(f"(?:{general})"),
             valid_lengths=frozenset(n for m in group for n in _possible_lengths(m)),
@@ -326,6 +328,44 @@ class PhoneValidator:
             else:
                 verdict = self._accept(candidate, region.code)
             if verdict:
+                return True
+        return False
+
+    def possible(self, candidate: str) -> bool:
+        """Whether an international candidate (``+``/``00``) has a known calling code
+        and a length possible for it (phonenumbers' ``is_possible_number``).
+
+        Weaker than :meth:`check`; callers accept such a number only with context.
+        Always False under the grouping leniencies, which ask for more, not less.
+        """
+        if self._leniency in ("strict_grouping", "exact_grouping"):
+            return False
+        main = _EXTENSION.sub("", candidate) if _MAY_HAVE_EXTENSION(candidate) else candidate
+        stripped = main.lstrip("( ")
+        if stripped.startswith("00"):
+            stripped = "+" + stripped[2:]
+        if not stripped.startswith("+"):
+            return False
+        try:
+            number = phonenumbers.parse(stripped, None)
+        except NumberParseException:
+            return False
+        return bool(phonenumbers.is_possible_number(number))
+
+    def possible_national(self, candidate: str) -> bool:
+        """Whether a number written nationally has a length some configured region
+        dials (its full or local-only lengths, national prefix stripped or not).
+
+        Weaker than :meth:`check`; callers accept such a number only with context.
+        Always False under the grouping leniencies, which ask for more, not less.
+        """
+        if self._leniency in ("strict_grouping", "exact_grouping"):
+            return False
+        digits = ascii_digits(_NON_DIGITS.sub("", candidate))
+        for region in self._regions:
+            lengths = region.lengths | region.local_lengths
+            nsn = region.strip_prefix(digits)
+            if len(digits) in lengths or (nsn is not None and len(nsn) in lengths):
                 return True
         return False
 

@@ -19,6 +19,8 @@ __all__ = ["WebScanner"]
 
 _MAX_HOST = 253
 _LOCAL_CHARS = frozenset("!#$%&'*+/=?^_`{|}~.-")
+# local-part characters that in chat and code end what came before the address
+_LOCAL_CUTS = '=/|{}`"'
 _DOMAIN = re.compile(r"[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)+")
 _HOST = re.compile(r"[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*")
 _URL_TAIL = re.compile(r"[^\s<>\"'`{}|\\^]*")
@@ -70,6 +72,60 @@ def _valid_ipv6(body: str) -> bool:
     return True
 
 
+def _is_cjk(ch: str) -> bool:
+    """Han, kana, Hangul, CJK punctuation and full-width forms."""
+    o = ord(ch)
+    return (
+        0x2E80 <= o <= 0x9FFF
+        or 0xAC00 <= o <= 0xD7AF
+        or 0xF900 <= o <= 0xFAFF
+        or (0xFF00 <= o <= 0xFFEF)
+    )
+
+
+def _script_end(text: str, start: int, end: int) -> int:
+    """``end``, or the first switch between CJK and other characters in between.
+
+    "john@example.com谢谢": CJK text written straight after an ASCII host is not
+    part of it (an all-CJK IDN label such as "例子.中国" is kept whole).
+    """
+    if text.isascii() or start >= end:
+        return end
+    cjk = _is_cjk(text[start])
+    for i in range(start + 1, end):
+        if text[i].isalnum() and _is_cjk(text[i]) != cjk:  # "." and "-" are neutral
+            return i
+    return end
+
+
+def _local_start(text: str, at: int) -> int:
+    """Where the local part of an e-mail address ending before ``text[at]`` begins.
+
+    Grown back over the characters RFC 5322 allows (64 at most), then cut where
+    chat and code put something else right before an address: an assignment or
+    path ("ADMIN_EMAIL=", "--email=", "users/", "a|b"), a switch from CJK text to
+    the address ("请联系john@..."), and leading quotes, backticks, dots and other
+    punctuation ("'john@...'", "`admin@...`"). An apostrophe inside the local part
+    stays ("o'brien@...").
+    """
+    lo = at
+    floor = max(0, at - 64)
+    while lo > floor and (text[lo - 1].isalnum() or text[lo - 1] in _LOCAL_CHARS):
+        lo -= 1
+    cut = max(text.rfind(c, lo, at) for c in _LOCAL_CUTS)
+    if cut >= 0:
+        lo = cut + 1
+    if not text.isascii() and lo < at:
+        last = _is_cjk(text[at - 1])
+        for i in range(at - 1, lo - 1, -1):
+            if text[i].isalnum() and _is_cjk(text[i]) != last:
+                lo = i + 1
+                break
+    while lo < at and not (text[lo].isalnum() or text[lo] == "_"):
+        lo += 1
+    return lo
+
+
 class WebScanner:
     """E-mail, URL and IPv6 search; ``tlds`` is the lower-case TLD set. Stateless."""
 
@@ -80,7 +136,7 @@ class WebScanner:
         """End of the longest prefix of a dotted host whose last label is a TLD, or -1."""
         if host is None:
             return -1
-        end = host.end()
+        end = _script_end(text, host.start(), host.end())
         while True:
             dot = text.rfind(".", start, end)
             if dot <= start:
@@ -107,12 +163,7 @@ class WebScanner:
         at = text.find("@")
         while at != -1:
             next_from = at + 1
-            lo = at
-            floor = max(0, at - 64)
-            while lo > floor and (text[lo - 1].isalnum() or text[lo - 1] in _LOCAL_CHARS):
-                lo -= 1
-            while lo < at and text[lo] == ".":
-                lo += 1
+            lo = _local_start(text, at)
             if lo < at and text[at - 1] != ".":
                 domain = _DOMAIN.match(text, at + 1, at + 1 + _MAX_HOST)
                 end = self._host_end(text, at + 1, domain)
@@ -233,6 +284,8 @@ class WebScanner:
                     and not taken.overlaps(lo, end)
                     and _valid_ipv6(body)
                 ):
-                    out.append(RawMatch("IP_ADDRESS", lo, end, 0.9, "ipv6", True))
+                    # the address only: a "/64" prefix length is not personal data,
+                    # but nothing else may be read out of it either
+                    out.append(RawMatch("IP_ADDRESS", lo, lo + len(addr), 0.9, "ipv6", True))
                     taken.add(lo, end)
             i = text.find(":", nxt)
