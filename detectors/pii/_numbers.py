@@ -102,30 +102,27 @@ def _context(text: str, start: int, words: Iterable[str], width: int = 40) -> bo
     return any(w in window for w in words)
 
 
-def _phone_score(text: str, start: int, end: int, *, valid: bool = True) -> float | None:
-    """Score of a phone number at ``text[start:end]``, or None when it is not one.
-
-    ``valid``: python-phonenumbers accepted it. Without that, or when the number is
-    one bare digit string written nationally, a phone context word must be near
-    (see :mod:`._phone_rules`); a negative or version word just before rules it out.
-    """
+def _phone_context(text: str, start: int, end: int) -> bool | None:
+    """None when the words before ``text[start:end]`` say it is no phone number (an
+    order/version word, ``#``, a street name after it); else whether a phone context
+    word is near (see :mod:`._phone_rules`). Cheap: call it before validating."""
     word = _prev_word(text, start)
     if word in NOT_PHONE_WORDS or word in VERSION_WORDS:
         return None
     if _HASH_BEFORE.search(text, max(0, start - 3), start):
         return None
-    international = text[start] == "+" or text.startswith("00", start)
-    context = has_phone_context(text, start, end)
-    if not context and (not valid or (not international and text[start:end].isdigit())):
-        return None
-    if not international and street_follows(text, end):
+    if text[start] != "+" and not text.startswith("00", start) and street_follows(text, end):
         return None  # a house number and more: "17031 2202 Rissik St"
+    return has_phone_context(text, start, end)
+
+
+def _phone_score(text: str, start: int, *, valid: bool, context: bool) -> float:
+    """Score of a phone number at ``start``: 0.7 national, 0.85 international, +0.1
+    with context; 0.6 for one phonenumbers rejected (accepted only with context)."""
     if not valid:
         return 0.6
-    score = 0.85 if international else 0.7
-    if context:
-        score += 0.1
-    return round(score, 2)
+    score = 0.85 if text[start] == "+" or text.startswith("00", start) else 0.7
+    return round(score + 0.1, 2) if context else score
 
 
 def _card_score(text: str, start: int, brand: str | None) -> float | None:
@@ -247,9 +244,9 @@ class NumberScanner:
         """One group of 7+ digits: the common case, without the group machinery."""
         n = e - s
         digits = text[s:e]
-        if 12 <= n <= 19 and self._card and luhn_valid(digits):
+        if 12 <= n <= 19 and self._card:
             score = _card_score(text, s, card_brand(digits))
-            if score is not None:
+            if score is not None and luhn_valid(digits):
                 out.append(RawMatch("CREDIT_CARD", s, e, score, "credit_card", True))
                 return
         if n == 8 and is_date([digits], []):
@@ -263,16 +260,20 @@ class NumberScanner:
         start = s - 1 if s and text[s - 1] == "+" else s
         if start == s and _EPOCH.fullmatch(digits):
             return  # a bare Unix time in seconds or ms (2001-2033), not a phone
+        context = _phone_context(text, start, e)
+        if context is None or (start == s and not context):
+            return  # a bare national digit string is a phone only with context
         valid = self._phones.check(text[start:e])
-        if not valid:  # then only with a phone context word (see _phone_score)
+        if not valid:  # then only with context, and of a possible length
+            if not context:
+                return
             if start < s:
                 if not self._phones.possible(text[start:e]):
                     return
             elif not (plausible_national([digits]) and self._phones.possible_national(digits)):
                 return
-        phone_score = _phone_score(text, start, e, valid=valid)
-        if phone_score is not None:
-            out.append(RawMatch("PHONE_NUMBER", start, e, phone_score, "phone", valid))
+        score = _phone_score(text, start, valid=valid, context=context)
+        out.append(RawMatch("PHONE_NUMBER", start, e, score, "phone", valid))
 
     def _groups(self, text: str, s: int, e: int, ext_end: int, out: list[RawMatch]) -> None:
         """A run of several digit groups."""
@@ -333,6 +334,7 @@ class NumberScanner:
         out: list[RawMatch],
     ) -> None:
         ng = len(groups)
+        context: bool | None = None  # a card word before the run, looked up once
         k = 0
         while k < ng:
             best = -1
@@ -345,15 +347,21 @@ class NumberScanner:
                 digits += values[j]
                 if len(digits) > 19:
                     break
-                if len(digits) >= 12 and luhn_valid(digits):
-                    if _card_score(text, groups[k][0], card_brand(digits)) is not None:
-                        best = j
+                if len(digits) < 12:
+                    continue
+                if card_brand(digits) is None:
+                    if context is None:
+                        context = _card_score(text, groups[0][0], None) is not None
+                    if not context:
+                        continue
+                if luhn_valid(digits):
+                    best = j
             if best < 0:
                 k += 1
                 continue
             start, end = groups[k][0], groups[best][1]
-            score = _card_score(text, start, card_brand("".join(values[k : best + 1])))
-            assert score is not None  # the same test accepted it above
+            brand = card_brand("".join(values[k : best + 1]))
+            score = 0.7 if brand is None else 1.0 if brand in _MAJOR_CARDS else 0.85
             out.append(RawMatch("CREDIT_CARD", start, end, score, "credit_card", True))
             for j in range(k, best + 1):
                 used[j] = True
@@ -458,30 +466,41 @@ class NumberScanner:
                 if self._phones.check(text[start:end]):
                     hit = (end, j, True)
                     break
-            if hit is None and ends and not international:
-                # not valid in any default region: a national number of a phone's
-                # shape still counts where a context word says it is one
-                j = ends[-1]
-                if plausible_national(values[k : j + 1]) and self._phones.possible_national(
-                    text[gs : groups[j][1]]
-                ):
-                    end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
-                    hit = (end, j, False)
-            if hit is None and ends and international:
-                j = ends[-1]
-                end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
-                if self._phones.possible(text[start:end]):
-                    hit = (end, j, False)
-            if hit is None:
+            context: bool | None = None
+            if hit is not None:
+                context = _phone_context(text, start, hit[0])
+            elif ends and _phone_context(text, start, groups[ends[-1]][1]):
+                hit = self._unvalidated(text, start, groups, values, k, ends[-1], ext_end)
+                context = True
+            if hit is None or context is None:
                 k += 1
                 continue
             end, j, valid = hit
-            score = _phone_score(text, start, end, valid=valid)
-            if score is not None:
-                out.append(RawMatch("PHONE_NUMBER", start, end, score, "phone", valid))
-                k = j + 1
-            else:
-                k += 1
+            score = _phone_score(text, start, valid=valid, context=context)
+            out.append(RawMatch("PHONE_NUMBER", start, end, score, "phone", valid))
+            k = j + 1
+
+    def _unvalidated(
+        self,
+        text: str,
+        start: int,
+        groups: _Groups,
+        values: list[str],
+        k: int,
+        j: int,
+        ext_end: int,
+    ) -> tuple[int, int, bool] | None:
+        """Groups ``k..j`` as a phone number phonenumbers rejects but that has a
+        phone's shape and a possible length: ``(end, j, False)``, else None. The
+        caller accepts it only with a phone context word."""
+        end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
+        if text[start] == "+" or values[k].startswith("00"):
+            return (end, j, False) if self._phones.possible(text[start:end]) else None
+        if not plausible_national(values[k : j + 1]):
+            return None
+        if not self._phones.possible_national(text[groups[k][0] : groups[j][1]]):
+            return None
+        return end, j, False
 
     @staticmethod
     def _phone_ends(

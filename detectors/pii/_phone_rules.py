@@ -77,6 +77,8 @@ def has_phone_context(text: str, start: int, end: int) -> bool:
 
 def street_follows(text: str, end: int) -> bool:
     """Whether a street name follows ``end`` ("17031 2202 Rissik St"): a house number."""
+    if not text.startswith(" ", end) or not text[end + 1 : end + 2].isupper():
+        return False  # the common case, without the regex
     return _STREET.match(text, end, end + 40) is not None
 
 

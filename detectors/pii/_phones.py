@@ -333,7 +333,8 @@ class PhoneValidator:
 
     def possible(self, candidate: str) -> bool:
         """Whether an international candidate (``+``/``00``) has a known calling code
-        and a length possible for it (phonenumbers' ``is_possible_number``).
+        and, national prefix stripped, a length that calling code's regions dial
+        (phonenumbers' ``is_possible_number``, from the compiled metadata).
 
         Weaker than :meth:`check`; callers accept such a number only with context.
         Always False under the grouping leniencies, which ask for more, not less.
@@ -342,15 +343,24 @@ class PhoneValidator:
             return False
         main = _EXTENSION.sub("", candidate) if _MAY_HAVE_EXTENSION(candidate) else candidate
         stripped = main.lstrip("( ")
+        digits = ascii_digits(_NON_DIGITS.sub("", stripped))
         if stripped.startswith("00"):
-            stripped = "+" + stripped[2:]
-        if not stripped.startswith("+"):
+            digits = digits[2:]
+        elif not stripped.startswith("+"):
             return False
-        try:
-            number = phonenumbers.parse(stripped, None)
-        except NumberParseException:
+        if not digits or digits[0] == "0":
             return False
-        return bool(phonenumbers.is_possible_number(number))
+        for size in (1, 2, 3):
+            if int(digits[:size]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                entry = self._calling_code(int(digits[:size]))
+                break
+        else:
+            return False
+        if entry is None:
+            return False
+        meta = entry[0]
+        nsn = meta.strip_prefix(digits[size:])
+        return nsn is not None and len(nsn) in meta.valid_lengths | meta.local_lengths
 
     def possible_national(self, candidate: str) -> bool:
         """Whether a number written nationally has a length some configured region

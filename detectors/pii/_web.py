@@ -20,7 +20,7 @@ __all__ = ["WebScanner"]
 _MAX_HOST = 253
 _LOCAL_CHARS = frozenset("!#$%&'*+/=?^_`{|}~.-")
 # local-part characters that in chat and code end what came before the address
-_LOCAL_CUTS = '=/|{}`"'
+_UP_TO_LAST_CUT = re.compile(r"[^@\s]*[=/|{}`\"]")
 _DOMAIN = re.compile(r"[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)+")
 _HOST = re.compile(r"[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*")
 _URL_TAIL = re.compile(r"[^\s<>\"'`{}|\\^]*")
@@ -49,6 +49,8 @@ def _trim_url(text: str, start: int, end: int) -> int:
     """End of ``text[start:end]`` without trailing punctuation or unbalanced ``)``/``]``."""
     url = text[start:end]
     for close, open_ in ((")", "("), ("]", "[")):
+        if close not in url:
+            continue  # the common case: nothing to balance, no walk in Python
         depth = 0
         for i, ch in enumerate(url):
             if ch == open_:
@@ -72,30 +74,23 @@ def _valid_ipv6(body: str) -> bool:
     return True
 
 
-def _is_cjk(ch: str) -> bool:
-    """Han, kana, Hangul, CJK punctuation and full-width forms."""
-    o = ord(ch)
-    return (
-        0x2E80 <= o <= 0x9FFF
-        or 0xAC00 <= o <= 0xD7AF
-        or 0xF900 <= o <= 0xFAFF
-        or (0xFF00 <= o <= 0xFFEF)
-    )
+_CJK_CLASS = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_CJK = re.compile(f"[{_CJK_CLASS}]")  # Han, kana, Hangul, CJK punctuation, full-width
+_NON_CJK_ALNUM = re.compile(f"[^\\W{_CJK_CLASS}]")
 
 
 def _script_end(text: str, start: int, end: int) -> int:
-    """``end``, or the first switch between CJK and other characters in between.
+    """``end``, or the first switch between CJK and other letters or digits in between.
 
     "john@example.com谢谢": CJK text written straight after an ASCII host is not
-    part of it (an all-CJK IDN label such as "例子.中国" is kept whole).
+    part of it; an all-CJK IDN host ("例子.中国") is kept whole ("." and "-" are
+    neutral). One C-level search in the common case.
     """
     if text.isascii() or start >= end:
         return end
-    cjk = _is_cjk(text[start])
-    for i in range(start + 1, end):
-        if text[i].isalnum() and _is_cjk(text[i]) != cjk:  # "." and "-" are neutral
-            return i
-    return end
+    other = _NON_CJK_ALNUM if _CJK.match(text, start) else _CJK
+    m = other.search(text, start, end)
+    return m.start() if m else end
 
 
 def _local_start(text: str, at: int) -> int:
@@ -112,13 +107,13 @@ def _local_start(text: str, at: int) -> int:
     floor = max(0, at - 64)
     while lo > floor and (text[lo - 1].isalnum() or text[lo - 1] in _LOCAL_CHARS):
         lo -= 1
-    cut = max(text.rfind(c, lo, at) for c in _LOCAL_CUTS)
-    if cut >= 0:
-        lo = cut + 1
-    if not text.isascii() and lo < at:
-        last = _is_cjk(text[at - 1])
+    cut = _UP_TO_LAST_CUT.match(text, lo, at)
+    if cut is not None:
+        lo = cut.end()
+    if not text.isascii() and lo < at and _CJK.search(text, lo, at):
+        last = _CJK.match(text, at - 1) is not None
         for i in range(at - 1, lo - 1, -1):
-            if text[i].isalnum() and _is_cjk(text[i]) != last:
+            if text[i].isalnum() and (_CJK.match(text, i) is not None) != last:
                 lo = i + 1
                 break
     while lo < at and not (text[lo].isalnum() or text[lo] == "_"):
