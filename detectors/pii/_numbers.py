@@ -7,15 +7,18 @@ step marking the digit groups it used so later steps do not reuse them:
 1. IBAN (the run follows two letters): registered length, then mod-97;
 2. one bare group (the common case: "123456789"): card, YYYYMMDD date, SSN after
    an SSN context word, Unix time, phone;
-3. several groups: a whole-run date short-cut, then cards (Luhn + IIN range),
-   dotted quads, dates, 3-2-4 SSNs, and phone numbers (longest sub-run of at most
-   7 groups and 15 digits that python-phonenumbers validates, ending at a space).
+3. several groups: a whole-run date short-cut, then cards (Luhn + IIN range, or
+   Luhn after a card word), dotted quads (the address; a "/24" after it is used
+   up but not reported), dates, 3-2-4 SSNs, and phone numbers (see
+   :mod:`._phone_search`: the longest sub-run that python-phonenumbers validates,
+   or that a phone context word vouches for).
 
 Look-alikes rejected here, each a test case: invalid Luhn or IIN, bad IBAN
 checksum (no phone is read out of its digits either), SSN areas 000/666/9xx,
 group 00, serial 0000, dotted quads after version/section words or inside longer
 dotted chains, dates, digits glued to words, numbers after order/invoice/ticket
-words or ``#``, bare 10- and 13-digit Unix times.
+words or ``#``, bare 10- and 13-digit Unix times; versions, OIDs, routing numbers
+and bare counts are not phones (:mod:`._phone_rules`).
 """
 
 from __future__ import annotations
@@ -32,15 +35,8 @@ from detectors.pii._checks import (
     ssn_valid,
 )
 from detectors.pii._match import RawMatch, Spans
-from detectors.pii._phone_rules import (
-    NOT_PHONE_WORDS,
-    VERSION_WORDS,
-    dotted_lookalike,
-    has_phone_context,
-    is_list_marker,
-    plausible_national,
-    street_follows,
-)
+from detectors.pii._phone_rules import VERSION_WORDS, prev_word
+from detectors.pii._phone_search import Groups, PhoneSearch
 from detectors.pii._phones import PhoneValidator
 
 __all__ = ["NumberScanner"]
@@ -65,64 +61,20 @@ _SPLIT = re.compile(r"(\D+)")  # a run -> [group, separator, group, ...]
 _DATE_RUN = re.compile(r"\d{4}([-/.])\d\d?\1\d\d?|\d\d?([-/.])\d\d?\2(?:\d\d){1,2}")
 _EXT_AFTER = re.compile(r"\s?(?:x|ext\.?|extension)\s?\d{1,6}(?!\w)", re.IGNORECASE)
 _IBAN = re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
-_HASH_BEFORE = re.compile(r"#\s*$")
-_EPOCH = re.compile(r"1\d{9}|1\d{12}")
-_WORD = re.compile(r"[A-Za-z]+")
 _MAJOR_CARDS = frozenset({"visa", "mastercard", "amex", "discover"})
 _DATE_SEPS = frozenset({"-", "/", "."})
-_MAX_PHONE_GROUPS = 7  # "+33 6 12 34 56 78" has 6
 _MAX_GROUPS = 64  # longer runs are number lists or dumps: cards and IPs only
 
-# words skipped when looking for the word a number belongs to ("order no. is 123")
-_FILLERS = frozenset(
-    {"number", "num", "nr", "no", "n", "is", "was", "are", "the", "a", "an", "my", "your",
-     "our", "his", "her", "their", "of", "for", "with", "at"}
-)  # fmt: skip
 _CARD_CONTEXT = re.compile(
     r"(?<![a-z])(?:cards?|credit|debit|cc|visa|mastercard|amex|maestro|jcb|discover|diners|"
     r"unionpay|pan)(?![a-z])"
 )
 _SSN_CONTEXT = ("ssn", "social security", "social sec", "ss#", "ss #")
 
-_Groups = list[tuple[int, int]]
-
-
-def _prev_word(text: str, start: int) -> str:
-    """The last word before ``start`` (within 32 characters), fillers skipped."""
-    words = _WORD.findall(text, max(0, start - 32), start)
-    while words:
-        word = str(words.pop()).lower()
-        if word not in _FILLERS:
-            return word
-    return ""
-
 
 def _context(text: str, start: int, words: Iterable[str], width: int = 40) -> bool:
     window = text[max(0, start - width) : start].lower()
     return any(w in window for w in words)
-
-
-def _phone_context(text: str, start: int, end: int) -> bool | None:
-    """None when the words before ``text[start:end]`` say it is no phone number (an
-    order/version word, ``#``, a street name after it); else whether a phone context
-    word is near (see :mod:`._phone_rules`). Cheap: call it before validating."""
-    word = _prev_word(text, start)
-    if word in NOT_PHONE_WORDS or word in VERSION_WORDS:
-        return None
-    if _HASH_BEFORE.search(text, max(0, start - 3), start):
-        return None
-    if text[start] != "+" and not text.startswith("00", start) and street_follows(text, end):
-        return None  # a house number and more: "17031 2202 Rissik St"
-    return has_phone_context(text, start, end)
-
-
-def _phone_score(text: str, start: int, *, valid: bool, context: bool) -> float:
-    """Score of a phone number at ``start``: 0.7 national, 0.85 international, +0.1
-    with context; 0.6 for one phonenumbers rejected (accepted only with context)."""
-    if not valid:
-        return 0.6
-    score = 0.85 if text[start] == "+" or text.startswith("00", start) else 0.7
-    return round(score + 0.1, 2) if context else score
 
 
 def _card_score(text: str, start: int, brand: str | None) -> float | None:
@@ -158,7 +110,7 @@ class NumberScanner:
         iban: bool,
         phone: bool,
     ) -> None:
-        self._phones = phones
+        self._phone_search = PhoneSearch(phones)
         self._card = card
         self._ssn = ssn
         self._ip = ip
@@ -257,23 +209,7 @@ class NumberScanner:
             return
         if not (7 <= n <= 15 and self._phone):
             return
-        start = s - 1 if s and text[s - 1] == "+" else s
-        if start == s and _EPOCH.fullmatch(digits):
-            return  # a bare Unix time in seconds or ms (2001-2033), not a phone
-        context = _phone_context(text, start, e)
-        if context is None or (start == s and not context):
-            return  # a bare national digit string is a phone only with context
-        valid = self._phones.check(text[start:e])
-        if not valid:  # then only with context, and of a possible length
-            if not context:
-                return
-            if start < s:
-                if not self._phones.possible(text[start:e]):
-                    return
-            elif not (plausible_national([digits]) and self._phones.possible_national(digits)):
-                return
-        score = _phone_score(text, start, valid=valid, context=context)
-        out.append(RawMatch("PHONE_NUMBER", start, e, score, "phone", valid))
+        self._phone_search.bare(text, s, e, out)
 
     def _groups(self, text: str, s: int, e: int, ext_end: int, out: list[RawMatch]) -> None:
         """A run of several digit groups."""
@@ -286,7 +222,7 @@ class NumberScanner:
         values = parts[0::2]
         seps = parts[1::2]
         ng = len(values)
-        groups: _Groups = []
+        groups: Groups = []
         pos = s
         for k in range(ng):
             end = pos + len(values[k])
@@ -322,12 +258,12 @@ class NumberScanner:
         if self._phone and n_digits >= 7:
             if _looks_reserved(values, seps):
                 return  # SSN- or card-shaped but invalid: a look-alike, not a phone
-            self._phones_in(text, groups, values, seps, used, ext_end, out)
+            self._phone_search.in_run(text, groups, values, seps, used, ext_end, out)
 
     def _cards(
         self,
         text: str,
-        groups: _Groups,
+        groups: Groups,
         values: list[str],
         seps: list[str],
         used: list[bool],
@@ -370,7 +306,7 @@ class NumberScanner:
     def _ipv4s(
         self,
         text: str,
-        groups: _Groups,
+        groups: Groups,
         values: list[str],
         seps: list[str],
         used: list[bool],
@@ -386,7 +322,7 @@ class NumberScanner:
             if not all(len(q) <= 3 and int(q) <= 255 and (q == "0" or q[0] != "0") for q in quad):
                 continue
             start = groups[k][0]
-            if _prev_word(text, start) in VERSION_WORDS:
+            if prev_word(text, start) in VERSION_WORDS:
                 continue
             # a "/24" prefix length is not reported (it is no personal data), but it
             # is used up: no phone number is read out of "10.0.0.1/32 555 1234"
@@ -399,7 +335,7 @@ class NumberScanner:
     def _ssns(
         self,
         text: str,
-        groups: _Groups,
+        groups: Groups,
         values: list[str],
         seps: list[str],
         used: list[bool],
@@ -424,121 +360,3 @@ class NumberScanner:
                     score += 0.1
                 out.append(RawMatch("US_SSN", start, groups[k + 2][1], score, "us_ssn", True))
                 used[k] = used[k + 1] = used[k + 2] = True
-
-    def _phones_in(
-        self,
-        text: str,
-        groups: _Groups,
-        values: list[str],
-        seps: list[str],
-        used: list[bool],
-        ext_end: int,
-        out: list[RawMatch],
-    ) -> None:
-        """Phone numbers among the free groups of one run, longest first per start."""
-        if dotted_lookalike(values, seps):
-            return  # a version string or an OID
-        ng = len(groups)
-        if (
-            ng >= 2
-            and len(values[-1]) <= 2
-            and seps[-1] == " "
-            and is_list_marker(text, groups[-1][1])
-        ):
-            ng -= 1  # "... 901820 2. (030) 901821": the next item's marker
-        k = 0
-        while k < ng:
-            if used[k] or (k and seps[k - 1] == "."):
-                k += 1  # used, or inside a dotted chain
-                continue
-            gs, ge = groups[k]
-            if _EPOCH.fullmatch(text, gs, ge) and (gs == 0 or text[gs - 1] != "+"):
-                k += 1  # a bare Unix time in seconds or ms (2001-2033), not a phone
-                continue
-            start = gs  # with a leading "+" or "("
-            while start > 0 and text[start - 1] in "+(" and (k == 0 or "(" in seps[k - 1]):
-                start -= 1
-            international = text[start:gs].endswith("+") or values[k].startswith("00")
-            ends = self._phone_ends(text, k, ng, values, seps, used, international)
-            hit = None
-            for j in reversed(ends):  # longest first
-                end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
-                if self._phones.check(text[start:end]):
-                    hit = (end, j, True)
-                    break
-            context: bool | None = None
-            if hit is not None:
-                context = _phone_context(text, start, hit[0])
-            elif ends and _phone_context(text, start, groups[ends[-1]][1]):
-                hit = self._unvalidated(text, start, groups, values, k, ends[-1], ext_end)
-                context = True
-            if hit is None or context is None:
-                k += 1
-                continue
-            end, j, valid = hit
-            score = _phone_score(text, start, valid=valid, context=context)
-            out.append(RawMatch("PHONE_NUMBER", start, end, score, "phone", valid))
-            k = j + 1
-
-    def _unvalidated(
-        self,
-        text: str,
-        start: int,
-        groups: _Groups,
-        values: list[str],
-        k: int,
-        j: int,
-        ext_end: int,
-    ) -> tuple[int, int, bool] | None:
-        """Groups ``k..j`` as a phone number phonenumbers rejects but that has a
-        phone's shape and a possible length: ``(end, j, False)``, else None. The
-        caller accepts it only with a phone context word."""
-        end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
-        if text[start] == "+" or values[k].startswith("00"):
-            return (end, j, False) if self._phones.possible(text[start:end]) else None
-        if not plausible_national(values[k : j + 1]):
-            return None
-        if not self._phones.possible_national(text[groups[k][0] : groups[j][1]]):
-            return None
-        return end, j, False
-
-    @staticmethod
-    def _phone_ends(
-        text: str,
-        k: int,
-        ng: int,
-        values: list[str],
-        seps: list[str],
-        used: list[bool],
-        international: bool,
-    ) -> list[int]:
-        """Groups where a phone starting at group ``k`` may end, shortest first.
-
-        Free groups only, at most 17 digits and 7 groups, 7 digits at least, ending
-        where a space follows (or the run ends). A ``(`` opens the next number
-        ("+44 20 7946 0958 (415) 555-2671") unless it follows an international
-        calling code ("+44 (0)20 7946 0958", "+1 (650) 253-0000").
-        """
-        ends: list[int] = []
-        count = 0
-        last = k
-        while last < ng and not used[last] and last - k < _MAX_PHONE_GROUPS:
-            count += len(values[last])
-            if count > 17:
-                break
-            sep = seps[last] if last < len(seps) else ""
-            if count >= 7 and (last == ng - 1 or sep[:1] == " " or used[last + 1]):
-                ends.append(last)
-            if "(" in sep and not (last == k and international and len(values[k]) <= 4):
-                break
-            last += 1
-        return ends
-
-    @staticmethod
-    def _phone_end(text: str, start: int, end: int, last_group: bool, ext_end: int) -> int:
-        """``end`` with a closing ``)`` and, on the run's last group, an extension."""
-        if end < len(text) and text[end] == ")" and "(" in text[start:end]:
-            end += 1
-        if last_group and ext_end > end:
-            end = ext_end
-        return end

@@ -30,6 +30,7 @@ __all__ = [
     "has_phone_context",
     "is_list_marker",
     "plausible_national",
+    "prev_word",
     "street_follows",
 ]
 
@@ -44,6 +45,13 @@ _CONTEXT_AFTER = re.compile(
     re.IGNORECASE,
 )
 _BEFORE_WIDTH = 40
+_WORD = re.compile(r"[A-Za-z]+")
+# words skipped when looking for the word a number belongs to ("order no. is 123")
+_FILLERS = frozenset(
+    {"number", "num", "nr", "no", "n", "is", "was", "are", "the", "a", "an", "my", "your",
+     "our", "his", "her", "their", "of", "for", "with", "at"}
+)  # fmt: skip
+
 _STREET = re.compile(
     r" (?:[A-Z][\w'-]*\.? ){1,3}(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Ln|Lane|Dr|"
     r"Drive|Way|Ct|Court|Pl|Place|Sq|Square|Hwy|Highway|Pkwy|Parkway|Ter|Terrace)\b"
@@ -65,6 +73,16 @@ NOT_PHONE_WORDS = frozenset(
      "routing", "aba", "rtn", "swift", "bic", "sort", "oid", "release", "pid", "pin",
      "zip", "postcode", "code", "checksum", "hash", "port", "isin", "cusip"}
 )  # fmt: skip
+
+
+def prev_word(text: str, start: int) -> str:
+    """The last word before ``start`` (within 32 characters), fillers skipped."""
+    words = _WORD.findall(text, max(0, start - 32), start)
+    while words:
+        word = str(words.pop()).lower()
+        if word not in _FILLERS:
+            return word
+    return ""
 
 
 def has_phone_context(text: str, start: int, end: int) -> bool:
