@@ -289,6 +289,11 @@ class PhoneValidator:
         self._any_region = re.compile(
             "|".join(r.routes.pattern for r in self._regions) if leniency != "possible" else r"\d+"
         )
+        # lengths dialled in the regions (full or local-only), for possible_national
+        self._dialled = frozenset().union(*(r.lengths | r.local_lengths for r in self._regions))
+        self._dialled_after_prefix = tuple(
+            (r.national_prefix, r.lengths | r.local_lengths) for r in self._regions
+        )
         # metadata per calling code for international numbers: the configured
         # regions' codes now, any other on first use (compiling all ~215 up front
         # would add about a second to start-up). Entries are immutable once stored;
@@ -364,7 +369,7 @@ class PhoneValidator:
 
     def possible_national(self, candidate: str) -> bool:
         """Whether a number written nationally has a length some configured region
-        dials (its full or local-only lengths, national prefix stripped or not).
+        dials (its full or local-only lengths, with or without its national prefix).
 
         Weaker than :meth:`check`; callers accept such a number only with context.
         Always False under the grouping leniencies, which ask for more, not less.
@@ -372,12 +377,13 @@ class PhoneValidator:
         if self._leniency in ("strict_grouping", "exact_grouping"):
             return False
         digits = ascii_digits(_NON_DIGITS.sub("", candidate))
-        for region in self._regions:
-            lengths = region.lengths | region.local_lengths
-            nsn = region.strip_prefix(digits)
-            if len(digits) in lengths or (nsn is not None and len(nsn) in lengths):
-                return True
-        return False
+        n = len(digits)
+        if n in self._dialled:
+            return True
+        return any(
+            prefix and digits.startswith(prefix) and n - len(prefix) in lengths
+            for prefix, lengths in self._dialled_after_prefix
+        )
 
     def _national(self, region: _Meta, digits: str) -> bool | None:
         """``parse(candidate, region)`` + the VALID verdict, from metadata (None:
