@@ -34,12 +34,11 @@ __all__ = [
     "street_follows",
 ]
 
-# Words before a number that say what it is (whole words, any case).
+# Words before a number that say what it is (whole words, matched in lower case).
 _CONTEXT_BEFORE = re.compile(
     r"(?<![a-z])(?:phones?|telephone|tel|mob|mobile|cell|cellphone|fax|call|called|calling|"
     r"dial|ring|reach|contact|whatsapp|sms|text me|desk|office|hotline|landline|"
-    r"answering|voicemail)(?![a-z])",
-    re.IGNORECASE,
+    r"answering|voicemail)(?![a-z])"
 )
 _CONTEXT_AFTER = re.compile(
     r"[\s,;:()\-\u2013]{0,3}(?:office|fax|mobile|cell|home|work|desk|phone|tel)(?![a-z])",
@@ -88,7 +87,8 @@ def prev_word(text: str, start: int) -> str:
 
 def has_phone_context(text: str, start: int, end: int) -> bool:
     """A phone context word within 40 characters before ``start`` or right after ``end``."""
-    if _CONTEXT_BEFORE.search(text, max(0, start - _BEFORE_WIDTH), start):
+    window = text[max(0, start - _BEFORE_WIDTH) : start].lower()
+    if _CONTEXT_BEFORE.search(window):
         return True
     return _CONTEXT_AFTER.match(text, end, end + 16) is not None
 

@@ -43,7 +43,7 @@ def _phone_context(text: str, start: int, end: int) -> bool | None:
         return None
     if _HASH_BEFORE.search(text, max(0, start - 3), start):
         return None
-    if text[start] != "+" and not text.startswith("00", start) and street_follows(text, end):
+    if text.startswith(" ", end) and text[start] != "+" and street_follows(text, end):
         return None  # a house number and more: "17031 2202 Rissik St"
     return has_phone_context(text, start, end)
 
@@ -95,9 +95,11 @@ class PhoneSearch:
         out: list[RawMatch],
     ) -> None:
         """Phone numbers among the free groups of one run, longest first per start."""
-        if dotted_lookalike(values, seps):
+        if "." in seps and dotted_lookalike(values, seps):
             return  # a version string or an OID
         ng = len(groups)
+        last_group = ng - 1
+        n = len(text)
         if (
             ng >= 2
             and len(values[-1]) <= 2
@@ -121,7 +123,11 @@ class PhoneSearch:
             ends = self._phone_ends(text, k, ng, values, seps, used, international)
             hit = None
             for j in reversed(ends):  # longest first
-                end = self._phone_end(text, start, groups[j][1], j == len(groups) - 1, ext_end)
+                end = groups[j][1]  # with a closing ")", and an extension after the run
+                if end < n and text[end] == ")" and "(" in text[start:end]:
+                    end += 1
+                if j == last_group and ext_end > end:
+                    end = ext_end
                 if self._phones.check(text[start:end]):
                     hit = (end, j, True)
                     break
