@@ -131,13 +131,10 @@ class PhoneSearch:
                 if self._phones.check(text[start:end]):
                     hit = (end, j, True)
                     break
-            context: bool | None = None
-            if hit is not None:
-                context = _phone_context(text, start, hit[0])
-            elif ends and _phone_context(text, start, groups[ends[-1]][1]):
+            if hit is None and ends:  # shape and length first, the words only then
                 hit = self._unvalidated(text, start, groups, values, k, ends[-1], ext_end)
-                context = True
-            if hit is None or context is None:
+            context = None if hit is None else _phone_context(text, start, hit[0])
+            if hit is None or context is None or not (hit[2] or context):
                 k += 1
                 continue
             end, j, valid = hit
