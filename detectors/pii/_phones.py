@@ -75,6 +75,7 @@ class _Meta:
     has_transform: bool
     idd: re.Pattern[str] | None  # international (IDD) prefix dialled from here
     lengths: frozenset[int]  # this region's possible lengths (parse's length test)
+    local_lengths: frozenset[int]  # lengths dialled locally only (US: 7 digits)
     max_length: int
     general: re.Pattern[str]  # this region's general pattern (parse's viability test)
     # every region sharing the calling code (US: all of NANPA; GB: GG, IM, JE):
@@ -121,6 +122,7 @@ class _Meta:
             has_transform=bool(md.national_prefix_transform_rule),
             idd=re.compile(md.international_prefix) if md.international_prefix else None,
             lengths=lengths,
+            local_lengths=frozenset(gd.possible_length_local_only or ()),
             max_length=max(lengths, default=0),
             general=re.compile(f"(?:{general})"),
             valid_lengths=frozenset(n for m in group for n in _possible_lengths(m)),
@@ -287,6 +289,11 @@ class PhoneValidator:
         self._any_region = re.compile(
             "|".join(r.routes.pattern for r in self._regions) if leniency != "possible" else r"\d+"
         )
+        # lengths dialled in the regions (full or local-only), for possible_national
+        self._dialled = frozenset().union(*(r.lengths | r.local_lengths for r in self._regions))
+        self._dialled_after_prefix = tuple(
+            (r.national_prefix, r.lengths | r.local_lengths) for r in self._regions
+        )
         # metadata per calling code for international numbers: the configured
         # regions' codes now, any other on first use (compiling all ~215 up front
         # would add about a second to start-up). Entries are immutable once stored;
@@ -328,6 +335,55 @@ class PhoneValidator:
             if verdict:
                 return True
         return False
+
+    def possible(self, candidate: str) -> bool:
+        """Whether an international candidate (``+``/``00``) has a known calling code
+        and, national prefix stripped, a length that calling code's regions dial
+        (phonenumbers' ``is_possible_number``, from the compiled metadata).
+
+        Weaker than :meth:`check`; callers accept such a number only with context.
+        Always False under the grouping leniencies, which ask for more, not less.
+        """
+        if self._leniency in ("strict_grouping", "exact_grouping"):
+            return False
+        main = _EXTENSION.sub("", candidate) if _MAY_HAVE_EXTENSION(candidate) else candidate
+        stripped = main.lstrip("( ")
+        digits = ascii_digits(_NON_DIGITS.sub("", stripped))
+        if stripped.startswith("00"):
+            digits = digits[2:]
+        elif not stripped.startswith("+"):
+            return False
+        if not digits or digits[0] == "0":
+            return False
+        for size in (1, 2, 3):
+            if int(digits[:size]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                entry = self._calling_code(int(digits[:size]))
+                break
+        else:
+            return False
+        if entry is None:
+            return False
+        meta = entry[0]
+        nsn = meta.strip_prefix(digits[size:])
+        return nsn is not None and len(nsn) in meta.valid_lengths | meta.local_lengths
+
+    def possible_national(self, candidate: str) -> bool:
+        """Whether a number written nationally has a length some configured region
+        dials (its full or local-only lengths, with or without its national prefix).
+
+        Weaker than :meth:`check`; callers accept such a number only with context.
+        Always False under the grouping leniencies, which ask for more, not less.
+        """
+        if self._leniency in ("strict_grouping", "exact_grouping"):
+            return False
+        digits = ascii_digits(_NON_DIGITS.sub("", candidate))
+        n = len(digits)
+        if n in self._dialled:
+            return True
+        return any(
+            prefix and digits.startswith(prefix) and n - len(prefix) in lengths
+            for prefix, lengths in self._dialled_after_prefix
+        )
 
     def _national(self, region: _Meta, digits: str) -> bool | None:
         """``parse(candidate, region)`` + the VALID verdict, from metadata (None:

@@ -19,6 +19,8 @@ __all__ = ["WebScanner"]
 
 _MAX_HOST = 253
 _LOCAL_CHARS = frozenset("!#$%&'*+/=?^_`{|}~.-")
+# local-part characters that in chat and code end what came before the address
+_UP_TO_LAST_CUT = re.compile(r"[^@\s]*[=/|{}`\"]")
 _DOMAIN = re.compile(r"[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)+")
 _HOST = re.compile(r"[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*")
 _URL_TAIL = re.compile(r"[^\s<>\"'`{}|\\^]*")
@@ -47,6 +49,8 @@ def _trim_url(text: str, start: int, end: int) -> int:
     """End of ``text[start:end]`` without trailing punctuation or unbalanced ``)``/``]``."""
     url = text[start:end]
     for close, open_ in ((")", "("), ("]", "[")):
+        if close not in url:
+            continue  # the common case: nothing to balance, no walk in Python
         depth = 0
         for i, ch in enumerate(url):
             if ch == open_:
@@ -70,6 +74,53 @@ def _valid_ipv6(body: str) -> bool:
     return True
 
 
+_CJK_CLASS = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_CJK = re.compile(f"[{_CJK_CLASS}]")  # Han, kana, Hangul, CJK punctuation, full-width
+_NON_CJK_ALNUM = re.compile(f"[^\\W{_CJK_CLASS}]")
+
+
+def _script_end(text: str, start: int, end: int) -> int:
+    """``end``, or the first switch between CJK and other letters or digits in between.
+
+    "john@example.com谢谢": CJK text written straight after an ASCII host is not
+    part of it; an all-CJK IDN host ("例子.中国") is kept whole ("." and "-" are
+    neutral). One C-level search in the common case.
+    """
+    if text.isascii() or start >= end:
+        return end
+    other = _NON_CJK_ALNUM if _CJK.match(text, start) else _CJK
+    m = other.search(text, start, end)
+    return m.start() if m else end
+
+
+def _local_start(text: str, at: int) -> int:
+    """Where the local part of an e-mail address ending before ``text[at]`` begins.
+
+    Grown back over the characters RFC 5322 allows (64 at most), then cut where
+    chat and code put something else right before an address: an assignment or
+    path ("ADMIN_EMAIL=", "--email=", "users/", "a|b"), a switch from CJK text to
+    the address ("请联系john@..."), and leading quotes, backticks, dots and other
+    punctuation ("'john@...'", "`admin@...`"). An apostrophe inside the local part
+    stays ("o'brien@...").
+    """
+    lo = at
+    floor = max(0, at - 64)
+    while lo > floor and (text[lo - 1].isalnum() or text[lo - 1] in _LOCAL_CHARS):
+        lo -= 1
+    cut = _UP_TO_LAST_CUT.match(text, lo, at)
+    if cut is not None:
+        lo = cut.end()
+    if not text.isascii() and lo < at and _CJK.search(text, lo, at):
+        last = _CJK.match(text, at - 1) is not None
+        for i in range(at - 1, lo - 1, -1):
+            if text[i].isalnum() and (_CJK.match(text, i) is not None) != last:
+                lo = i + 1
+                break
+    while lo < at and not (text[lo].isalnum() or text[lo] == "_"):
+        lo += 1
+    return lo
+
+
 class WebScanner:
     """E-mail, URL and IPv6 search; ``tlds`` is the lower-case TLD set. Stateless."""
 
@@ -80,7 +131,7 @@ class WebScanner:
         """End of the longest prefix of a dotted host whose last label is a TLD, or -1."""
         if host is None:
             return -1
-        end = host.end()
+        end = _script_end(text, host.start(), host.end())
         while True:
             dot = text.rfind(".", start, end)
             if dot <= start:
@@ -107,12 +158,7 @@ class WebScanner:
         at = text.find("@")
         while at != -1:
             next_from = at + 1
-            lo = at
-            floor = max(0, at - 64)
-            while lo > floor and (text[lo - 1].isalnum() or text[lo - 1] in _LOCAL_CHARS):
-                lo -= 1
-            while lo < at and text[lo] == ".":
-                lo += 1
+            lo = _local_start(text, at)
             if lo < at and text[at - 1] != ".":
                 domain = _DOMAIN.match(text, at + 1, at + 1 + _MAX_HOST)
                 end = self._host_end(text, at + 1, domain)
@@ -233,6 +279,8 @@ class WebScanner:
                     and not taken.overlaps(lo, end)
                     and _valid_ipv6(body)
                 ):
-                    out.append(RawMatch("IP_ADDRESS", lo, end, 0.9, "ipv6", True))
+                    # the address only: a "/64" prefix length is not personal data,
+                    # but nothing else may be read out of it either
+                    out.append(RawMatch("IP_ADDRESS", lo, lo + len(addr), 0.9, "ipv6", True))
                     taken.add(lo, end)
             i = text.find(":", nxt)

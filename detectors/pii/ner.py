@@ -10,6 +10,10 @@ Two sanity filters on spaCy's output (the small model calls many bare numbers
 dates): a DATE_TIME that is only digits must look like a year or YYYYMMDD (4 or 8
 digits), and a PERSON, LOCATION, NRP or ORGANIZATION must contain a letter.
 
+Cheap rules then refine the model's spans (:mod:`detectors.pii.ner_rules`): relative
+times and durations are no DATE_TIME, numeric dates and country names the model
+missed are added.
+
 Loading never downloads: a model that is neither an installed package nor an
 existing path is a :class:`~detectors.errors.DetectorStartError`.
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.errors import DetectorStartError
+from detectors.pii.ner_rules import refine
 from detectors.pii.scanner import RawMatch
 
 __all__ = ["NER_ENTITIES", "SPACY_TO_PRESIDIO", "SpacyNer"]
@@ -131,7 +136,7 @@ class SpacyNer:
                                 label, ent.start_char, ent.end_char, NER_SCORE, "spacy_ner", False
                             )
                         )
-                out.append(found)
+                out.append(refine(doc.text, found, wanted))
         return out
 
     def close(self) -> None:

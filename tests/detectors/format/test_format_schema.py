@@ -7,12 +7,11 @@ import os
 import urllib.request
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 import pytest
 
 from detectors.base import Finding, TextContext
 from detectors.format import FormatDetector, schemas
-from detectors.format.schemas import UnsupportedSchema
 
 LEAK = "LEAKMARK"  # in document values and keys; must never reach a finding
 
@@ -72,9 +71,9 @@ def violations(document: Any, schema: Any, *, strict: bool | None = None) -> lis
         ({"items": [{"price": 1, "name": "a"}], "status": "open"}, []),
         (
             {"items": [{"price": 1}, {"price": 2}, {"price": LEAK, "name": LEAK + "-long"}]},
-            [
-                ("$.items[2].name", "must be at most 5 characters long", "maxLength"),
+            [  # in the validator's order: the schema's keywords as it walks them
                 ("$.items[2].price", "must be number", "type"),
+                ("$.items[2].name", "must be at most 5 characters long", "maxLength"),
             ],
         ),
         ({"items": [{"price": -1}]}, [("$.items[0].price", "must be >= 0", "minimum")]),
@@ -159,8 +158,13 @@ def test_strict_applies_inside_defs_and_anyof() -> None:
     ("schema", "document", "expected"),
     [
         ({"const": 3}, LEAK, [("$", "must equal the schema's const value", "const")]),
-        # request regexes are never evaluated (ReDoS): a pattern constrains nothing
-        ({"type": "string", "pattern": "^[0-9]+$"}, LEAK, []),
+        # request regexes are enforced, on a linear-time engine (see the ReDoS tests)
+        (
+            {"type": "string", "pattern": "^[0-9]+$"},
+            LEAK,
+            [("$", "must match the schema's pattern", "pattern")],
+        ),
+        ({"type": "string", "pattern": "^[A-Z]+$"}, LEAK, []),
         ({"type": "string", "format": "email"}, LEAK, [("$", "must be a valid email", "format")]),
         (
             {"type": "string", "format": "no-such-format"},
@@ -180,7 +184,7 @@ def test_strict_applies_inside_defs_and_anyof() -> None:
         (
             {"type": ["string", "null"]},
             5,
-            [("$", "must be string or null", "type")],
+            [("$", "must be null or string", "type")],
         ),
         (
             {"type": "integer", "multipleOf": 3},
@@ -264,13 +268,20 @@ def test_unusable_schemas_are_reported_never_fetched(
 )
 def test_resolver_handlers_refuse_every_scheme(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Second line of defence, under the local-$ref check: even a remote $ref reaching
-    # the resolver is refused by a handler before urllib could open it.
+    # the validator is refused by its retriever; nothing is opened.
     def no_network(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the resolver opened a URL")
+        raise AssertionError("the validator opened a URL")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    with pytest.raises(UnsupportedSchema, match="remote"):
-        fastjsonschema.compile({"$ref": uri}, handlers=schemas._HANDLERS)
+    asked: list[str] = []
+
+    def retriever(requested: str) -> Any:
+        asked.append(requested)
+        return schemas._refuse_remote(requested)
+
+    with pytest.raises(jsonschema_rs.ValidationError):
+        jsonschema_rs.validator_for({"$ref": uri}, retriever=retriever)
+    assert len(asked) <= 1  # refused at once (or not even a URI the validator would ask for)
 
 
 INJECTIONS = [
@@ -562,16 +573,62 @@ def test_no_finding_ever_contains_document_content() -> None:
             assert LEAK.lower() not in dumped.lower(), (finding.label, dumped)
 
 
-@pytest.mark.parametrize(
-    "schema",
-    [
-        {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+b$"}}},
-        {"type": "object", "patternProperties": {"^(a+)+b$": {"type": "string"}},
-         "additionalProperties": False},
-    ],
-)
-def test_catastrophic_request_regexes_are_not_run(schema: Any) -> None:
-    """`^(a+)+b$` on 40 a's would backtrack for hours (the suite's timeout fails it)."""
+CATASTROPHIC = "^(a+)+$"  # exponential on a backtracking engine for "aaaa...a!"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("length", [41, 5_000, 200_000])
+def test_catastrophic_patterns_are_enforced_in_linear_time(length: int) -> None:
+    """On Python's `re` this would backtrack for longer than the universe has existed
+    (2**41 steps at 41 characters); pytest-timeout fails the test if it hangs."""
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": CATASTROPHIC}}}
+    ctx = TextContext(response_format=schema_format(schema, strict=True))
+    bad = json.dumps({"a": "a" * length + "!"})
+    assert [(f.metadata["path"], f.metadata["rule"]) for f in run(FormatDetector(), bad, ctx)] == [
+        ("$.a", "pattern")
+    ]
+    assert run(FormatDetector(), json.dumps({"a": "a" * length}), ctx) == []
+
+
+@pytest.mark.timeout(20)
+def test_catastrophic_pattern_properties_are_enforced_in_linear_time() -> None:
+    schema = {
+        "type": "object",
+        "patternProperties": {CATASTROPHIC: {"type": "integer"}},
+        "additionalProperties": False,
+    }
     ctx = TextContext(response_format=schema_format(schema, strict=False))
-    found = run(FormatDetector(), json.dumps({"a": "a" * 40}), ctx)
-    assert found == []
+    key = "a" * 5_000
+    assert run(FormatDetector(), json.dumps({key: 1}), ctx) == []
+    found = run(FormatDetector(), json.dumps({key: "x", key + "!": 1}), ctx)
+    # the path never names a key only the document has; the rule says what broke
+    assert [(f.metadata["path"], f.metadata["rule"]) for f in found] == [
+        ("$['?']", "type"),
+        ("$", "additionalProperties"),
+    ]
+
+
+@pytest.mark.timeout(20)
+def test_patterns_the_linear_engine_lacks_are_backtrack_bounded() -> None:
+    """Lookaround and backreferences run on fancy-regex with a backtrack limit."""
+    schema = {"type": "string", "pattern": r"^(?=x)(x+)+\1$"}
+    ctx = TextContext(response_format=schema_format(schema))
+    assert run(FormatDetector(), json.dumps("xxxx"), ctx) == []
+    found = run(FormatDetector(), json.dumps("x" * 5_000 + "!"), ctx)
+    assert [(f.metadata["path"], f.metadata["rule"]) for f in found] == [("$", "pattern")]
+
+
+def test_pattern_violation_metadata_names_path_and_rule_never_the_value() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+        "required": ["code"],
+    }
+    ctx = TextContext(response_format=schema_format(schema))
+    (finding,) = run(FormatDetector(), json.dumps({"code": LEAK.lower()}), ctx)
+    assert dict(finding.metadata) == {
+        "path": "$.code",
+        "reason": "must match the schema's pattern",
+        "rule": "pattern",
+        "schema": "order",
+    }

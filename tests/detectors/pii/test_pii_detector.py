@@ -149,9 +149,12 @@ def test_phone_leniency_and_regions_are_configurable() -> None:
         )
     )
     possible.start_sync()
-    # "possible" checks the length: an N11 area code passes it, "valid" rejects it
-    assert possible.detect_sync(["call 211-555-0123"])[0]
-    assert not us_only.detect_sync(["call 211-555-0123"])[0]
+    # "possible" checks the length: an N11 area code passes it, "valid" rejects it ...
+    assert possible.detect_sync(["see 211-555-0123"])[0]
+    assert not us_only.detect_sync(["see 211-555-0123"])[0]
+    # ... unless a phone context word vouches for it: then it is reported, unvalidated
+    (f,) = us_only.detect_sync(["call 211-555-0123"])[0]
+    assert (f.score, f.metadata["validated"]) == (0.6, False)
     strict = PiiDetector(
         PiiDetector.Options(
             entities=["PHONE_NUMBER"], phone_regions=["US"], phone_leniency="exact_grouping"

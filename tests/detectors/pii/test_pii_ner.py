@@ -36,7 +36,8 @@ def test_ner_entities(with_ner: PiiDetector, text: str, expected: list[tuple[str
 def test_implausible_ner_entities_are_dropped(ner_only: PiiDetector) -> None:
     # en_core_web_sm calls "1699999999" a DATE here; a bare 10-digit number is none
     text = "Timestamps 1700000000 and 1699999999 appear; dates like 05.12.2023 and 1985 too."
-    assert found(ner_only, text) == [("DATE_TIME", "1985")]
+    # ... while "05.12.2023" is a date (the numeric-date rule), whatever the model said
+    assert found(ner_only, text) == [("DATE_TIME", "05.12.2023"), ("DATE_TIME", "1985")]
 
 
 @pytest.mark.parametrize(
@@ -109,3 +110,56 @@ async def test_async_detect_runs_ner_off_the_loop(with_ner: PiiDetector) -> None
     assert with_ner.blocking is True
     result = await with_ner.detect(["John Smith lives in Berlin."])
     assert [f.label for f in result[0]] == ["PERSON", "LOCATION"]
+
+
+# ner_rules: what the small model gets wrong, fixed by cheap rules (each row a case)
+RULE_CASES = [
+    # relative times, durations, ages and decades are no DATE_TIME ...
+    ("I went there this morning and again next week.", []),
+    ("She worked there for 8+ years, the first three months as an intern.", []),
+    ("He is 46 years old and loved the 60s.", []),
+    # ... dates, weekdays and months are
+    ("Born on 5/5/1937 in a small town.", [("DATE_TIME", "5/5/1937")]),
+    ("The invoice from 2023-04-01 is due.", [("DATE_TIME", "2023-04-01")]),
+    ("See you on Tuesday.", [("DATE_TIME", "Tuesday")]),
+    # countries the model misses, in title or upper case
+    ("She moved to Tunisia last year.", [("LOCATION", "Tunisia")]),
+    ("ADDRESS: 12 RUE X, TUNIS, TUNISIA", [("LOCATION", "TUNISIA")]),
+    # not inside a word or a hyphenated name
+    ("The Chad-Smith report.", []),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), RULE_CASES, ids=[t[:30] for t, _ in RULE_CASES])
+def test_ner_rules(ner_only: PiiDetector, text: str, expected: list[tuple[str, str]]) -> None:
+    got = [(label, span) for label, span in found(ner_only, text) if label != "PERSON"]
+    assert [g for g in got if g[0] in ("DATE_TIME", "LOCATION")] == expected
+
+
+@pytest.mark.parametrize(
+    ("span", "keep"),
+    [
+        ("this morning", False),
+        ("next week", False),
+        ("3 years", False),
+        ("10th year", False),
+        ("46 years old", False),
+        ("the 60s", False),
+        ("0490", False),
+        ("846 31", False),
+        ("14 July 2019", True),
+        ("March", True),
+        ("1985", True),
+        ("10:30", True),
+        ("05.12.2023", True),
+        ("20240115", True),
+    ],
+)
+def test_date_time_filter(span: str, keep: bool) -> None:
+    from detectors.pii.ner_rules import refine
+    from detectors.pii.scanner import RawMatch
+
+    text = f"x {span} y"
+    m = RawMatch("DATE_TIME", 2, 2 + len(span), 0.85, "spacy_ner", False)
+    kept = refine(text, [m], frozenset({"DATE_TIME"}))
+    assert (m in kept) is keep
