@@ -32,6 +32,7 @@ class Choice:
         "edits",
         "finished",
         "index",
+        "judged",
         "length",
         "parts",
         "past_edits",
@@ -58,6 +59,7 @@ class Choice:
         self.edits: list[Edit] = []  # output masks in the unreleased text, sorted
         self.past_edits: list[tuple[int, int]] = []  # released masks still inside ``buf``
         self.finished = False  # the upstream sent this choice's finish_reason
+        self.judged = False  # its whole text went to the whole-answer rules
         self.closed = False  # the client got this choice's finish_reason
         self.restorer: PlaceholderRestorer | None = None
         self.tool_restorers: dict[int, PlaceholderRestorer] = {}
