@@ -89,7 +89,8 @@ class Item:
     re-serialised from ``doc`` (``choice`` is the choice object inside ``doc``).
     """
 
-    __slots__ = ("choice", "doc", "end", "finish", "lane", "origin", "raw", "start", "text", "tools")
+    __slots__ = ("at", "choice", "doc", "end", "finish", "lane", "origin", "raw", "start", "text",
+                 "tools")
 
     def __init__(
         self,
@@ -101,7 +102,9 @@ class Item:
         text: str = "",
         finish: bool = False,
         tools: bool = False,
+        at: float = 0.0,
     ) -> None:
+        self.at = at  # arrival (perf_counter; 0.0: not timed)
         self.lane = lane
         self.raw = raw
         self.doc = doc

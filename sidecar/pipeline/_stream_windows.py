@@ -7,8 +7,8 @@ deltas).
 A window is *due* when nothing of the choice was cleared yet (time to first token),
 when ``window`` new characters (``tokens`` deltas) arrived, when new text of at least
 :data:`MIN_BOUNDARY_CHARS` characters holds a natural boundary (a sentence or clause
-end, a line break), or when the guard's clock says the oldest unchecked text waited
-``max_hold_ms`` (the guard asks :meth:`Windows.plan` then). A planned round covers
+end, a line break), or when the guard's clock says the oldest held text waited ``max_hold_ms``
+(the guard asks :meth:`Windows.plan` then). A planned round covers
 all the text received so far, in windows of at most ``window`` characters, except
 that a choice's first window is a round of its own (its text goes out before the
 rest is checked).

@@ -13,8 +13,9 @@ Modes (per route):
   window is checked as soon as the first content arrives (time to first token);
   later ones when ``window_chars`` of new text (or ``window_tokens`` content
   deltas) arrived, when new text ends a sentence or clause (``boundaries``), or
-  when the oldest unchecked text has waited ``max_hold_ms``, whichever comes
-  first: text is never held much longer than ``max_hold_ms`` plus one check.
+  when the oldest held event has waited ``max_hold_ms`` while unchecked text
+  waits, whichever comes first: text is held about ``max_hold_ms`` plus one
+  check at most, beyond the wait for the text that completes a held word.
   Each window starts with up to ``overlap_chars`` of already checked text (at
   least the held-back tail), so an insult or an e-mail split across windows or
   network chunks is seen whole. After a passed window a small tail that may still
@@ -149,7 +150,6 @@ class StreamGuard:
         )
         # Seconds the oldest unchecked text may wait for a check (None: no time bound).
         self._hold = max_hold_ms / 1000.0 if max_hold_ms is not None and self._windowed else None
-        self._oldest: float | None = None  # arrival (perf_counter) of the oldest unchecked text
         self._tokens = window_tokens is not None
         self._strip = strip_usage
         restore, prefixes = None, frozenset[str]()
@@ -182,11 +182,22 @@ class StreamGuard:
 
     @property
     def deadline(self) -> float | None:
-        """``perf_counter`` time by which the guard wants :meth:`poll` called (held text
-        reaches ``max_hold_ms``), or None; None while a check is in flight (race that)."""
-        if self._oldest is None or self._hold is None or self._task is not None or self._stopped:
+        """``perf_counter`` time by which the guard wants :meth:`poll` called (the oldest
+        unreleased text reaches ``max_hold_ms`` while unchecked text waits), or None;
+        None while a check is in flight (race that instead)."""
+        if self._task is not None or self._stopped:
             return None
-        return self._oldest + self._hold
+        oldest, hold = self._oldest(), self._hold
+        return None if oldest is None or hold is None else oldest + hold
+
+    def _oldest(self) -> float | None:
+        """Arrival of the oldest held event, when there is unchecked text to check."""
+        if not self._unchecked or self._hold is None:
+            return None
+        for item in self._box.queue:
+            if item.at:
+                return item.at
+        return None
 
     @property
     def in_flight(self) -> asyncio.Future[list[WindowVerdict]] | None:
@@ -234,7 +245,7 @@ class StreamGuard:
             self._on_event(event)
             if self.done:
                 break  # nothing after [DONE] counts
-        if self._oldest is not None and not self._due and self._overdue():
+        if self._unchecked and not self._due and self._overdue():
             self._due = True
         if not self._passthrough and self._has_work():
             stop = await self._progress(final=self.done)
@@ -259,7 +270,7 @@ class StreamGuard:
         return stop if stop is not None else self._step()
 
     def _overdue(self) -> bool:
-        oldest = self._oldest
+        oldest = self._oldest()
         # a millisecond early counts: a timer that fires a hair before the deadline
         # must not leave the caller spinning
         return (oldest is not None and self._hold is not None
@@ -370,11 +381,8 @@ class StreamGuard:
                 self._unchecked += len(content)
                 if self._tokens:
                     ch.deltas.append(ch.length)
-                if self._windowed:
-                    if self._oldest is None:
-                        self._oldest = time.perf_counter()
-                    if not self._due and (finish or self._windows.due(ch, content)):
-                        self._due = True
+                if self._windowed and not self._due and (finish or self._windows.due(ch, content)):
+                    self._due = True
         else:
             content = ""
             if tools:
@@ -386,7 +394,8 @@ class StreamGuard:
             ch.finished = True
             self._due = self._due or self._windowed
         if not self._fast:
-            self._box.add(ch, Item(index, raw, doc, choice, start, content, finish, tools))
+            at = time.perf_counter() if self._hold is not None else 0.0
+            self._box.add(ch, Item(index, raw, doc, choice, start, content, finish, tools, at))
 
     def _add_global(self, raw: bytes) -> None:
         if not self._fast:
@@ -413,7 +422,6 @@ class StreamGuard:
                 if not (self._due or final):
                     break
                 self._due = False
-                self._oldest = None  # the plan covers every unchecked character
                 self._plan, freed = self._windows.plan(self._choices.values(), final)
                 self._freed = self._freed or freed
                 if not self._plan:
@@ -467,8 +475,6 @@ class StreamGuard:
             self._box.open = True
         if self._windows.deferred:
             self._due = True  # text the round left for later
-            if self._oldest is None:
-                self._oldest = time.perf_counter()
         return None
 
     async def _record_whole(self) -> WindowVerdict | None:
