@@ -10,6 +10,11 @@ shared and noisy. The steadiest figure is the proxy process's CPU time per
 request, read from ``/proc/PID/stat``.
 
 Run: ``.venv/bin/python bench/bench_proxy.py [--rounds 5] [--requests 2000]``
+
+Stream guard time to first token, headers with the first window vs at once:
+``bench/bench_proxy.py --scenarios stream --policy default --early-headers compare``
+(``default``: the shipped default policy; ``compare`` runs a second sidecar whose
+routes set ``stream.early_headers: true``).
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class Run:
     chunks: int = 0
     ttfb: list[float] = field(default_factory=list)  # to the first byte of the body
     ttft: list[float] = field(default_factory=list)  # to the first content token
+    gaps: list[float] = field(default_factory=list)  # largest gap between chunks, per stream
 
 
 async def load_unary(session: aiohttp.ClientSession, url: str, n: int, conc: int) -> Run:
@@ -130,8 +136,14 @@ async def load_stream(session: aiohttp.ClientSession, url: str, n: int, pace_ms:
         async with session.post(url + "/v1/chat/completions", data=body,
                                 headers={"Content-Type": "application/json"}) as r:
             first_byte = first_token = True
+            last = None
+            gap = 0.0
             async for chunk in r.content.iter_any():
                 now = time.perf_counter()
+                if last is not None and _first_content(chunk):
+                    gap = max(gap, now - last)
+                if _first_content(chunk):
+                    last = now
                 if first_byte:
                     run.ttfb.append(now - t)
                     first_byte = False
@@ -139,6 +151,7 @@ async def load_stream(session: aiohttp.ClientSession, url: str, n: int, pace_ms:
                     run.ttft.append(now - t)
                     first_token = False
                 run.chunks += chunk.count(b"data: ")
+            run.gaps.append(gap)
         run.latencies.append(time.perf_counter() - t)
     run.wall = time.perf_counter() - t0
     return run
@@ -203,14 +216,17 @@ async def main_async(args: argparse.Namespace) -> None:
         "direct": (upstream, None),
         "floor": (f"http://127.0.0.1:{floor_port}", procs["floor"].pid),
     }
-    for variant in variants:
+    policies = [("", args.policy)]
+    if args.early_headers == "compare":
+        policies.append(("-early", str(early_policy(args.policy, tmp / "policy-early.yaml"))))
+    for variant, (suffix, policy) in ((v, p) for v in variants for p in policies):
         port = free_port()
-        cfg = tmp / f"railwatch-{variant}.yaml"
-        cfg.write_text(sidecar_config(tmp / variant, variant, args.policy))
+        cfg = tmp / f"railwatch-{variant}{suffix}.yaml"
+        cfg.write_text(sidecar_config(tmp / f"{variant}{suffix}", variant, policy))
         venv = dict(env)
         if variant == "all" and sink is not None:
             venv["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink[1]
-        name = "sidecar" if len(variants) == 1 else f"sidecar-{variant}"
+        name = ("sidecar" if len(variants) == 1 else f"sidecar-{variant}") + suffix
         procs[name] = spawn([py, "-m", "sidecar.cli", "serve", "--config", str(cfg),
                              "--upstream", upstream, "--port", str(port)], 1, venv)
         targets[name] = (f"http://127.0.0.1:{port}", procs[name].pid)
@@ -227,6 +243,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 ("unary c=32", lambda u: load_unary(session, u, args.requests, 32)),
                 ("stream", lambda u: load_stream(session, u, args.streams, args.pace_ms)),
             ]
+            wanted = args.scenarios.split(",")
+            scenarios = [s for s in scenarios if s[0].split()[0] in wanted]
             for url, _ in targets.values():  # warm-up: connections, caches, JIT-free paths
                 await load_unary(session, url, 200, 8)
             for rnd in range(args.rounds):
@@ -247,6 +265,19 @@ async def main_async(args: argparse.Namespace) -> None:
     report(results, args, [n for n in targets if n.startswith("sidecar")])
 
 
+def early_policy(policy: str | None, path: Path) -> Path:
+    """``policy`` (the shipped default when None) with ``stream.early_headers: true``."""
+    import yaml
+
+    from sidecar.policy import default_policy_path
+
+    doc = yaml.safe_load(Path(policy or default_policy_path()).read_text())
+    for route in doc.get("routes") or ():
+        route.setdefault("stream", {})["early_headers"] = True
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -258,6 +289,8 @@ def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace,
           f"proxies pinned to one core, exporters: {args.exporters}, guardrails: "
           + (f"on ({args.policy})" if args.policy else "off"))
     for scen in ("unary c=1", "unary c=32"):
+        if (scen, "direct") not in results:
+            continue
         print(f"\n{scen}")
         print(f"{'target':<14} {'CPU ms/req':>10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'added p50':>10} {'added p99':>10}")
@@ -278,9 +311,11 @@ def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace,
         for name in sidecars:
             print(f"CPU per request, {name}/floor: {cpu[name] / cpu['floor']:.2f}x "
                   "(target <= 1.5x with tracing and no detectors)")
+    if ("stream", "direct") not in results:
+        return
     print(f"\nstream ({args.streams} streams per round, chunks paced {args.pace_ms} ms)")
     print(f"{'target':<14} {'TTFB p50 ms':>12} {'vs direct':>10} {'TTFT p50 ms':>12} "
-          f"{'vs direct':>10} {'CPU us/chunk':>13} {'chunks':>7}")
+          f"{'vs direct':>10} {'CPU us/chunk':>13} {'chunks':>7} {'max gap ms':>11}")
     d_ttfb = med([pct(r.ttfb, 0.5) for r in results[("stream", "direct")]])
     d_ttft = med([pct(r.ttft, 0.5) for r in results[("stream", "direct")]])
     per_chunk: dict[str, float] = {}
@@ -290,9 +325,10 @@ def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace,
         ttft = med([pct(r.ttft, 0.5) for r in runs])
         per_chunk[name] = med([r.cpu / max(1, r.chunks) * 1e6 for r in runs])
         cpu_s = f"{per_chunk[name]:.1f}" if name != "direct" else "-"
+        gap = med([pct(r.gaps, 0.5) for r in runs])
         print(f"{name:<14} {ttfb * 1000:>12.3f} {(ttfb - d_ttfb) * 1000:>10.3f} "
               f"{ttft * 1000:>12.3f} {(ttft - d_ttft) * 1000:>10.3f} {cpu_s:>13} "
-              f"{runs[0].chunks:>7}")
+              f"{runs[0].chunks:>7} {gap * 1000:>11.1f}")
     for name in sidecars:
         print(f"CPU per chunk, {name}/floor: {per_chunk[name] / per_chunk['floor']:.2f}x "
               "(target <= 1.5x; time to first token within 1 ms of direct)")
@@ -317,7 +353,15 @@ def main() -> None:
         help="policy file for the sidecar (detectors on); default: "
         "guardrails off, tracing only (e.g. bench/policy_cpu.yaml)",
     )
+    ap.add_argument("--scenarios", default="unary,stream",
+                    help="comma list of unary, stream (default both)")
+    ap.add_argument("--early-headers", choices=("off", "compare"), default="off",
+                    help="compare: a second sidecar with stream.early_headers on every route")
     args = ap.parse_args()
+    if args.policy == "default":
+        from sidecar.policy import default_policy_path
+
+        args.policy = str(default_policy_path())
     try:
         import uvloop
 

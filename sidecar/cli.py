@@ -1,7 +1,10 @@
 """The ``railwatch`` command line.
 
 Subcommands: ``serve`` (the sidecar), ``demo-upstream`` (the scripted demo model
-server alone). Exit codes: 0 ok, 2 usage or configuration error, 1 start-up failure.
+server alone), ``check``, ``models``, ``traces`` and ``report``
+(:mod:`sidecar.cli_traces`). Exit codes: 0 ok, 2 usage or configuration error, 1
+start-up failure (a busy port included); ``check`` exits 3 when the decision is
+``block``.
 Diagnostics go through ``logging``; what a person asked to see goes to stdout.
 """
 
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar import __version__
+from sidecar import __version__, cli_traces
 from sidecar.errors import ConfigError, StartupError
 
 logger = logging.getLogger("railwatch")
@@ -50,6 +53,9 @@ async def _wait_for_signal() -> None:
 
 
 def _banner(url: str, upstream: str, demo: bool, traces: str) -> str:
+    # the demo needs no key and serves any model name; a real upstream wants its own
+    key = "unused-by-the-demo" if demo else "YOUR-API-KEY (the upstream's; forwarded as is)"
+    model = "railwatch-demo" if demo else "YOUR-MODEL"
     lines = [f"railwatch {__version__} listening on {url}"]
     if demo:
         lines.append(
@@ -63,15 +69,16 @@ def _banner(url: str, upstream: str, demo: bool, traces: str) -> str:
         "Point the openai client at the sidecar:",
         "",
         "    from openai import OpenAI",
-        f'    client = OpenAI(base_url="{url}/v1", api_key="unused-by-the-demo")',
+        f'    client = OpenAI(base_url="{url}/v1", api_key="{key}")',
         "    reply = client.chat.completions.create(",
-        f'        model="{"railwatch-demo" if demo else "YOUR-MODEL"}",',
+        f'        model="{model}",',
         '        messages=[{"role": "user", "content": "Hello!"}],',
         "    )",
         "    print(reply.choices[0].message.content)",
         "",
         f"or: curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
-        f"-d '{{\"model\": \"railwatch-demo\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
+        + ("" if demo else "-H 'Authorization: Bearer YOUR-API-KEY' ")
+        + f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
         f"traces: {traces}    health: {url}/healthz    readiness: {url}/readyz",
         "Ctrl-C stops.",
     ]
@@ -128,7 +135,13 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # a busy port, an address not on this host, no permission
+            where = f"{settings.server.host}:{settings.server.port}"
+            reason = exc.strerror or str(exc)
+            raise StartupError(f"cannot listen on {where}: {reason} (is another process "
+                               "using the port? pick another with --port)") from None
         host, port = runner.addresses[0][:2]
         host = f"[{host}]" if ":" in host else host
         traces = _describe_exporters(settings)
@@ -184,9 +197,10 @@ def _check(args: argparse.Namespace) -> int:
     _setup_logging("WARNING")
     text = sys.stdin.read() if args.text == "-" else args.text
     result = _run(_check_async(args, text))
+    code = 3 if result["decision"]["action"] == "block" else 0
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
-        return 0
+        return code
     findings = result["findings"]
     print(f"route: {result['route'] or '(none matched)'}    stage: {args.stage}")
     if findings:
@@ -201,7 +215,7 @@ def _check(args: argparse.Namespace) -> int:
     print(f"decision: {decision['action']}    reasons: {reasons}")
     if "masked_text" in result:
         print(f"masked: {result['masked_text']}")
-    return 0
+    return code
 
 
 def _models_pull(args: argparse.Namespace) -> int:
@@ -217,90 +231,6 @@ def _models_pull(args: argparse.Namespace) -> int:
         print(f"railwatch: models pull failed: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {folder}; the toxicity detector finds it there (or set options.model_dir)")
-    return 0
-
-
-def _storage(args: argparse.Namespace) -> tuple[Any, str]:
-    """A ClickHouse client and database from the settings' clickhouse exporter (or defaults)."""
-    from exporters.clickhouse import ClickHouseExporter, connect
-    from exporters.errors import ExporterError
-    from sidecar.settings import load_settings
-
-    settings = load_settings(args.config)
-    options: dict[str, Any] = {}
-    for spec in settings.exporters:
-        if spec.kind == "clickhouse":
-            options = dict(spec.options)
-            break
-    exporter = ClickHouseExporter.from_options(options, data_dir=settings.data_path())
-    try:
-        return connect(exporter.config), exporter.config.effective_database
-    except ExporterError as exc:
-        raise StartupError(str(exc)) from None
-
-
-def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
-    import orjson
-
-    if as_json:
-        for row in rows:
-            sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
-        return
-    cols = ["started_at", "route", "model", "status", "decision", "total_ms", "overhead_ms",
-            "prompt_tokens", "completion_tokens", "error_type", "trace_id"]
-    table = [[_cell(row.get(c)) for c in cols] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in table]) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for r in table:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat(timespec="seconds"))
-    return str(value)
-
-
-def _traces(args: argparse.Namespace) -> int:
-    from exporters.clickhouse import queries
-
-    _setup_logging("WARNING")
-    client, database = _storage(args)
-    if args.traces_command == "tail":
-        rows_iter = queries.tail(client, args.n, args.follow, database=database,
-                                 include_text=args.text)
-        try:
-            for row in rows_iter:
-                _print_rows([row], args.json)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass
-        return 0
-    rows = queries.query_traces(
-        client, database=database, since=args.since, model=args.model, decision=args.decision,
-        route=args.route, tenant=args.tenant, trace_id=args.trace_id, limit=args.limit,
-        include_text=args.text,
-    )
-    _print_rows(rows, args.json)
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    import orjson
-
-    from exporters.clickhouse import queries
-
-    _setup_logging("WARNING")
-    client, database = _storage(args)
-    data = queries.report(client, database=database, since=args.since)
-    if args.json:
-        sys.stdout.write(orjson.dumps(data, default=str).decode() + "\n")
-    else:
-        print(queries.format_report(data))
     return 0
 
 
@@ -350,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="run the detectors and the policy on a text",
         description="Run a policy route's detectors on TEXT (or standard input with '-') and "
-        "print the findings and the decision.",
+        "print the findings and the decision. Exits 3 when the decision is block.",
     )
     check.add_argument("text", metavar="TEXT|-")
     check.add_argument("--stage", choices=("input", "output"), default="input")
@@ -377,39 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.set_defaults(func=_models_pull)
     models.set_defaults(func=_help_of(models))
 
-    storage_note = (" Reads the ClickHouse storage of the settings (default: embedded chDB in "
-                    "data_dir, which only one process can open: stop the sidecar first, or "
-                    "point the clickhouse exporter at a server).")
-    traces = sub.add_parser("traces", help="read stored traces",
-                            description="Read stored traces." + storage_note)
-    tsub = traces.add_subparsers(dest="traces_command", metavar="ACTION")
-    for name, helptext in (("tail", "the latest traces (and new ones with --follow)"),
-                           ("query", "traces matching filters")):
-        t = tsub.add_parser(name, help=helptext, description=helptext + "." + storage_note)
-        t.add_argument("--config", metavar="FILE", help="YAML settings file")
-        t.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-        t.add_argument("--text", action="store_true", help="include prompt and output text")
-        if name == "tail":
-            t.add_argument("-n", type=int, default=20, help="how many (default 20)")
-            t.add_argument("--follow", "-f", action="store_true", help="keep printing new ones")
-        else:
-            t.add_argument("--since", default="1h", help="e.g. 15m, 1h, 7d or an ISO time")
-            t.add_argument("--model")
-            t.add_argument("--decision", help="pass, flag, mask, block, ...")
-            t.add_argument("--route", help="chat, text_completion, embeddings, ...")
-            t.add_argument("--tenant")
-            t.add_argument("--trace-id")
-            t.add_argument("--limit", type=int, default=100)
-        t.set_defaults(func=_traces)
-    traces.set_defaults(func=_help_of(traces))
-
-    report = sub.add_parser("report", help="a summary of traffic and guardrails",
-                            description="Request volume, latency percentiles, TTFT/TPOT, "
-                            "tokens, trigger rates, PII types, JSON validity." + storage_note)
-    report.add_argument("--since", default="24h", help="e.g. 1h, 24h, 7d")
-    report.add_argument("--config", metavar="FILE", help="YAML settings file")
-    report.add_argument("--json", action="store_true")
-    report.set_defaults(func=_report)
+    cli_traces.add_parsers(sub)
     return parser
 
 

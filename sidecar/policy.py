@@ -117,13 +117,24 @@ class FallbackTarget(_Model):
 
 
 class StreamSpec(_Model):
-    """How output detectors see streamed answers."""
+    """How output detectors see streamed answers (see the stream guard's docstring).
+
+    ``max_hold_ms``: the longest unchecked text waits before a check releases it
+    (None: only sizes and boundaries decide). ``boundaries``: a sentence or clause
+    end checks (and releases) sooner. ``early_headers``: send the response headers
+    when the upstream's arrive instead of with the first window; a verdict before
+    the first token can then only cut the stream (no retry, fallback, hand-off or
+    error status).
+    """
 
     mode: Literal["passthrough", "windowed", "buffered"] = "windowed"
     window_chars: int = Field(default=256, ge=16)
     window_tokens: int | None = Field(default=None, ge=1)
     overlap_chars: int = Field(default=64, ge=0)
     max_holdback_chars: int = Field(default=64, ge=0)
+    max_hold_ms: float | None = Field(default=150.0, ge=0, le=60_000)
+    boundaries: bool = True
+    early_headers: bool = False
 
 
 class Route(_Model):

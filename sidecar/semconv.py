@@ -180,3 +180,8 @@ ATTR_SOURCE = "railwatch.source"  # who recorded the trace: absent (the proxy) |
 RAILWATCH_GUARDRAIL_INCOMPLETE = "railwatch.guardrail.incomplete"
 # trace attribute: triggered findings past the per-stage cap, counted not recorded
 RAILWATCH_FINDINGS_UNRECORDED = "railwatch.findings.unrecorded"
+
+# --- streams (stream guard, stream accounting; the streams area): trace attributes
+ATTR_STREAM_TRUNCATED = "railwatch.stream.truncated"  # "1": [DONE] without a finish_reason
+ATTR_STREAM_EARLY_HEADERS = "railwatch.stream.early_headers"  # "1": headers before 1st window
+ATTR_REQUEST_RESPONSE_FORMAT = "railwatch.request.response_format"  # json_object|json_schema

@@ -90,6 +90,7 @@ class FormatDetector:
 
     name = "format"
     blocking = False
+    whole_text = True  # judges whole answers: a stream is judged once, at its end
 
     class Options(pydantic.BaseModel):
         model_config = pydantic.ConfigDict(extra="forbid", frozen=True)

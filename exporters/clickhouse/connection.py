@@ -34,7 +34,7 @@ from exporters.errors import ExporterStartError, StorageLockedError, StorageUnav
 _OTHER_PATH = re.compile(r"already initialized with path '([^']*)'")
 _AUTH_CODES = {192, 193, 194, 195, 516}  # UNKNOWN_USER, WRONG_PASSWORD, ..., AUTHENTICATION_FAILED
 
-__all__ = ["connect", "describe_error", "embedded_lock_holder"]
+__all__ = ["check_embedded_free", "connect", "describe_error", "embedded_lock_holder"]
 
 
 def connect(config: ClickHouseConfig) -> Client:
@@ -96,6 +96,13 @@ def embedded_lock_holder(path: Path) -> int | None:
         os.close(fd)
 
 
+def check_embedded_free(path: Path) -> None:
+    """Raise :class:`StorageLockedError` naming ``path`` when another process holds it."""
+    holder = embedded_lock_holder(path)
+    if holder is not None and holder != os.getpid():
+        raise StorageLockedError(_locked_message(path, holder))
+
+
 def _locked_message(path: Path, pid: int) -> str:
     who = f" (pid {pid})" if pid > 0 else ""
     return (
@@ -107,10 +114,8 @@ def _locked_message(path: Path, pid: int) -> str:
 
 
 def _connect_embedded(path: Path) -> Client:
-    holder = embedded_lock_holder(path)
-    if holder is not None and holder != os.getpid():
-        # checked first: chDB itself would only say "Error initializing EmbeddedServer"
-        raise StorageLockedError(_locked_message(path, holder))
+    # checked first: chDB itself would only say "Error initializing EmbeddedServer"
+    check_embedded_free(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from exporters.base import ExportResult
 from exporters.clickhouse.config import ClickHouseConfig
-from exporters.clickhouse.connection import connect, describe_error
+from exporters.clickhouse.connection import check_embedded_free, connect, describe_error
 from exporters.clickhouse.migrations import apply_ttl, migrate
 from exporters.clickhouse.rows import (
     FINDING_NAMES,
@@ -149,6 +149,10 @@ class ClickHouseExporter:
         if self._started:
             return
         cfg = self.config
+        if cfg.is_embedded and cfg.embedded_path is not None:
+            # a second process on the same data dir: name the chDB directory it holds,
+            # not the spill directory that happens to be locked first
+            check_embedded_free(cfg.embedded_path)
         if cfg.spill:
             spill = SpillLog(
                 cfg.effective_spill_dir,

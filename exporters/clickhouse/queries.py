@@ -28,6 +28,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from exporters.clickhouse.migrations import QUANTILES
+from sidecar.semconv import ATTR_REQUEST_RESPONSE_FORMAT as _RESPONSE_FORMAT_KEY
 
 Since = datetime | timedelta | float | int | str | None
 
@@ -145,6 +146,55 @@ def query_traces(
     return _rows(client, sql, params)
 
 
+_DETAIL_COLUMNS: tuple[str, ...] = (
+    "model_requested", "model_served", "upstream", "finish_reasons", "usage_source",
+    "upstream_ms", "client_disconnected", "decisions", "attempts", "attributes",
+)
+
+
+def trace_detail(
+    client: Client, trace_id: str, *, database: str = "railwatch", include_text: bool = False
+) -> list[dict[str, Any]]:
+    """Every request of one trace (oldest first): the summary columns, decisions,
+    attempts, attributes, and ``findings`` (a list per request, in order)."""
+    database = _db(database)
+    cols = _select(include_text) + ", " + ", ".join(f"`{c}`" for c in _DETAIL_COLUMNS)
+    rows = _rows(
+        client,
+        f"SELECT {cols} FROM {database}.traces WHERE trace_id = {{t:String}} "
+        "ORDER BY started_at, request_id LIMIT 100",
+        {"t": trace_id},
+    )
+    if not rows:
+        return []
+    findings = _rows(
+        client,
+        f"SELECT request_id, stage, detector, label, score, `start`, `end`, action, latency_ms "
+        f"FROM {database}.findings WHERE trace_id = {{t:String}} ORDER BY request_id, idx",
+        {"t": trace_id},
+    )
+    for row in rows:
+        row["findings"] = [
+            {k: v for k, v in f.items() if k != "request_id"}
+            for f in findings if f["request_id"] == row["request_id"]
+        ]
+        row["decisions"] = [_named(d, ("stage", "action", "reasons"))
+                            for d in row.get("decisions") or ()]
+        row["attempts"] = [
+            _named(a, ("kind", "upstream", "model", "offset_ms", "duration_ms", "status",
+                       "error", "decision"))
+            for a in row.get("attempts") or ()
+        ]
+    return rows
+
+
+def _named(value: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """A ClickHouse named tuple (a tuple, or a dict with some client settings) as a dict."""
+    if isinstance(value, dict):
+        return dict(value)
+    return dict(zip(names, value, strict=False))
+
+
 def tail(
     client: Client,
     n: int = 20,
@@ -240,7 +290,9 @@ def report(
     ``detectors`` (per detector: findings, requests, rate = share of all requests),
     ``actions`` (per detector and action), ``pii_types`` (findings of detector
     ``pii`` by label), ``format`` (findings of detector ``format``: requests with
-    one, ``valid_rate`` = 1 - that share of all requests, and labels),
+    one, ``json_requests`` (answers to requests whose ``response_format`` asked for
+    JSON), ``json_invalid`` (those with a ``json_*`` finding), ``valid_rate`` = 1 -
+    their share of ``json_requests`` (None without such requests), and labels),
     ``detector_latency_ms`` (per detector, most runs first: ``runs``, ``errors``,
     ``timeouts``, ``error_rate`` and ``latency_ms`` p50/p90/p99 of the caller's wait,
     failed runs included; empty on a database migrated before schema v4).
@@ -347,14 +399,34 @@ def report(
         ).result_rows[0][0]
         or 0
     )
+    json_requests, json_invalid = _json_validity(client, database, params)
     out["format"] = {
         "requests_with_findings": fmt_requests,
-        "valid_rate": (1 - fmt_requests / requests) if requests else None,
+        "json_requests": json_requests,
+        "json_invalid": json_invalid,
+        "valid_rate": (1 - json_invalid / json_requests) if json_requests else None,
         "labels": [{"label": r["label"], "findings": int(r["findings"]),
                     "requests": int(r["requests"])} for r in fmt],
     }
     out["detector_latency_ms"] = _detector_latency(client, database, where, params)
     return out
+
+
+def _json_validity(client: Client, database: str, params: dict[str, Any]) -> tuple[int, int]:
+    """(requests that asked for JSON, those of them with a ``json_*`` format finding),
+    from the raw tables: the aggregates do not know what a request asked for."""
+    window = ("started_at >= fromUnixTimestamp64Micro({since_us:Int64}, 'UTC') AND "
+              "started_at < fromUnixTimestamp64Micro({until_us:Int64}, 'UTC')")
+    p = {"since_us": int(params["since"] * 1_000_000), "until_us": int(params["until"] * 1_000_000),
+         "key": _RESPONSE_FORMAT_KEY}
+    row = client.query(
+        f"SELECT count(), countIf(request_id IN (SELECT request_id FROM {database}.findings "
+        f"WHERE {window} AND detector = 'format' AND startsWith(label, 'json_'))) "
+        f"FROM {database}.traces WHERE {window} "
+        "AND attributes[{key:String}] IN ('json_object', 'json_schema')",
+        parameters=p,
+    ).result_rows[0]
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def _detector_latency(
@@ -389,9 +461,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def format_report(data: dict[str, Any]) -> str:
-    """A plain-text rendering of :func:`report`'s result, for humans."""
+def format_report(data: dict[str, Any], *, prices: bool = True) -> str:
+    """A plain-text rendering of :func:`report`'s result, for humans. ``prices``:
+    whether any model price is configured (else the cost line says so)."""
     tokens = data["tokens"]
+    cost = f"{data['cost_usd']:.4f}"
+    if not prices:
+        cost += "   (no model prices configured: options.prices of the clickhouse exporter)"
     lines = [
         f"railwatch report {data['since']:%Y-%m-%d %H:%M} .. {data['until']:%Y-%m-%d %H:%M} UTC",
         "",
@@ -404,7 +480,7 @@ def format_report(data: dict[str, Any]) -> str:
             f"tokens        prompt {tokens['prompt']}   completion {tokens['completion']}   "
             f"total {tokens['total']}"
         ),
-        f"cost (USD)    {data['cost_usd']:.4f}",
+        f"cost (USD)    {cost}",
         "",
         f"{'latency ms':<14}{'p50':>10}{'p90':>10}{'p99':>10}",
     ]
@@ -437,12 +513,12 @@ def format_report(data: dict[str, Any]) -> str:
         pii = "   ".join(f"{p['label']} {p['findings']}" for p in data["pii_types"])
         lines += ["", f"top PII types {pii}"]
     fmt = data["format"]
+    asked = fmt.get("json_requests", 0)
+    valid = (f"JSON answers valid {_pct(fmt['valid_rate'])} of {asked} that asked for JSON"
+             if asked else "no request asked for JSON")
     lines += [
         "",
-        (
-            f"JSON/format   requests with format findings {fmt['requests_with_findings']}   "
-            f"valid {_pct(fmt['valid_rate'])}"
-        ),
+        f"JSON/format   requests with format findings {fmt['requests_with_findings']}   {valid}",
     ]
     for label in fmt["labels"]:
         lines.append(f"              {label['label']}: {label['findings']}")

@@ -2,10 +2,14 @@
 
 Events of one choice go out in upstream order; an event outside any choice
 (comment, error, usage, unknown) goes out only after everything before it. An event
-whose text is not changed goes out byte for byte; one released in part is split
-into a synthetic content chunk (``id``/``object``/``created``/``model``/
-``system_fingerprint`` copied) and the rest. On the way out, output masks get their
-placeholders and input placeholders are restored (content and tool-call arguments).
+goes out whole, once all of its text is cleared: upstream chunks are never re-cut
+(a hold-back that ends inside a chunk holds the whole chunk). An event whose text is
+not changed goes out byte for byte; one whose text changed (an output mask got its
+placeholder, an input placeholder was restored, a placeholder split across chunks
+moved to the chunk that completes it) is re-serialised with the new text, still one
+event. Synthetic chunks (``id``/``object``/``created``/``model``/
+``system_fingerprint`` copied) are only written for restorer tails at the end and
+for a cut.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ class Outbox:
     """Held items and the bytes released so far (``out``, taken by the guard).
 
     ``open`` is false until something may go out at all (the first window passed).
+    ``tokens`` counts the released events that carry output (content or tool calls),
+    so the caller can time tokens where the client sees them.
     """
 
-    __slots__ = ("choices", "masker", "meta", "open", "out", "prefixes", "queue", "restore")
+    __slots__ = ("choices", "early", "hold_ends", "masker", "meta", "open", "out", "prefixes",
+                 "queue", "restore", "tokens")
 
     def __init__(
         self,
@@ -48,6 +55,9 @@ class Outbox:
         self.queue: list[Item] = []
         self.out: list[bytes] = []
         self.meta: dict[str, Any] = {}
+        self.tokens = 0
+        self.hold_ends = False  # a whole-answer verdict failed: what ends a choice stays
+        self.early = False  # headers went early: text-free leading events go out at once
 
     def take(self) -> bytes:
         data = b"".join(self.out) if len(self.out) != 1 else self.out[0]
@@ -63,7 +73,8 @@ class Outbox:
             self.queue.append(Item(-1, raw))
 
     def add(self, ch: Choice, item: Item) -> None:
-        if not self.queue and self.open and item.end <= ch.cleared:
+        ready = self.open or (self.early and item.end == 0 and not (item.finish or item.tools))
+        if not self.queue and ready and item.end <= ch.cleared:
             data = self._emit(ch, item, item.end)
             if data:
                 self.out.append(data)
@@ -90,16 +101,12 @@ class Outbox:
                 keep.append(item)
                 continue
             ch = self.choices[lane]
-            if item.end <= ch.cleared:
+            if item.end <= ch.cleared and not (item.finish and self.hold_ends):
                 data = self._emit(ch, item, item.end)
                 if data:
                     out.append(data)
                 continue
-            if item.start < ch.cleared:
-                data = self._emit(ch, item, ch.cleared)
-                if data:
-                    out.append(data)
-            keep.append(item)
+            keep.append(item)  # partly cleared: waits whole (never re-cut)
             blocked.add(lane)
             if len(blocked) == len(self.choices):
                 keep.extend(queue[i + 1 :])
@@ -121,6 +128,7 @@ class Outbox:
                 text = self._restorer(ch).feed(text)
             ch.released = upto
             item.start = upto
+            self.tokens += 1
             if upto < item.end:
                 item.raw = None
                 return encode(self.content_chunk(ch, item.doc, text)) if text else b""
@@ -132,8 +140,10 @@ class Outbox:
                 if tail:
                     text = (text or "") + tail
                 prefix = self._flush_tools(ch, item.doc)
-        if item.tools and self.restore is not None and self._restore_tools(ch, item):
-            item.raw = None
+        if item.tools:
+            self.tokens += 1
+            if self.restore is not None and self._restore_tools(ch, item):
+                item.raw = None
         if item.raw is not None and (text is None or text == item.text):
             return prefix + item.raw
         choice = item.choice

@@ -32,6 +32,7 @@ class Choice:
         "edits",
         "finished",
         "index",
+        "judged",
         "length",
         "parts",
         "past_edits",
@@ -58,6 +59,7 @@ class Choice:
         self.edits: list[Edit] = []  # output masks in the unreleased text, sorted
         self.past_edits: list[tuple[int, int]] = []  # released masks still inside ``buf``
         self.finished = False  # the upstream sent this choice's finish_reason
+        self.judged = False  # its whole text went to the whole-answer rules
         self.closed = False  # the client got this choice's finish_reason
         self.restorer: PlaceholderRestorer | None = None
         self.tool_restorers: dict[int, PlaceholderRestorer] = {}
@@ -87,7 +89,8 @@ class Item:
     re-serialised from ``doc`` (``choice`` is the choice object inside ``doc``).
     """
 
-    __slots__ = ("choice", "doc", "end", "finish", "lane", "origin", "raw", "start", "text", "tools")
+    __slots__ = ("at", "choice", "doc", "end", "finish", "lane", "origin", "raw", "start", "text",
+                 "tools")
 
     def __init__(
         self,
@@ -99,7 +102,9 @@ class Item:
         text: str = "",
         finish: bool = False,
         tools: bool = False,
+        at: float = 0.0,
     ) -> None:
+        self.at = at  # arrival (perf_counter; 0.0: not timed)
         self.lane = lane
         self.raw = raw
         self.doc = doc

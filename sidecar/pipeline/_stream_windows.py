@@ -1,11 +1,22 @@
 """Check windows of the stream guard: what text to check when, and what a verdict does.
 
 Pure bookkeeping over :class:`~sidecar.pipeline._stream_state.Choice` offsets; the
-guard runs the checks. Sizes are characters (``tokens``: content deltas).
+guard runs the checks and keeps the clock. Sizes are characters (``tokens``: content
+deltas).
+
+A window is *due* when nothing of the choice was cleared yet (time to first token),
+when ``window`` new characters (``tokens`` deltas) arrived, when new text of at least
+:data:`MIN_BOUNDARY_CHARS` characters holds a natural boundary (a sentence or clause
+end, a line break), or when the guard's clock says the oldest held text waited ``max_hold_ms``
+(the guard asks :meth:`Windows.plan` then). A planned round covers
+all the text received so far, in windows of at most ``window`` characters, except
+that a choice's first window is a round of its own (its text goes out before the
+rest is checked).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -15,32 +26,45 @@ from sidecar.pipeline._stream_state import Choice
 from sidecar.pipeline._stream_text import Edit, holdback, resolve_spans
 from sidecar.policy import Decision
 
-__all__ = ["CONTINUE", "Planned", "WindowCheck", "WindowVerdict", "Windows"]
+__all__ = ["CONTINUE", "MIN_BOUNDARY_CHARS", "Planned", "WindowCheck", "WindowVerdict", "Windows"]
 
 # Verdicts after which the stream goes on; any other action stops it.
 CONTINUE = frozenset(("pass", "flag", "mask"))
 
+#: A boundary makes a window due only once this much new text arrived (fewer,
+#: larger checks for "a, b, c" lists and numbered lines).
+MIN_BOUNDARY_CHARS = 12
+# Sentence or clause ends and line breaks. Matched on single deltas (a model sends
+# "." or ".\n" as its own token, or at the end of a word).
+_BOUNDARY = re.compile(r"[.!?;:,\n\u3002\uff01\uff1f]")
+
 
 @dataclass(frozen=True, slots=True)
 class WindowCheck:
-    """One window to check: ``text`` is overlap context + new text of choice ``choice``;
-    ``offset`` is where ``text`` starts in the choice's upstream text; ``final`` is true
-    for the window that ends the choice's text (and for whole-text checks)."""
+    """One window to check: ``text`` is overlap context + new text of choice ``choice``
+    (empty when only ``whole`` is to be judged); ``offset`` is where ``text`` starts in
+    the choice's upstream text; ``final`` is true for the window that ends the choice's
+    text (and for whole-text checks). ``whole`` is the choice's whole upstream text,
+    set on the final window when the guard has rules that judge whole answers (JSON
+    validity, schemas): the checker runs those on ``whole`` and the others on ``text``."""
 
     choice: int
     text: str
     offset: int
     final: bool
+    whole: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WindowVerdict:
     """The checker's answer: a policy action, its reasons (``detector:label``), and for
-    ``mask`` the spans to mask, offsets relative to :attr:`WindowCheck.text`."""
+    ``mask`` the spans to mask, offsets relative to :attr:`WindowCheck.text`. A stop
+    with ``whole_only`` lets the window's text out before the stream is cut."""
 
     action: str = "pass"
     reasons: tuple[str, ...] = ()
     mask_spans: tuple[Finding, ...] = ()
+    whole_only: bool = False  # only whole-answer rules stopped it: the window's text passed
 
     @classmethod
     def from_decision(cls, decision: Decision) -> WindowVerdict:
@@ -58,12 +82,15 @@ class Windows:
     """Plans windows and applies verdicts. ``buffered``: one whole-text window per
     choice at the end, no hold-back."""
 
-    __slots__ = ("buffered", "cap", "context", "late_spans", "max_pending", "overlap",
-                 "tokens", "window")
+    __slots__ = ("boundaries", "buffered", "cap", "context", "deferred", "late_spans",
+                 "max_pending", "overlap", "tokens", "whole", "window")
 
     def __init__(self, *, window: int, tokens: int | None, overlap: int, cap: int,
-                 max_pending: int, buffered: bool) -> None:
+                 max_pending: int, buffered: bool, boundaries: bool = True,
+                 whole: bool = False) -> None:
         self.window = window
+        self.boundaries = boundaries
+        self.whole = whole  # the final window of a choice carries its whole text
         self.tokens = tokens
         self.overlap = overlap
         self.cap = cap
@@ -71,44 +98,67 @@ class Windows:
         self.max_pending = max_pending
         self.buffered = buffered
         self.late_spans = 0  # mask spans (partly) in text that had already gone out
+        self.deferred = False  # the last plan left text unchecked: plan again after it
 
-    def due(self, ch: Choice) -> bool:
-        """Is a window of ``ch`` due (after content arrived)?"""
+    def due(self, ch: Choice, content: str) -> bool:
+        """Is a window of ``ch`` due after ``content`` arrived (not counting the clock)?"""
         if not ch.cleared:
             return True  # nothing of it may go out yet: check as soon as content arrives (TTFT)
         new = ch.length - ch.checked
         if self.tokens is not None:
-            return len(ch.deltas) >= self.tokens or new >= self.max_pending
-        return new >= self.window
+            if len(ch.deltas) >= self.tokens or new >= self.max_pending:
+                return True
+        elif new >= self.window:
+            return True
+        return (self.boundaries and new >= MIN_BOUNDARY_CHARS
+                and _BOUNDARY.search(content) is not None)
 
     def plan(self, choices: Iterable[Choice], final: bool) -> tuple[list[Planned], bool]:
-        """The windows due now, in order per choice; and whether some held text became
-        releasable without a check (a choice ended right after a checked window)."""
+        """Windows over all unchecked text, in order per choice; and whether some held
+        text became releasable without a check (a choice ended right after a checked
+        window, and no whole-answer rule waits for it)."""
         planned: list[Planned] = []
         freed = False
+        self.deferred = False
         for ch in choices:
             last = final or ch.finished
             start = ch.checked
             if start >= ch.length:
-                if last and ch.cleared < start:
+                if last and self.whole and not ch.judged and ch.length:
+                    ch.judged = True  # the whole answer is judged before its end goes out
+                    check = WindowCheck(ch.index, "", start, True, "".join(ch.parts))
+                    planned.append(Planned(ch, check, start, False))
+                elif last and ch.cleared < start:
                     ch.cleared = start  # nothing follows the held tail: it can go
                     freed = True
                 continue
             if self.buffered:
                 if last:
                     ch.join(0)
-                    planned.append(Planned(ch, WindowCheck(ch.index, ch.buf, 0, True), ch.length, False))
+                    ch.judged = True
+                    check = WindowCheck(ch.index, ch.buf, 0, True, ch.buf if self.whole else None)
+                    planned.append(Planned(ch, check, ch.length, False))
                 continue
             ctx = max(0, min(ch.cleared, start - self.overlap))
             ch.join(ctx)
             first = not ch.cleared
             while start < ch.length:
-                end = self._end(ch, start, first, last)
+                end = self._end(ch, start, first)
                 if end <= start:
                     break
                 text = ch.buf[ctx - ch.buf_off : end - ch.buf_off]
-                check = WindowCheck(ch.index, text, ctx, last and end == ch.length)
+                final_window = last and end == ch.length
+                whole = None
+                if final_window and self.whole:
+                    ch.judged = True
+                    whole = "".join(ch.parts)
+                check = WindowCheck(ch.index, text, ctx, final_window, whole)
                 planned.append(Planned(ch, check, end, first))
+                if first and end < ch.length and not last:
+                    # the first window alone: its text goes out without waiting for the
+                    # rest's checks (time to first token); the rest is the next round
+                    self.deferred = True
+                    break
                 ctx = max(ch.buf_off, end - self.context)
                 start = end
                 first = False
@@ -119,8 +169,9 @@ class Windows:
                 del ch.deltas[:k]
         return planned, freed
 
-    def _end(self, ch: Choice, start: int, first: bool, last: bool) -> int:
-        """End of the next window from ``start``, or ``start`` when none is due yet."""
+    def _end(self, ch: Choice, start: int, first: bool) -> int:
+        """End of the next window from ``start`` (< ``ch.length``): ``window`` characters
+        (``tokens`` deltas; the first window fewer) or the rest."""
         length = ch.length
         if self.tokens is not None:
             ends = [e for e in ch.deltas if e > start]
@@ -129,13 +180,8 @@ class Windows:
                 return ends[min(n, len(ends)) - 1]
             if len(ends) >= n:
                 return ends[n - 1]
-            if last or length - start >= self.max_pending:
-                return length
-            return start
-        rest = length - start
-        if first or rest >= self.window:
-            return start + min(rest, self.window)
-        return length if last else start
+            return length
+        return start + min(length - start, self.window)
 
     def passed(self, p: Planned, verdict: WindowVerdict) -> None:
         """A window passed (pass, flag, mask): mask, advance ``checked`` and ``cleared``."""

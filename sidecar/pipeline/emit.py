@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from exporters.batch import ExportPipeline
 from sidecar.context import RequestContext
+from sidecar.pipeline.observe import note_response_format
 from sidecar.record import TraceRecord
 from sidecar.settings import PrivacySettings
 
@@ -70,6 +71,7 @@ class Emitter:
         return (text[:limit] if len(text) > limit else text), False
 
     def build(self, ctx: RequestContext) -> TraceRecord:
+        note_response_format(ctx)  # report's JSON validity counts the requests that asked
         end = ctx.ended_at if ctx.ended_at is not None else time.perf_counter()
         total = (end - ctx.t0) * 1000.0
         upstream_ms = _ms(ctx.upstream_sent_at, ctx.upstream_done_at)

@@ -4,22 +4,50 @@
 client, so observation never delays delivery. It parses events incrementally
 (:class:`~sidecar.sse.SseParser`), keeps each choice's text and tool-call
 arguments, the response id, served model, ``system_fingerprint``, finish
-reasons and usage. When the upstream sends no ``usage``, completion tokens are
-counted as content-bearing deltas (servers such as vLLM send one token per
-delta; this is an estimate and is marked ``usage_source="counted"``).
+reasons and usage. When the upstream sends no ``usage`` (llama.cpp's server
+ignores ``stream_options.include_usage``), completion tokens are counted as
+content-bearing deltas (servers such as vLLM and llama.cpp send one token per
+delta) and prompt tokens with :func:`count_tokens` on the prompt text; both are
+estimates, marked ``usage_source="counted"``.
+
+Time to first token and the last token's time are taken where the client sees
+them: the lean path observes after each write; a guarded stream's observer is
+built with ``mark_tokens=False`` and the stream guard's caller marks the tokens it
+writes. A stream the upstream ended with ``[DONE]`` but no ``finish_reason`` is
+marked truncated (``error_type="upstream_truncated"``, status stays 200).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from typing import Any
 
 import orjson
 
+from sidecar import jsonio, semconv
 from sidecar.context import AnswerFacts, RequestContext
-from sidecar import jsonio
 from sidecar.sse import EventSizeLimit, SseParser
+# Runs of word characters and single other non-space characters: about one token per
+# English word or punctuation mark (BPE tokenizers cut long words into 2-3 more).
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+# Chat templates add a few tokens per message (role markers, separators).
+_PER_MESSAGE_TOKENS = 4
+
+
+def count_tokens(ctx: RequestContext) -> int | None:
+    """An estimate of the prompt's tokens from its text (None when there is none).
+
+    Cost: one regex scan of the prompt text, about 1 µs per 100 characters.
+    """
+    text = ctx.prompt_text
+    if not text:
+        return None
+    messages = ctx.body.get("messages") if ctx.body is not None else None
+    overhead = _PER_MESSAGE_TOKENS * len(messages) if isinstance(messages, list) else 0
+    return sum(1 for _ in _TOKEN_RE.finditer(text)) + overhead
+
 
 
 # Where an answer is observed into: the request itself, or one attempt's facts.
@@ -61,6 +89,15 @@ def _apply_meta(ctx: Sink, doc: dict[str, Any]) -> None:
     fp = doc.get("system_fingerprint")
     if isinstance(fp, str):
         ctx.system_fingerprint = fp
+
+
+def note_response_format(ctx: RequestContext) -> None:
+    """Record on the trace that the request asked for JSON (``railwatch report``
+    judges JSON validity over those requests only)."""
+    fmt = ctx.body.get("response_format") if ctx.body is not None else None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind in ("json_object", "json_schema"):
+        ctx.attributes[semconv.ATTR_REQUEST_RESPONSE_FORMAT] = kind
 
 
 def observe_unary(ctx: Sink, body: bytes) -> dict[str, Any] | None:
@@ -152,10 +189,18 @@ class StreamObserver:
     types (``"index": "x"``; the event is skipped), or ``"upstream_response_too_large"``
     when a line or event exceeds ``max_event_bytes``. The stream's owner ends the
     stream with an error event when it is set.
+
+    ``request``: the request (counting prompt tokens, marking a truncated stream);
+    ``ctx`` itself when it is one. ``mark_tokens=False``: the caller marks tokens as
+    it writes them to the client (a guarded stream).
     """
 
-    def __init__(self, ctx: Sink, max_event_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, ctx: Sink, max_event_bytes: int = 8 * 1024 * 1024, *,
+                 request: RequestContext | None = None, mark_tokens: bool = True) -> None:
         self.ctx = ctx
+        self.mark = mark_tokens
+        self.request = request if request is not None else (
+            ctx if isinstance(ctx, RequestContext) else None)
         self.broken: str | None = None
         self.parser = SseParser(max_event_bytes)
         self.size_limit = EventSizeLimit(max_event_bytes)
@@ -227,13 +272,15 @@ class StreamObserver:
                 if text:
                     self.choices.setdefault(index, []).append(text)
                     self.counted += 1
-                    ctx.mark_token(now)
+                    if self.mark:
+                        ctx.mark_token(now)
                 continue
             content = delta.get("content")
             if content:
                 self.choices.setdefault(index, []).append(content)
                 self.counted += 1
-                ctx.mark_token(now)
+                if self.mark:
+                    ctx.mark_token(now)
             calls = delta.get("tool_calls")
             if calls:
                 for call in calls:
@@ -242,16 +289,46 @@ class StreamObserver:
                     if args:
                         self.tool_args.setdefault((index, call.get("index", 0)), []).append(args)
                 self.counted += 1
-                ctx.mark_token(now)
+                if self.mark:
+                    ctx.mark_token(now)
 
-    def close(self) -> None:
-        """End of stream: flush the parser, settle text and token counts into the context."""
+    def close(self, delivered: dict[int, int] | None = None, *, done: bool = False) -> None:
+        """End of stream: flush the parser, settle text and token counts into the context.
+
+        ``delivered`` (choice -> characters the client got) limits the recorded text
+        and counted tokens to what reached the client (a guarded stream that was
+        abandoned while text was held). ``done``: the upstream's ``[DONE]`` was seen
+        by whoever parsed the events (the stream guard). Never raises.
+        """
         for event in self.parser.close():
             self._event(event.data, time.perf_counter())
         ctx = self.ctx
+        request = self.request
+        counted = self.counted
         if self.choices:
+            if delivered is not None:
+                counted = 0
+                kept: dict[int, list[str]] = {}
+                for i, parts in self.choices.items():
+                    room = delivered.get(i, 0)
+                    out = kept[i] = []
+                    for part in parts:
+                        if room <= 0:
+                            break
+                        out.append(part[:room])
+                        room -= len(part)
+                        counted += 1
+                self.choices = {i: p for i, p in kept.items() if p}
             texts = ["".join(self.choices[i]) for i in sorted(self.choices)]
             ctx.output_parts = ["\n".join(texts)] if len(texts) > 1 else texts
-        if ctx.usage.source is None and self.counted:
-            ctx.usage.completion_tokens = self.counted
-            ctx.usage.source = "counted"
+        usage = ctx.usage
+        if usage.source is None:
+            if counted:
+                usage.completion_tokens = counted
+            usage.prompt_tokens = count_tokens(request) if request is not None else None
+            if counted or usage.prompt_tokens is not None:
+                usage.source = "counted"
+        if (request is not None and (self.done or done) and not ctx.finish_reasons
+                and request.error_type is None):
+            request.error_type = "upstream_truncated"  # [DONE] without any finish_reason
+            request.attributes[semconv.ATTR_STREAM_TRUNCATED] = "1"

@@ -19,7 +19,19 @@ from sidecar.pipeline.upstream import response_headers
 from sidecar.policy import Decision, Route
 
 JSON = "application/json"
+SSE = "text/event-stream"
 HEADER_DECISION = "x-railwatch-decision"
+# A blocked *answer* is not a blocked request: the shipped message is reworded for it.
+_REQUEST_BLOCKED = "The request was blocked by the content policy."
+_ANSWER_BLOCKED = "The answer was withheld by the content policy."
+
+
+def block_message(route: Route, stage: str) -> str:
+    """The route's block message; the shipped default names the answer on the output stage."""
+    message = route.block.message
+    if stage == "output" and message == _REQUEST_BLOCKED:
+        return _ANSWER_BLOCKED
+    return message
 
 
 def error_response(ctx: RequestContext, exc: RequestError) -> web.Response:
@@ -70,29 +82,54 @@ def answer_doc(ctx: RequestContext, text: str, finish_reason: str, extra: dict[s
     }
 
 
+def refusal_stream(doc: dict[str, Any]) -> bytes:
+    """A sidecar-written answer (:func:`answer_doc`) as an SSE completion stream: the
+    role, the text, the finish reason, then ``[DONE]`` (what a model's stream holds)."""
+    meta = {k: doc[k] for k in ("id", "created", "model")}
+    choice = doc["choices"][0]
+    chat = doc["object"] == "chat.completion"
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    text = choice["message"]["content"] if chat else choice["text"]
+
+    def event(piece: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
+        c: dict[str, Any] = {"index": 0, **piece, "logprobs": None, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**meta, "object": obj, "choices": [c], **extra}) + b"\n\n"
+
+    if chat:
+        parts = [event({"delta": {"role": "assistant", "content": ""}}, None),
+                 event({"delta": {"content": text}}, None),
+                 event({"delta": {}}, choice["finish_reason"], railwatch=doc["railwatch"])]
+    else:
+        parts = [event({"text": text}, None),
+                 event({"text": ""}, choice["finish_reason"], railwatch=doc["railwatch"])]
+    return b"".join(parts) + b"data: [DONE]\n\n"
+
+
 def blocked_response(
     ctx: RequestContext, route: Route, stage: str, decision: Decision
 ) -> web.Response:
-    """The route's block response: an OpenAI error, or (``mode: refusal``) a refusal answer."""
+    """The route's block response: an OpenAI error, or (``mode: refusal``) a refusal
+    answer, streamed as SSE when the request asked for a stream."""
     block = route.block
+    message = block_message(route, stage)
     ctx.attributes["railwatch.block.stage"] = stage
     ctx.decision = "block"
-    if block.mode == "refusal" and ctx.route in ("chat", "text_completion") and not ctx.stream:
+    if block.mode == "refusal" and ctx.route in ("chat", "text_completion"):
         ctx.status = 200
         ctx.finish_reasons = ["content_filter"]
-        ctx.output_parts = [block.message]
+        ctx.output_parts = [message]
         doc = answer_doc(
-            ctx, block.message, "content_filter",
+            ctx, message, "content_filter",
             {"blocked": True, "stage": stage, "reasons": list(decision.reasons)},
         )
-        return web.Response(
-            body=orjson.dumps(doc),
-            content_type=JSON,
-            headers={semconv.HEADER_TRACE_ID: ctx.trace_id, HEADER_DECISION: "block"},
-        )
+        headers = {semconv.HEADER_TRACE_ID: ctx.trace_id, HEADER_DECISION: "block"}
+        if ctx.stream:
+            headers["Cache-Control"] = "no-cache"
+            return web.Response(body=refusal_stream(doc), content_type=SSE, headers=headers)
+        return web.Response(body=orjson.dumps(doc), content_type=JSON, headers=headers)
     reasons = ", ".join(decision.reasons)
     exc = GuardrailBlockedError(
-        f"{block.message} (policy reasons: {reasons})" if reasons else block.message
+        f"{message} (policy reasons: {reasons})" if reasons else message
     )
     exc.status = block.status
     ctx.output_parts = []

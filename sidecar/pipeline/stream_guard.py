@@ -1,8 +1,9 @@
 """The stream guard: output checks on an OpenAI SSE completion stream, in windows.
 
 :class:`StreamGuard` sits between the upstream's SSE bytes and the client. It is
-pure: no network, no clock other than ``perf_counter`` for ``first_release_at``;
-the proxy feeds it upstream chunks and writes what it returns. Detection is the
+pure: no network; its clock is ``perf_counter`` (for ``first_release_at`` and the
+hold-back's time bound); the proxy feeds it upstream chunks, writes what it
+returns, and calls :meth:`StreamGuard.poll` when :attr:`StreamGuard.deadline` passes. Detection is the
 ``checker``'s job (the proxy builds it from the runner and the policy); the guard
 decides *what* text to check *when*, and what may go out.
 
@@ -10,13 +11,24 @@ Modes (per route):
 
 - ``windowed`` (default): each choice's text is checked in windows. The first
   window is checked as soon as the first content arrives (time to first token);
-  later windows once ``window_chars`` of new text (or ``window_tokens`` content
-  deltas) arrived. Each window starts with up to ``overlap_chars`` of already
-  checked text (at least the held-back tail), so an insult or an e-mail split
-  across windows or network chunks is seen whole. After a passed window a small
-  tail that may still be the start of an entity is held back (at most
-  ``max_holdback_chars``; see :func:`~sidecar.pipeline._stream_text.holdback`);
-  the rest goes out. Released text never changes.
+  later ones when ``window_chars`` of new text (or ``window_tokens`` content
+  deltas) arrived, when new text ends a sentence or clause (``boundaries``), or
+  when the oldest held event has waited ``max_hold_ms`` while unchecked text
+  waits, whichever comes first: text is held about ``max_hold_ms`` plus one
+  check at most, beyond the wait for the text that completes a held word.
+  Each window starts with up to ``overlap_chars`` of already checked text (at
+  least the held-back tail), so an insult or an e-mail split across windows or
+  network chunks is seen whole. After a passed window a small tail that may still
+  be the start of an entity or a placeholder is held back (at most
+  ``max_holdback_chars``; see :func:`~sidecar.pipeline._stream_text.holdback`),
+  with the rest of the upstream chunk it ends in (chunks are never re-cut); the
+  rest goes out. Released text never changes.
+- ``whole_text``: some rules judge the whole answer (JSON validity, schemas). The
+  last window of each choice then carries its whole text
+  (:attr:`WindowCheck.whole`); what ends the choice (its ``finish_reason`` chunk)
+  and ``[DONE]`` wait for that verdict. Text released before can only be cut.
+- ``early_headers``: the caller sent the headers before the first window passed;
+  events before the first content (the role chunk) then go out at once too.
 - ``buffered``: nothing goes out until the stream ended; the whole text is checked
   once, then released (masked where the verdict says so), or reported.
 - ``passthrough``: bytes go out as they come (rewritten only to restore input
@@ -113,6 +125,10 @@ class StreamGuard:
         overlap_chars: int = 64,
         max_holdback_chars: int = 64,
         max_pending_chars: int = 8192,
+        max_hold_ms: float | None = 150.0,
+        boundaries: bool = True,
+        whole_text: bool = False,
+        early_headers: bool = False,
         masker: Masker | None = None,
         restore_input: bool = False,
         strip_usage: bool = False,
@@ -130,8 +146,10 @@ class StreamGuard:
         self._windows = Windows(
             window=window_chars, tokens=window_tokens, overlap=max(0, overlap_chars),
             cap=max(0, max_holdback_chars), max_pending=self._max_pending,
-            buffered=mode == "buffered",
+            buffered=mode == "buffered", boundaries=boundaries, whole=whole_text,
         )
+        # Seconds the oldest unchecked text may wait for a check (None: no time bound).
+        self._hold = max_hold_ms / 1000.0 if max_hold_ms is not None and self._windowed else None
         self._tokens = window_tokens is not None
         self._strip = strip_usage
         restore, prefixes = None, frozenset[str]()
@@ -142,6 +160,7 @@ class StreamGuard:
         self._choices: dict[int, Choice] = {}
         self._box = Outbox(self._choices, masker=masker, restore=restore, prefixes=prefixes,
                            open_=self._passthrough)
+        self._box.early = early_headers  # the role chunk need not wait for the first window
         self._split = RawSplitter()
         self._task: asyncio.Future[list[WindowVerdict]] | None = None
         self._plan: list[Planned] = []
@@ -162,6 +181,25 @@ class StreamGuard:
     # --- public ---------------------------------------------------------------------
 
     @property
+    def deadline(self) -> float | None:
+        """``perf_counter`` time by which the guard wants :meth:`poll` called (the oldest
+        unreleased text reaches ``max_hold_ms`` while unchecked text waits), or None;
+        None while a check is in flight (race that instead)."""
+        if self._task is not None or self._stopped:
+            return None
+        oldest, hold = self._oldest(), self._hold
+        return None if oldest is None or hold is None else oldest + hold
+
+    def _oldest(self) -> float | None:
+        """Arrival of the oldest held event, when there is unchecked text to check."""
+        if not self._unchecked or self._hold is None:
+            return None
+        for item in self._box.queue:
+            if item.at:
+                return item.at
+        return None
+
+    @property
     def in_flight(self) -> asyncio.Future[list[WindowVerdict]] | None:
         """The running check round, to race with the upstream read (then :meth:`poll`)."""
         return self._task
@@ -176,6 +214,15 @@ class StreamGuard:
     def late_spans(self) -> int:
         """Mask spans that reached into text already sent (only their rest was masked)."""
         return self._windows.late_spans
+
+    @property
+    def released_tokens(self) -> int:
+        """Events carrying output (content, tool calls) released so far."""
+        return self.counted_tokens if self._fast else self._box.tokens
+
+    def delivered(self) -> dict[int, int]:
+        """Characters of each choice's upstream text released so far."""
+        return {i: ch.released for i, ch in self._choices.items()}
 
     @property
     def choices(self) -> list[int]:
@@ -198,6 +245,8 @@ class StreamGuard:
             self._on_event(event)
             if self.done:
                 break  # nothing after [DONE] counts
+        if self._unchecked and not self._due and self._overdue():
+            self._due = True
         if not self._passthrough and self._has_work():
             stop = await self._progress(final=self.done)
             if stop is not None:
@@ -207,11 +256,25 @@ class StreamGuard:
         return self._step()
 
     async def poll(self) -> StreamStep:
-        """Wait for the check round in flight (if any) and return what it released."""
-        if self._task is None or self._stopped or self._ended:
+        """Wait for the check round in flight (if any), or start the one the clock made
+        due (:attr:`deadline` passed; then awaited too); return what it released."""
+        if self._stopped or self._ended:
             return _EMPTY
+        if self._task is None:
+            if not self._overdue():
+                return _EMPTY
+            self._due = True
         stop = await self._progress(final=False, wait=True)
+        if stop is None and self._task is not None:  # started by this call: wait for it too
+            stop = await self._progress(final=False, wait=True)
         return stop if stop is not None else self._step()
+
+    def _overdue(self) -> bool:
+        oldest = self._oldest()
+        # a millisecond early counts: a timer that fires a hair before the deadline
+        # must not leave the caller spinning
+        return (oldest is not None and self._hold is not None
+                and time.perf_counter() - oldest >= self._hold - 0.001)
 
     async def close(self, *, broken: bool = False) -> StreamStep:
         """End of the upstream body: check and release what is held, then ``[DONE]``
@@ -318,7 +381,7 @@ class StreamGuard:
                 self._unchecked += len(content)
                 if self._tokens:
                     ch.deltas.append(ch.length)
-                if self._windowed and not self._due and (finish or self._windows.due(ch)):
+                if self._windowed and not self._due and (finish or self._windows.due(ch, content)):
                     self._due = True
         else:
             content = ""
@@ -331,7 +394,8 @@ class StreamGuard:
             ch.finished = True
             self._due = self._due or self._windowed
         if not self._fast:
-            self._box.add(ch, Item(index, raw, doc, choice, start, content, finish, tools))
+            at = time.perf_counter() if self._hold is not None else 0.0
+            self._box.add(ch, Item(index, raw, doc, choice, start, content, finish, tools, at))
 
     def _add_global(self, raw: bytes) -> None:
         if not self._fast:
@@ -401,10 +465,16 @@ class StreamGuard:
         for p, verdict in zip(plan, verdicts, strict=True):
             self.verdicts.append((p.check, verdict))
             if verdict.action not in CONTINUE:
+                if verdict.whole_only:  # the text passed; the answer as a whole did not
+                    self._unchecked -= p.end - p.choice.checked
+                    self._windows.passed(p, WindowVerdict())
+                    self._box.hold_ends = True  # its text goes out, its end is cut
                 return verdict
             self._unchecked -= p.end - p.choice.checked
             self._windows.passed(p, verdict)
             self._box.open = True
+        if self._windows.deferred:
+            self._due = True  # text the round left for later
         return None
 
     async def _record_whole(self) -> WindowVerdict | None:
@@ -413,7 +483,7 @@ class StreamGuard:
             return None
         self._recorded = True
         texts = {i: self.text(i) for i in sorted(self._choices)}
-        checks = [WindowCheck(i, t, 0, True) for i, t in texts.items() if t]
+        checks = [WindowCheck(i, t, 0, True, t) for i, t in texts.items() if t]
         if not checks:
             return None
         verdicts = await self._run(checks)
@@ -437,6 +507,13 @@ class StreamGuard:
         box.cut(verdict.action, verdict.reasons)
         self.cut = True
         return StreamStep(self._step().data, verdict, cut=True)
+
+    def cut_now(self, verdict: WindowVerdict) -> bytes:
+        """The cut events for a stop reported ``before_first_byte`` whose caller had
+        already sent the headers (``early_headers``): the stream can only be cut."""
+        self._box.cut(verdict.action, verdict.reasons)
+        self.cut = True
+        return self._box.take()
 
     def _step(self) -> StreamStep:
         if not self._box.out:

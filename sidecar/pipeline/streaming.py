@@ -11,7 +11,6 @@ move to the next attempt (retry, fallback) or hand off. A broken or stalled upst
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -25,47 +24,25 @@ from detectors.base import TextContext
 from sidecar import jsonio, semconv
 from sidecar.context import AnswerFacts, RequestContext
 from sidecar.errors import RequestError, UpstreamError
+from sidecar.pipeline._stream_pump import (
+    STREAM_BROKEN_EVENT,
+    STREAM_INVALID_EVENTS,
+    STREAM_TIMEOUT_EVENT,
+    finish_stream,
+    pump,
+)
+from sidecar.pipeline._stream_rules import StreamRules
+from sidecar.pipeline._stream_windows import CONTINUE
 from sidecar.pipeline.actions import Upstream, UpstreamSet
 from sidecar.pipeline.call import GuardedCall
 from sidecar.pipeline.engine import AttemptLog, AttemptSpec, Engine, Outcome, Verdict
 from sidecar.pipeline.guard import Guard, Segment
 from sidecar.pipeline.observe import StreamObserver, decode_body, observe_answer, observe_unary
 from sidecar.pipeline.responses import upstream_response
-from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowCheck, WindowVerdict
+from sidecar.pipeline.stream_guard import StreamGuard, WindowCheck, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
 from sidecar.masking import Masker
-from sidecar.policy import PASS, Decision, Route
-
-
-def _error_event(message: str, code: str) -> bytes:
-    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-STREAM_BROKEN_EVENT = _error_event(
-    "the upstream stream ended before it was complete", "upstream_stream_broken"
-)
-STREAM_TIMEOUT_EVENT = _error_event(
-    "the upstream stream stalled past the read timeout", "upstream_timeout"
-)
-STREAM_INVALID_EVENTS = {  # StreamObserver.broken -> the client's last event
-    "upstream_broken_response": _error_event(
-        "the upstream sent a malformed stream event", "upstream_broken_response"),
-    "upstream_response_too_large": _error_event(
-        "the upstream sent a stream event over the size limit", "upstream_response_too_large"),
-}
-
-
-async def finish_stream(out: web.StreamResponse, ctx: RequestContext, tail: bytes | None) -> None:
-    """Write the final error event (if any) and end the response, unless the client left."""
-    if ctx.client_disconnected:
-        return
-    try:
-        if tail is not None:
-            await out.write(tail)
-        await out.write_eof()
-    except ConnectionResetError:
-        ctx.client_disconnected = True
+from sidecar.policy import PASS, Decision, Route, merge
 
 
 class StreamFlow:
@@ -74,6 +51,7 @@ class StreamFlow:
         self.upstreams = upstreams
         self.guard = guard
         self.stream_usage = stream_usage  # ask upstreams for usage in streams
+        self.rules = StreamRules()  # each route's window and whole-answer output rules
 
     async def forward(
         self,
@@ -107,27 +85,31 @@ class StreamFlow:
             observer = StreamObserver(ctx, client.settings.max_sse_event_bytes)
             content = resp.content
             tail: bytes | None = None
-            while True:
-                try:
-                    chunk = await content.readany()
-                except (TimeoutError, aiohttp.ServerTimeoutError):
-                    ctx.error_type, tail = "upstream_timeout", STREAM_TIMEOUT_EVENT
-                    break
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError):
-                    ctx.error_type, tail = "upstream_stream_broken", STREAM_BROKEN_EVENT
-                    break
-                if not chunk:
-                    break
-                try:
-                    await out.write(chunk)
-                except ConnectionResetError:
-                    ctx.client_disconnected = True
-                    ctx.error_type = "client_disconnected"
-                    break
-                observer.feed(chunk)  # after the write: observing never delays delivery
-                if observer.broken is not None:
-                    ctx.error_type, tail = observer.broken, STREAM_INVALID_EVENTS[observer.broken]
-                    break
+            try:
+                while True:
+                    try:
+                        chunk = await content.readany()
+                    except (TimeoutError, aiohttp.ServerTimeoutError):
+                        ctx.error_type, tail = "upstream_timeout", STREAM_TIMEOUT_EVENT
+                        break
+                    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError):
+                        ctx.error_type, tail = "upstream_stream_broken", STREAM_BROKEN_EVENT
+                        break
+                    if not chunk:
+                        break
+                    try:
+                        await out.write(chunk)
+                    except ConnectionResetError:
+                        ctx.client_disconnected = True
+                        ctx.error_type = "client_disconnected"
+                        break
+                    observer.feed(chunk)  # after the write: observing never delays delivery
+                    if observer.broken is not None:
+                        ctx.error_type, tail = observer.broken, STREAM_INVALID_EVENTS[observer.broken]
+                        break
+            except BaseException:  # cancelled (the client left): record what it got
+                observer.close()
+                raise
             ctx.upstream_done_at = time.perf_counter()
             observer.close()
             await finish_stream(out, ctx, tail)
@@ -173,19 +155,41 @@ def window_guard(
     guard: Guard, route: Route, ctx: RequestContext, context: TextContext, masker: Masker, *,
     restore_input: bool, last_chance: bool, decisions: list[Decision],
     observe: Callable[[dict[str, Any]], None] | None = None, strip_usage: bool = False,
+    rules: StreamRules | None = None,
 ) -> StreamGuard:
     """A stream guard whose windows go through ``guard``'s output stage for ``route``
     (recorded on ``ctx``; non-pass decisions appended to ``decisions``). With
-    ``last_chance``, ``retry``/``fallback`` verdicts are delivered flagged instead."""
+    ``last_chance``, ``retry``/``fallback`` verdicts are delivered flagged instead.
+
+    Rules of whole-answer detectors (``format``) run once on each choice's whole text
+    (:mod:`sidecar.pipeline._stream_rules`; ``rules`` caches the split per route)."""
+    windows, whole = (rules or StreamRules()).split(route, guard)
+
+    async def run(stage_route: Route, text: str) -> Decision:
+        result = await guard.run_stage(stage_route, "output", [Segment((), text, context)])
+        guard.record(ctx, "output", result)
+        if result.decision.action != "pass":
+            decisions.append(result.decision)
+        return result.decision
 
     async def checker(check: WindowCheck) -> WindowVerdict:
         if not route.output:
             return WindowVerdict()
-        result = await guard.run_stage(route, "output", [Segment((), check.text, context)])
-        guard.record(ctx, "output", result)
-        if result.decision.action != "pass":
-            decisions.append(result.decision)
-        verdict = WindowVerdict.from_decision(result.decision)
+        whole_only = False
+        if check.whole is None or whole is None:
+            decision = await run(windows, check.text)
+        elif check.whole is check.text:  # buffered, passthrough: one text, every rule
+            decision = await run(route, check.text)
+        else:
+            judged = await run(whole, check.whole)
+            # spans of a whole-answer finding are not window offsets: it cannot mask
+            decision = Decision("flag" if judged.action == "mask" else judged.action,
+                                judged.reasons)
+            window = await run(windows, check.text) if check.text else PASS
+            whole_only = window.action in CONTINUE and decision.action not in CONTINUE
+            decision = merge([window, decision])
+        verdict = WindowVerdict(decision.action, decision.reasons,
+                                tuple(decision.mask_findings), whole_only)
         if last_chance and verdict.action in ("retry", "fallback"):
             ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
             return WindowVerdict("flag", verdict.reasons, verdict.mask_spans)
@@ -195,8 +199,10 @@ def window_guard(
     return StreamGuard(
         checker=checker, mode=spec.mode, window_chars=spec.window_chars,
         window_tokens=spec.window_tokens, overlap_chars=spec.overlap_chars,
-        max_holdback_chars=spec.max_holdback_chars, masker=masker,
-        restore_input=restore_input, strip_usage=strip_usage, observe=observe,
+        max_holdback_chars=spec.max_holdback_chars, max_hold_ms=spec.max_hold_ms,
+        boundaries=spec.boundaries, whole_text=whole is not None,
+        early_headers=spec.early_headers, masker=masker, restore_input=restore_input,
+        strip_usage=strip_usage, observe=observe,
     )
 
 
@@ -278,7 +284,8 @@ class StreamStrategy:
         return window_guard(self.flow.guard, self.call.route, self.call.ctx, self.context,
                             self.call.masker, restore_input=self.call.restore is not None,
                             last_chance=last_chance, decisions=self._decisions,
-                            observe=observer.observe_doc, strip_usage=self.strip_usage)
+                            observe=observer.observe_doc, strip_usage=self.strip_usage,
+                            rules=self.flow.rules)
 
     def _decision(self, verdict: WindowVerdict) -> Decision:
         """The verdict as a decision, with the findings that triggered it (for the
@@ -308,8 +315,11 @@ class StreamStrategy:
                 raw = await client.read_body(resp)
                 facts.upstream_done_at = time.perf_counter()
                 return await self._unary_answer(resp, raw, last_chance, facts)
-            observer = StreamObserver(facts, client.settings.max_sse_event_bytes)
-            result = await self._pump(resp, self._guard(last_chance, observer), observer)
+            # tokens are marked on the request as the client gets them, not on arrival
+            observer = StreamObserver(facts, client.settings.max_sse_event_bytes, request=ctx,
+                                      mark_tokens=False)
+            result = await pump(call.request, ctx, resp, self._guard(last_chance, observer),
+                                observer, early_headers=call.route.stream.early_headers)
             if isinstance(result, web.StreamResponse):
                 return Outcome(status=200, committed=True, result=result)
             if isinstance(result, RequestError):
@@ -347,120 +357,3 @@ class StreamStrategy:
         body_out = jsonio.dumps(doc, lenient) if changed else raw
         response = upstream_response(ctx, 200, resp.headers.items(), body_out, decoded=changed)
         return Outcome(status=200, decision=decision, committed=True, result=response)
-
-    async def _pump(
-        self, resp: aiohttp.ClientResponse, sg: StreamGuard, observer: StreamObserver
-    ) -> web.StreamResponse | WindowVerdict | RequestError:
-        """Upstream chunks through the guard to the client (prepared on the first bytes)."""
-        ctx, request = self.call.ctx, self.call.request
-        out: web.StreamResponse | None = None
-        tail: bytes | None = None
-        content = resp.content
-        read: asyncio.Future[bytes] | None = None
-
-        async def send(data: bytes) -> bool:
-            nonlocal out
-            if not data:
-                return True
-            if out is None:
-                out = web.StreamResponse(
-                    status=200, headers=response_headers(resp.headers.items(), decoded=False)
-                )
-                out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
-                await out.prepare(request)
-                ctx.status = 200
-            try:
-                await out.write(data)
-            except ConnectionResetError:
-                ctx.client_disconnected = True
-                ctx.error_type = "client_disconnected"
-                sg.abort()
-                return False
-            return True
-
-        step: StreamStep | None = None
-        try:
-            while True:
-                try:
-                    if sg.in_flight is None:
-                        chunk = await content.readany()
-                    else:  # release what a background check clears as soon as it does
-                        read = asyncio.ensure_future(content.readany())
-                        pending: set[asyncio.Future[Any]] = {read, sg.in_flight}
-                        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        if not read.done():
-                            polled = await sg.poll()
-                            if not await send(polled.data) or polled.verdict is not None:
-                                _drop(read)
-                                step = polled if polled.verdict is not None else None
-                                break
-                        chunk = await read
-                        read = None
-                except (TimeoutError, aiohttp.ServerTimeoutError):
-                    ctx.error_type, tail = "upstream_timeout", STREAM_TIMEOUT_EVENT
-                    step = await sg.close(broken=True)
-                    break
-                except (aiohttp.ClientError, OSError):
-                    ctx.error_type, tail = "upstream_stream_broken", STREAM_BROKEN_EVENT
-                    step = await sg.close(broken=True)
-                    break
-                if not chunk:
-                    step = await sg.close()
-                    break
-                observer.limit(chunk)  # an endless line or event: the guard never holds it
-                fed = await sg.feed(chunk) if observer.broken is None else None
-                if fed is None or observer.broken is not None:  # malformed or oversized
-                    broken = observer.broken or "upstream_response_too_large"
-                    ctx.error_type, tail = broken, STREAM_INVALID_EVENTS[broken]
-                    step = await sg.close(broken=True)
-                    break
-                step = fed
-                if not await send(step.data):
-                    step = None
-                    break
-                if step.verdict is not None:
-                    break
-        except BaseException:  # cancelled (the client left): stop the background work too
-            if read is not None:
-                _drop(read)
-            sg.abort()
-            raise
-        ctx.upstream_done_at = time.perf_counter()
-        observer.close()
-        if sg.first_release_at is not None:
-            ctx.first_token_at = sg.first_release_at
-        if step is not None and step.before_first_byte and step.verdict is not None:
-            return step.verdict  # nothing left: the caller may still retry, fall back, ...
-        if out is None and tail is not None:
-            # broken or stalled before anything was released: a failed attempt, not a
-            # success with an empty stream (the next attempt, if any, gets its turn)
-            error_type, ctx.error_type = ctx.error_type, None
-            return UpstreamError("the upstream stream ended before it was complete",
-                                 code=error_type or "upstream_stream_broken")
-        if step is not None and step.data and not (step.verdict is not None and step.cut):
-            await send(step.data)  # the last release (and [DONE]); passthrough records only
-        elif step is not None and step.cut:
-            await send(step.data)
-        if step is not None and step.cut and step.verdict is not None:
-            ctx.finish_reasons.append("content_filter")
-            ctx.attributes[semconv.ATTR_STREAM_CUT] = "1"
-            ctx.attributes[semconv.ATTR_STREAM_CUT_ACTION] = step.verdict.action
-            ctx.decision = "block"
-        elif step is not None and step.verdict is not None:
-            ctx.attributes[semconv.ATTR_STREAM_VERDICT] = step.verdict.action  # passthrough
-        if sg.late_spans:
-            ctx.attributes[semconv.ATTR_STREAM_LATE_SPANS] = str(sg.late_spans)
-        if out is None:  # nothing at all was released (an empty stream): still answer
-            await send(b"data: [DONE]\n\n")
-        assert out is not None
-        await finish_stream(out, ctx, tail)
-        return out
-
-
-def _drop(fut: asyncio.Future[Any]) -> None:
-    """Cancel a future we no longer need, retrieving its exception if it already failed."""
-    if fut.done():
-        if not fut.cancelled():
-            fut.exception()
-    else:
-        fut.cancel()

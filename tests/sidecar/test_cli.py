@@ -94,6 +94,75 @@ def test_serve_without_upstream_starts_the_demo(tmp_path: Path) -> None:
                          env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "requests" in res.stdout.lower()
+    assert "no model prices configured" in res.stdout
+    assert "no request asked for JSON" in res.stdout
+    # a table with --text shows the text; tail prints its header once
+    res = subprocess.run([*RAILWATCH, "traces", "query", "--text", "--since", "1h"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and "output: Echo: from the README" in res.stdout, res.stdout
+    res = subprocess.run([*RAILWATCH, "traces", "tail", "-n", "5"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == 0 and res.stdout.count("started_at") == 1, res.stdout
+    assert len(res.stdout.splitlines()) == 1 + len(records)
+    res = subprocess.run([*RAILWATCH, "traces", "show", chat[0]["trace_id"]], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"request {chat[0]['request_id']}" in res.stdout and "attempt   primary" in res.stdout
+    res = subprocess.run([*RAILWATCH, "traces", "show", "0" * 32], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == 1
+
+
+def _banner_of(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C" in line:
+            break
+    return "".join(lines)
+
+
+def test_serve_papercuts_busy_port_shared_data_dir_and_banner(tmp_path: Path, closed_port: int) -> None:
+    upstream = f"http://127.0.0.1:{closed_port}"
+    first = subprocess.Popen([*RAILWATCH, "serve", "--upstream", upstream, "--port", "0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_env(tmp_path))
+    try:
+        banner = _banner_of(first)
+        match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", banner)
+        assert match, banner
+        assert "unused-by-the-demo" not in banner and "railwatch-demo" not in banner
+        assert "YOUR-API-KEY" in banner and "YOUR-MODEL" in banner
+        # the same port, another data dir: one clear line, no traceback
+        busy = subprocess.run([*RAILWATCH, "serve", "--upstream", upstream, "--port", match.group(1)],
+                              capture_output=True, text=True, timeout=120,
+                              env=_env(tmp_path / "other"))
+        assert busy.returncode == 1
+        assert "cannot listen on" in busy.stderr and "Traceback" not in busy.stderr, busy.stderr
+        # the same data dir: the chDB directory is named, not the spill directory
+        shared = subprocess.run([*RAILWATCH, "serve", "--upstream", upstream, "--port", "0"],
+                                capture_output=True, text=True, timeout=120, env=_env(tmp_path))
+        assert shared.returncode == 1
+        assert "ClickHouse data directory" in shared.stderr and "spill" not in shared.stderr, \
+            shared.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+
+
+def test_check_exits_3_when_the_decision_is_block() -> None:
+    toxic = "You are a stupid idiot and I hate you, shut up you worthless damn moron."
+    res = subprocess.run([*RAILWATCH, "check", "--stage", "output", toxic], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 3 and "decision: block" in res.stdout, res.stdout + res.stderr
+    res = subprocess.run([*RAILWATCH, "check", "--json", "a kind sentence"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and orjson.loads(res.stdout)["decision"]["action"] == "pass"
 
 
 @pytest.mark.parametrize("argv", [["serve", "--port", "notaport"], ["frobnicate"]])

@@ -15,7 +15,8 @@ from tests.exporters.clickhouse.ch_records import T0, full_record
 
 PII = FindingRecord("input", "pii", "EMAIL_ADDRESS", 0.9, 0, 5, "mask", 0.2)
 PHONE = FindingRecord("input", "pii", "PHONE_NUMBER", 0.8, 6, 9, "mask", 0.2)
-FMT = FindingRecord("output", "format", "invalid_json", 1.0, 0, 9, "retry", 0.1)
+FMT = FindingRecord("output", "format", "json_invalid", 1.0, 0, 9, "retry", 0.1)
+ASKED_JSON = {"railwatch.request.response_format": "json_object"}
 
 
 @pytest.fixture
@@ -34,6 +35,8 @@ def loaded(backend, database, make_exporter):
             route="embeddings" if i >= 90 else "chat",
             model_served="gpt-small-2024" if i < 50 else "gpt-big",
             status=500 if i in (3, 4) else 200, error_type=None,
+            # the first 20 asked for JSON: 2 of them (0, 10) got invalid JSON
+            **({"attributes": ASKED_JSON} if i < 20 else {}),
         ))
     exporter.export(records)
     assert exporter.force_flush(10)
@@ -95,6 +98,8 @@ def test_report_numbers_match_the_data(backend, database, loaded):
         {"label": "PHONE_NUMBER", "findings": 10, "requests": 10},
     ]
     assert data["format"]["requests_with_findings"] == 10
+    # JSON validity counts only the answers to requests that asked for JSON
+    assert data["format"]["json_requests"] == 20 and data["format"]["json_invalid"] == 2
     assert data["format"]["valid_rate"] == pytest.approx(0.9)
     assert {(r["route"], r["model"]) for r in data["routes"]} == {
         ("chat", "gpt-small-2024"), ("chat", "gpt-big"), ("embeddings", "gpt-big")}
@@ -106,7 +111,10 @@ def test_report_numbers_match_the_data(backend, database, loaded):
     assert tox == {"p50": 200.0, "p90": 200.0, "p99": 200.0}
     assert runs[1]["error_rate"] == pytest.approx(0.05)
     text = format_report(data)
-    assert "requests" in text and "EMAIL_ADDRESS 30" in text and "valid 90.00%" in text
+    assert "requests" in text and "EMAIL_ADDRESS 30" in text
+    assert "JSON answers valid 90.00% of 20 that asked for JSON" in text
+    assert "no model prices configured" not in text
+    assert "no model prices configured" in format_report(data, prices=False)
     assert "detector ms" in text and "toxicity" in text
     empty = report(client, database=database, since=T0 + 86400, until=T0 + 90000)
     assert empty["requests"] == 0 and empty["latency_ms"]["total"]["p50"] is None
@@ -174,3 +182,15 @@ def test_report_on_a_v3_database_has_no_detector_latency(backend, database):
     data = report(backend.admin, database=database, since=T0 - 60, until=T0 + 60)
     assert data["requests"] == 0 and data["detector_latency_ms"] == []
     assert "detector ms" not in format_report(data)
+
+
+def test_trace_detail_gathers_one_traces_findings_decisions_and_attempts(backend, database, loaded):
+    _, records = loaded
+    rows = queries.trace_detail(backend.admin, records[0].trace_id, database=database)
+    assert [r["request_id"] for r in rows] == [records[0].request_id]
+    row = rows[0]
+    assert [(f["detector"], f["label"]) for f in row["findings"]] == [
+        ("pii", "EMAIL_ADDRESS"), ("pii", "PHONE_NUMBER"), ("format", "json_invalid")]
+    assert [d["stage"] for d in row["decisions"]] == [d.stage for d in records[0].decisions]
+    assert [a["kind"] for a in row["attempts"]] == [a.kind for a in records[0].attempts]
+    assert queries.trace_detail(backend.admin, "f" * 32, database=database) == []
