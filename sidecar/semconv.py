@@ -180,3 +180,12 @@ ATTR_SOURCE = "railwatch.source"  # who recorded the trace: absent (the proxy) |
 RAILWATCH_GUARDRAIL_INCOMPLETE = "railwatch.guardrail.incomplete"
 # trace attribute: triggered findings past the per-stage cap, counted not recorded
 RAILWATCH_FINDINGS_UNRECORDED = "railwatch.findings.unrecorded"
+
+# --- abuse (issue 9): rate limits, login lockout, feedback acceptance --------------------
+RAILWATCH_RATE_LIMIT_DIMENSION = "railwatch.rate_limit.dimension"  # client | api_key | tenant
+METRIC_RATE_LIMITED = "railwatch_rate_limited"  # counter {dimension}
+METRIC_RATE_LIMIT_KEYS = "railwatch_rate_limit_keys"  # gauge: buckets tracked
+METRIC_LOGIN_LOCKOUTS = "railwatch_review_login_lockouts"  # counter: refused while locked out
+METRIC_FEEDBACK_REJECTED = "railwatch_feedback_rejected"  # counter {reason}
+LABEL_DIMENSION = "dimension"
+LABEL_REASON = "reason"

@@ -49,6 +49,10 @@ class ReviewSettings(_Model):
     basic_password: SecretStr | None = None
     public_url: str | None = None
     session_ttl_s: int = Field(default=12 * 3600, gt=0)  # review session cookie lifetime
+    # failed sign-ins per address and per user: free ones, then 1 s, 2 s, 4 s ... locked
+    login_free_failures: int = Field(default=5, ge=0)
+    login_backoff_s: float = Field(default=1.0, gt=0)
+    login_backoff_max_s: float = Field(default=900.0, gt=0)
 
     @field_validator("token")
     @classmethod
@@ -103,7 +107,17 @@ class HandoffSettings(_Model):
     client_flag: bool = True
     max_conversations: int = Field(default=10_000, gt=0)  # tracker LRU size
     max_answer_chars: int = Field(default=32_768, gt=0)  # a reviewer's answer or reply
+    # key of the hand-off poll tokens; set it (32+ characters) so tokens survive a
+    # restart and work on every replica; unset: random per process
+    poll_secret: SecretStr | None = None
     review: ReviewSettings = ReviewSettings()
+
+    @field_validator("poll_secret")
+    @classmethod
+    def _long_poll_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
 
     @field_validator("webhook_url")
     @classmethod
