@@ -58,7 +58,7 @@ _COMMON = {
 def _proxy_op(summary: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
     ok: dict[str, Any] = {_JSON: {"schema": {"type": "object"}}}
     if stream:
-        ok["text/event-stream"] = {"schema": {"type": "string"}}
+        ok["text/event-stream"] = {"schema": {}}  # events: chunk objects, then [DONE]
     return {
         "summary": summary,
         "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
