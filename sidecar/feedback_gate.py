@@ -15,7 +15,7 @@ holds the feedback credential:
 Settings (``feedback:``): ``accept`` (``issued`` | ``any``), ``token`` (a secret,
 16+ characters), ``issued_window_s`` (how long an issued id stays acceptable
 without a storage look-up, seconds), ``max_issued`` (ids kept; about 100 bytes
-each). Refusals are counted by reason for ``/metrics``.
+each, measured). Refusals are counted by reason for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class FeedbackSettings(BaseModel):
     accept: Literal["issued", "any"] = "issued"
     token: SecretStr | None = None
     issued_window_s: float = Field(default=3600.0, gt=0)
-    max_issued: int = Field(default=100_000, ge=1)
+    max_issued: int = Field(default=50_000, ge=1)  # about 100 bytes each
 
     @field_validator("token")
     @classmethod
@@ -56,7 +56,7 @@ class IssuedTraces:
     use only (not thread-safe).
     """
 
-    def __init__(self, window_s: float = 3600.0, max_entries: int = 100_000,
+    def __init__(self, window_s: float = 3600.0, max_entries: int = 50_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
         self.max_entries = max_entries

@@ -18,10 +18,12 @@ with a :class:`RateLimitedError` (429, OpenAI shape, ``Retry-After`` in whole
 seconds). Buckets of different dimensions are checked in order and none is
 charged when a later one refuses, so a refused request costs the client nothing.
 
-API keys are never kept: the key is the BLAKE2b of the credential under a
-per-process salt (``Authorization: Bearer``, ``api-key`` or ``x-api-key``).
-Memory is bounded: at most ``max_keys`` buckets, least recently used evicted
-(an evicted key starts again with a full bucket, the trade-off of the bound).
+API keys are never kept: a bucket's key is 64 bits of BLAKE2b over the
+dimension and the value under a per-process salt (the credential from
+``Authorization: Bearer``, ``api-key`` or ``x-api-key``; the address; the tenant).
+Memory is bounded: at most ``max_keys`` buckets (about 180 bytes each), least
+recently used evicted (an evicted key starts again with a full bucket, the
+trade-off of the bound).
 
 :class:`RateLimiter` is used from the event loop only (not thread-safe); every
 method is O(1) and never blocks.
@@ -33,7 +35,6 @@ import hashlib
 import math
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -107,40 +108,37 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
 
 
 class TokenBuckets:
-    """Buckets by key, LRU-bounded. ``take`` answers 0.0 (allowed, token taken) or the
-    seconds until a token is available (nothing taken)."""
+    """Buckets by integer key, LRU-bounded (an insertion-ordered dict: least recently
+    used first; about 180 bytes a bucket). ``wait_s`` answers 0.0 when a token is
+    there (then :meth:`take` it) or the seconds until one is."""
 
     def __init__(self, max_keys: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_keys = max_keys
         self._clock = clock
-        self._buckets: OrderedDict[tuple[str, ...], list[float]] = OrderedDict()  # [tokens, at]
+        self._buckets: dict[int, tuple[float, float]] = {}  # key -> (tokens, at)
         self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def _refill(self, key: tuple[str, ...], spec: BucketSpec, now: float) -> list[float]:
-        bucket = self._buckets.get(key)
+    def wait_s(self, key: int, spec: BucketSpec) -> float:
+        """Seconds until ``key`` has a token (0.0: it has one now); takes nothing."""
+        now = self._clock()
+        bucket = self._buckets.pop(key, None)  # re-inserted last: most recently used
         if bucket is None:
-            bucket = self._buckets[key] = [float(spec.burst), now]
-            if len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
+            tokens = float(spec.burst)
+            if len(self._buckets) >= self.max_keys:
+                del self._buckets[next(iter(self._buckets))]
                 self.evicted += 1
         else:
-            self._buckets.move_to_end(key)
-            tokens, at = bucket
-            bucket[0] = min(float(spec.burst), tokens + (now - at) * spec.rate_per_s)
-            bucket[1] = now
-        return bucket
+            tokens = min(float(spec.burst), bucket[0] + (now - bucket[1]) * spec.rate_per_s)
+        self._buckets[key] = (tokens, now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / spec.rate_per_s
 
-    def wait_s(self, key: tuple[str, ...], spec: BucketSpec) -> float:
-        """Seconds until ``key`` has a token (0.0: it has one now); takes nothing."""
-        bucket = self._refill(key, spec, self._clock())
-        return 0.0 if bucket[0] >= 1.0 else (1.0 - bucket[0]) / spec.rate_per_s
-
-    def take(self, key: tuple[str, ...], spec: BucketSpec) -> None:
+    def take(self, key: int) -> None:
         """Take one token (call after :meth:`wait_s` said 0.0 for the same key)."""
-        self._buckets[key][0] -= 1.0
+        tokens, at = self._buckets[key]
+        self._buckets[key] = (tokens - 1.0, at)
 
 
 class RateLimiter:
@@ -153,10 +151,10 @@ class RateLimiter:
         self._salt = secrets.token_bytes(16)
         self.limited: dict[str, int] = dict.fromkeys(DIMENSIONS, 0)
 
-    def _hash(self, value: str) -> str:
-        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16,
-                                 key=self._salt)
-        return digest.hexdigest()
+    def _key(self, dim: str, scope: str, ident: str) -> int:
+        """64 bits of a salted BLAKE2b: no address, key or tenant is kept as given."""
+        data = f"{dim}\0{scope}\0{ident}".encode("utf-8", "surrogatepass")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=self._salt).digest(), "big")
 
     def _specs(self, route: str) -> list[tuple[Dimension, BucketSpec]]:
         s = self.settings
@@ -182,7 +180,7 @@ class RateLimiter:
         """The refusal for a proxy request, or ``None`` (then its tokens are taken)."""
         if not self.settings.enabled:
             return None
-        wanted: list[tuple[Dimension, tuple[str, ...], BucketSpec]] = []
+        wanted: list[tuple[Dimension, int, BucketSpec]] = []
         for dim, spec in self._specs(route):
             if dim == "client":
                 ident = client or "unknown"
@@ -190,13 +188,13 @@ class RateLimiter:
                 key = api_key_of(headers)
                 if key is None:
                     continue
-                ident = self._hash(key)
+                ident = key
             else:
                 if tenant is None:
                     continue
-                ident = self._hash(tenant)  # tenants are client-chosen text: bounded size
+                ident = tenant
             scope = route if route in self.settings.routes else ""
-            wanted.append((dim, (dim, scope, ident), spec))
+            wanted.append((dim, self._key(dim, scope, ident), spec))
         return self._take_all(wanted)
 
     def check_public(self, client: str | None) -> RateLimitedError | None:
@@ -204,18 +202,18 @@ class RateLimiter:
         spec = self.settings.public
         if spec is None:
             return None
-        return self._take_all([("public", ("public", "", client or "unknown"), spec)])
+        return self._take_all([("public", self._key("public", "", client or "unknown"), spec)])
 
     def _take_all(
-        self, wanted: list[tuple[Dimension, tuple[str, ...], BucketSpec]]
+        self, wanted: list[tuple[Dimension, int, BucketSpec]]
     ) -> RateLimitedError | None:
         for dim, key, spec in wanted:
             wait = self.buckets.wait_s(key, spec)
             if wait > 0.0:
                 self.limited[dim] += 1
                 return RateLimitedError(dim, max(1, math.ceil(wait)))
-        for _dim, key, spec in wanted:
-            self.buckets.take(key, spec)
+        for _dim, key, _spec in wanted:
+            self.buckets.take(key)
         return None
 
     def state(self) -> dict[str, object]:
