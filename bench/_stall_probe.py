@@ -9,6 +9,8 @@ this process, reported as JSON to ``$RAILWATCH_STALL_REPORT`` when the server st
   older than 10 ms it samples the event-loop thread's stack (so counts are in units of
   about 2 ms of stall). When the watchdog itself wakes more than 5 ms late, the GIL
   was held elsewhere: it notes the other threads' innermost frames at that moment.
+- **threads**: CPU time and time spent waiting for a CPU (run queue) per thread, from
+  ``/proc/self/task/*/schedstat``: run-queue waits are the machine's, not the GIL's;
 - **growth**: ``SIGUSR1`` takes a baseline of live objects by type; the report gives
   the types that grew since, and every container holding over 5,000 entries with the
   class and attribute that own it (what per-user state is kept).
@@ -121,12 +123,21 @@ def _report() -> None:
         return {"count": len(values), "total_ms": round(sum(values), 1),
                 "p50_ms": round(values[len(values) // 2], 2), "max_ms": round(values[-1], 2)}
 
+    threads = {}
+    for thread in threading.enumerate():
+        try:  # schedstat: ns on CPU, ns waiting for a CPU (run queue), time slices
+            fields = open(f"/proc/self/task/{thread.native_id}/schedstat").read().split()
+        except OSError:
+            continue
+        threads[thread.name] = {"cpu_s": round(int(fields[0]) / 1e9, 2),
+                                "runqueue_wait_s": round(int(fields[1]) / 1e9, 2)}
     grown = _type_counts()
     grown.subtract(_baseline)
     doc = {
         "objects_grown_since_baseline": [(k, v) for k, v in grown.most_common(10) if v > 0]
         if _baseline else [],
         "large_containers": _big_containers(),
+        "threads": threads,
         "loop_lag_over_5ms": summary(_lags),
         "gc_ms_by_generation": {str(g): summary(v) for g, v in sorted(_gc.items())},
         "stall_stacks": _stall_stacks.most_common(12),

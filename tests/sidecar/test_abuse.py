@@ -186,3 +186,20 @@ def test_junk_model_names_do_not_take_the_label_slots(start_sidecar: Any, demo_u
             break
         asyncio.run(asyncio.sleep(0.05))
     assert sc.runtime.metrics._model._reserved == 1
+
+
+def test_the_handoff_poll_is_rate_limited(start_sidecar: Any, demo_upstream: Any) -> None:
+    sc = start_sidecar(demo_upstream.url, rate_limits={"public": {"rate_per_s": 0.01, "burst": 2}},
+                       handoff={"enabled": True, "review": {"token": "review-token-0123456789"}})
+
+    async def poll() -> list[int]:
+        async with aiohttp.ClientSession() as s:
+            statuses = []
+            for _ in range(4):
+                handoff_id = secrets.token_hex(16)
+                async with s.get(f"{sc.url}/v1/handoffs/{handoff_id}",
+                                 headers={"x-railwatch-handoff-token": "guess"}) as r:
+                    statuses.append(r.status)
+            return statuses
+
+    assert asyncio.run(poll()) == [404, 404, 429, 429]
