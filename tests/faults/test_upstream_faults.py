@@ -32,8 +32,6 @@ ANSWER = (b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index"
 NEEDS_INGRESS = ("needs the ingress branch (issue 9: bounded upstream answers, "
                  "upstream.max_response_bytes / max_sse_event_bytes, malformed events)")
 NEEDS_INGRESS_SETTING = NEEDS_INGRESS + "; its setting does not exist before that branch"
-NEEDS_ENGINE = ("needs the engine branch (issue 9: parse NaN/Infinity as the official "
-                "clients do; an answer that cannot be checked is never passed silently)")
 
 
 # --- the scripted upstream ------------------------------------------------------------------
@@ -251,16 +249,17 @@ def test_a_stream_that_stalls_ends_within_the_read_timeout(
 # --- fixed on other branches: strict xfail until merged -------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_ENGINE)
 def test_nan_in_an_answer_is_not_a_guardrail_bypass(
     upstreams: dict[str, str], start_sidecar: Any
 ) -> None:
-    """Today the answer is unparsable to orjson, goes unchecked, and the card number
-    reaches the client raw with 200."""
+    """Before the attempt engine the answer was unparsable to orjson, went unchecked,
+    and the card number reached the client raw with 200."""
     sc = start_sidecar(upstreams["nan"], guardrails={"enabled": True})
     status, body = _post(sc)
-    assert CARD.encode() not in body
-    assert status == 200 or _error(body)["code"]
+    assert status == 200 and CARD.encode() not in body
+    assert b"<CREDIT_CARD_1>" in body  # checked and masked by the default policy
+    assert b"-Infinity" in body  # the rest of the answer as the upstream wrote it
+    assert _record(sc).attributes.get("railwatch.output.nonfinite")
 
 
 @pytest.mark.xfail(strict=True, reason=NEEDS_INGRESS_SETTING)

@@ -33,7 +33,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def sidecar(loop_thread: LoopThread, demo_upstream: Any) -> Iterator[RunningSidecar]:
+def openapi_sidecar(loop_thread: LoopThread, demo_upstream: Any) -> Iterator[RunningSidecar]:
     settings_ = sidecar_settings(
         demo_upstream.url, guardrails={"enabled": True},
         handoff={"enabled": True, "review": {"token": "review-token-0123456789"}},
@@ -45,9 +45,9 @@ def sidecar(loop_thread: LoopThread, demo_upstream: Any) -> Iterator[RunningSide
 
 
 @pytest.fixture(scope="module")
-def api_schema(loop_thread: LoopThread, sidecar: RunningSidecar) -> Any:
+def api_schema(loop_thread: LoopThread, openapi_sidecar: RunningSidecar) -> Any:
     async def fetch() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as s, s.get(sidecar.url + "/openapi.json") as r:
+        async with aiohttp.ClientSession() as s, s.get(openapi_sidecar.url + "/openapi.json") as r:
             assert r.status == 200 and r.content_type == "application/json"
             doc: dict[str, Any] = await r.json()
             return doc
@@ -69,14 +69,14 @@ def test_the_document_lists_the_sidecars_routes(api_schema: Any) -> None:
 # schemathesis's pytest plugin does not load under pytest 9; its strategies are driven
 # through hypothesis directly, one operation and generation mode at a time
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_every_operation(api_schema: Any, sidecar: RunningSidecar, mode: GenerationMode) -> None:
+def test_every_operation(api_schema: Any, openapi_sidecar: RunningSidecar, mode: GenerationMode) -> None:
     for operation in _operations(api_schema):
 
         @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(generation_mode=mode))
         def call(case: Any) -> None:
-            case.call_and_validate(base_url=sidecar.url, timeout=20, checks=CHECKS)
+            case.call_and_validate(base_url=openapi_sidecar.url, timeout=20, checks=CHECKS)
 
         try:
             call()
