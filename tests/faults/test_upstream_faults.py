@@ -21,6 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from sidecar import semconv
 from sidecar.record import TraceRecord
 from tests.helpers.servers import LoopThread, RunningSidecar
 
@@ -259,7 +260,7 @@ def test_nan_in_an_answer_is_not_a_guardrail_bypass(
     assert status == 200 and CARD.encode() not in body
     assert b"<CREDIT_CARD_1>" in body  # checked and masked by the default policy
     assert b"-Infinity" in body  # the rest of the answer as the upstream wrote it
-    assert _record(sc).attributes.get("railwatch.output.nonfinite")
+    assert _record(sc).attributes.get(semconv.ATTR_OUTPUT_NONFINITE)
 
 
 @pytest.mark.xfail(strict=True, reason=NEEDS_INGRESS_SETTING)
