@@ -23,9 +23,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sidecar.errors import ConfigError
+from sidecar.feedback_gate import FeedbackSettings
 from sidecar.handoff.config import HandoffSettings
 from sidecar.pipeline.circuit import CircuitSettings
-from sidecar.feedback_gate import FeedbackSettings
 from sidecar.ratelimit import RateLimitSettings
 
 ENV_PREFIX = "RAILWATCH_"
