@@ -2,10 +2,9 @@
 
 A scripted upstream misbehaves on purpose, at the HTTP level (an aiohttp app) and
 at the socket level (a raw asyncio server that hangs or resets). Each test states
-what the client gets and what the trace says. Where a fix is being made on another
-branch the test states the fixed behaviour and is marked ``xfail(strict=True)``
-with the branch in its reason: it fails today, and when the fix is merged it
-passes, which makes the strict mark fail until the mark is removed.
+what the client gets and what the trace says. The NaN, oversized, bomb, endless and
+malformed-event cases were written as strict xfails naming the branches that fixed
+them (engine, ingress); they flipped when those merged and are plain tests now.
 """
 
 from __future__ import annotations
@@ -30,9 +29,6 @@ CHUNK = (b'data: {"id":"c1","object":"chat.completion.chunk","model":"m",'
          b'"choices":[{"index":%s,"delta":{"content":"%s"}}]}\n\n')
 ANSWER = (b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,'
           b'"message":{"role":"assistant","content":"%s"},"finish_reason":"stop"}]}')
-NEEDS_INGRESS = ("needs the ingress branch (issue 9: bounded upstream answers, "
-                 "upstream.max_response_bytes / max_sse_event_bytes, malformed events)")
-NEEDS_INGRESS_SETTING = NEEDS_INGRESS + "; its setting does not exist before that branch"
 
 
 # --- the scripted upstream ------------------------------------------------------------------
@@ -247,7 +243,7 @@ def test_a_stream_that_stalls_ends_within_the_read_timeout(
         assert status in (502, 504)
 
 
-# --- fixed on other branches: strict xfail until merged -------------------------------------
+# --- fixed on the engine and ingress branches (issue 9) --------------------------------------
 
 
 def test_nan_in_an_answer_is_not_a_guardrail_bypass(
@@ -263,7 +259,6 @@ def test_nan_in_an_answer_is_not_a_guardrail_bypass(
     assert _record(sc).attributes.get(semconv.ATTR_OUTPUT_NONFINITE)
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_INGRESS_SETTING)
 @pytest.mark.parametrize("kind", ["big", "bomb"])
 def test_oversized_and_bomb_answers_are_capped(
     upstreams: dict[str, str], start_sidecar: Any, kind: str
@@ -274,7 +269,6 @@ def test_oversized_and_bomb_answers_are_capped(
     assert status == 502 and _error(body)["code"] == "upstream_response_too_large"
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_INGRESS_SETTING)
 def test_an_endless_sse_line_is_capped(upstreams: dict[str, str], start_sidecar: Any) -> None:
     sc = start_sidecar(upstreams["endless"], upstream={"max_sse_event_bytes": 256 * 1024})
     status, body = _post(sc, stream=True)
@@ -282,7 +276,6 @@ def test_an_endless_sse_line_is_capped(upstreams: dict[str, str], start_sidecar:
     assert b"upstream_response_too_large" in body[-300:]
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_INGRESS)
 @pytest.mark.parametrize("guarded", [False, True])
 def test_a_malformed_event_ends_the_stream_with_an_error_event(
     upstreams: dict[str, str], start_sidecar: Any, guarded: bool
