@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from sidecar.errors import NotFoundError, RequestError
+from sidecar.handoff.config import long_secret
 from sidecar.ratelimit import RateLimiter
 
 
@@ -43,9 +44,7 @@ class FeedbackSettings(BaseModel):
     @field_validator("token")
     @classmethod
     def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
-        return value
+        return long_secret(value, 16)
 
 
 class IssuedTraces:

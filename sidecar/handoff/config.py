@@ -27,6 +27,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
+def long_secret(value: SecretStr | None, minimum: int) -> SecretStr | None:
+    """A configured secret of at least ``minimum`` characters (``None`` passes);
+    the error never shows the value."""
+    if value is not None and len(value.get_secret_value()) < minimum:
+        raise ValueError(f"must be at least {minimum} characters")
+    return value
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -57,16 +65,12 @@ class ReviewSettings(_Model):
     @field_validator("token")
     @classmethod
     def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
-        return value
+        return long_secret(value, 16)
 
     @field_validator("basic_password")
     @classmethod
     def _long_password(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 12:
-            raise ValueError("must be at least 12 characters")
-        return value
+        return long_secret(value, 12)
 
     @field_validator("public_url")
     @classmethod
@@ -115,9 +119,7 @@ class HandoffSettings(_Model):
     @field_validator("poll_secret")
     @classmethod
     def _long_poll_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters")
-        return value
+        return long_secret(value, 32)
 
     @field_validator("webhook_url")
     @classmethod
