@@ -33,6 +33,7 @@ from sidecar.pipeline.ingress import BODY_TIMEOUT
 from sidecar.pipeline.proxy import Proxy
 from sidecar.pipeline.upstream import UpstreamClient, public_url
 from sidecar.policy import Policy, load_policy
+from sidecar.ratelimit import RateLimiter
 from sidecar.settings import ExporterSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def create_app(
         guard = build_guard(policy)
     exports = ExportPipeline()
     emitter = Emitter(exports, settings.privacy, privacy_masker(guard))
-    proxy = Proxy(settings.server, upstreams, emitter, guard)
+    proxy = Proxy(settings.server, upstreams, emitter, guard, RateLimiter(settings.rate_limits))
     runtime = Runtime(settings, upstreams, exports, emitter, proxy, guard)
     for exporter, _spec in pairs:
         if exporter.name == "prometheus":
@@ -311,9 +312,12 @@ def create_app(
         except BaseException:
             await stop()
             raise
+        learning = _learn_model_labels(runtime)
         try:
             yield
         finally:
+            if learning is not None:
+                learning.cancel()
             await stop()
 
     app.cleanup_ctx.append(lifespan)
@@ -327,6 +331,7 @@ def _build_review_services(runtime: Runtime, exporters: Sequence[Exporter]) -> N
     client); without a ClickHouse exporter both live in memory, lost on restart.
     """
     from sidecar.feedback import ImplicitSignals
+    from sidecar.feedback_gate import IssuedTraces
     from sidecar.handoff.auth import ReviewAuth
     from sidecar.handoff.clickhouse import ClickHouseHandoffStore
     from sidecar.handoff.content import ContentPolicy
@@ -345,7 +350,8 @@ def _build_review_services(runtime: Runtime, exporters: Sequence[Exporter]) -> N
     else:
         store = MemoryHandoffStore()
     runtime.feedback_store = store
-    runtime.signals = ImplicitSignals()
+    runtime.signals = ImplicitSignals(issued=IssuedTraces(
+        settings.feedback.issued_window_s, settings.feedback.max_issued))
     runtime.proxy.signals = runtime.signals
     if not settings.handoff.enabled:
         return
@@ -365,6 +371,8 @@ def _register_state_sources(prom: Any, runtime: Runtime) -> None:
 
     prom.add_state_source("exports", sources.export_pipeline_source(runtime.exports.state))
     prom.add_state_source("proxy", sources.proxy_source(runtime.proxy.state))
+    if runtime.proxy.limiter is not None:
+        prom.add_state_source("rate_limits", sources.rate_limit_source(runtime.proxy.limiter.state))
     prom.add_state_source("upstreams", sources.upstreams_source(runtime.upstreams.state))
     prom.add_state_source(
         "upstream_probe",
@@ -372,6 +380,17 @@ def _register_state_sources(prom: Any, runtime: Runtime) -> None:
     )
     if runtime.guard is not None:
         prom.add_state_source("detectors", sources.detector_runner_source(runtime.guard.runner.state))
+
+
+def _learn_model_labels(runtime: Runtime) -> asyncio.Task[None] | None:
+    """Reserve metric labels for the upstream's listed models (background; never raises)."""
+    if runtime.metrics is None:
+        return None
+    from sidecar.model_labels import learn_models
+
+    client = runtime.upstreams.primary.client
+    return asyncio.create_task(
+        learn_models(lambda: client.session, client.base_url, runtime.metrics.known_models))
 
 
 def _limit_torch_threads(threads: int) -> None:

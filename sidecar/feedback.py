@@ -6,8 +6,11 @@ Explicit feedback names the trace the client got in ``x-railwatch-trace-id``::
     {"trace_id": "<32 hex>", "score": 1..5}
     # optional: "comment", "corrected_answer", "user"
 
-Answers ``201 {"id", "trace_id", "known_trace"}``. A trace id railwatch has not
-stored (yet) is accepted and marked ``known_trace: false``. Invalid bodies get a
+Answers ``201 {"id", "trace_id", "known_trace"}``. Which trace ids are accepted
+is :class:`~sidecar.feedback_gate.FeedbackGate`'s call (by default only ids this
+service answered, 404 ``unknown_trace`` otherwise; a rate limit per address, 429);
+without a gate every well-formed id is accepted, an unknown one marked
+``known_trace: false``. Invalid bodies get a
 400 in the OpenAI error shape naming the field (unknown fields too); bodies over
 ``max_body_bytes`` a 413; storage failures a 503. ``thumbs`` is stored as kind
 ``thumbs`` with value 1 / -1, ``score`` as kind ``score`` with its value.
@@ -25,7 +28,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,7 @@ import orjson
 from aiohttp import web
 
 from sidecar.errors import BadRequestError, FeedbackUnavailableError, RequestError, error_json
+from sidecar.feedback_gate import FeedbackGate, IssuedTraces
 from sidecar.handoff.store import FeedbackStore
 from sidecar.pipeline.ingress import parse_json_object, read_body
 
@@ -127,13 +130,18 @@ def setup_feedback_routes(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_comment_chars: int = MAX_COMMENT_CHARS,
     max_answer_chars: int = MAX_ANSWER_CHARS,
+    gate: FeedbackGate | None = None,
 ) -> None:
     """Add ``POST /v1/feedback``. ``store_text=False`` (privacy capture ``none``)
     keeps no comment or corrected answer. ``signals`` answers "seen" for traces
-    of this process that may not be in storage yet (writes are batched)."""
+    of this process that may not be in storage yet (writes are batched). ``gate``
+    decides which trace ids are accepted (module docstring)."""
 
     async def post_feedback(request: web.Request) -> web.Response:
         try:
+            refused = gate.admit(request.remote) if gate is not None else None
+            if refused is not None:
+                raise refused
             body = parse_json_object(await read_body(request, max_body_bytes))
             fb = parse_feedback(body, max_comment_chars=max_comment_chars,
                                 max_answer_chars=max_answer_chars)
@@ -141,6 +149,14 @@ def setup_feedback_routes(
             try:
                 if not known:
                     known = await asyncio.to_thread(store.trace_exists, fb.trace_id)
+            except Exception as exc:  # any backend failure is one public error
+                logger.error("feedback trace look-up failed (%s)", type(exc).__name__)
+                raise FeedbackUnavailableError("feedback storage is unavailable") from exc
+            if not known and gate is not None:
+                refused = gate.refuse_unknown(gate.privileged(request.headers))
+                if refused is not None:
+                    raise refused
+            try:
                 fid = await asyncio.to_thread(
                     store.add_feedback, trace_id=fb.trace_id, kind=fb.kind, value=fb.value,
                     comment=fb.comment, corrected_answer=fb.corrected_answer, known_trace=known,
@@ -150,7 +166,8 @@ def setup_feedback_routes(
                 raise FeedbackUnavailableError("feedback storage is unavailable") from exc
         except RequestError as exc:
             return web.Response(body=error_json(exc.message, exc.error_type, exc.param, exc.code),
-                                status=exc.status, content_type="application/json")
+                                status=exc.status, content_type="application/json",
+                                headers=exc.headers or None)
         return web.Response(
             body=orjson.dumps({"id": fid, "object": "railwatch.feedback",
                                "trace_id": fb.trace_id, "known_trace": known}),
@@ -178,15 +195,24 @@ def prompt_hash(body: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _key(*parts: str) -> bytes:
-    return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).digest()
+def _key(*parts: str) -> int:
+    """64 bits of BLAKE2b: an int key costs about half an OrderedDict's bytes key entry,
+    and a collision (odds about n / 2**64) only misreads one signal."""
+    digest = hashlib.blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "big")
 
 
 class ImplicitSignals:
     """Regeneration, abandonment and conversation length per request.
 
-    Memory is bounded (``max_entries`` per LRU; about 100 bytes an entry) and
-    holds hashes and counters only. Event-loop use only (not thread-safe).
+    Memory is bounded: at most ``max_entries`` per table, least recently used
+    dropped first, in plain insertion-ordered dicts of 64-bit keys (about 65 bytes an
+    entry, measured; an ``OrderedDict`` of 16-byte keys took 148), so 50,000 entries
+    are about 3 MB a table. Prompt hashes older than the regeneration window are
+    dropped too (they can no longer match). This per-user state is what grew in the
+    issue 9 soak (unique users at 100 requests/s): it levels off at the bound. Trace
+    ids answered go to ``issued`` (what feedback accepts). Event-loop use only (not
+    thread-safe).
     """
 
     def __init__(
@@ -195,23 +221,33 @@ class ImplicitSignals:
         regeneration_window_s: float = 600.0,
         max_entries: int = 50_000,
         clock: Callable[[], float] = time.monotonic,
+        issued: IssuedTraces | None = None,
     ) -> None:
         self.window_s = regeneration_window_s
         self.max_entries = max_entries
         self._clock = clock
-        self._prompts: OrderedDict[bytes, float] = OrderedDict()  # (who, prompt) -> last seen
-        self._turns: OrderedDict[bytes, int] = OrderedDict()  # conversation -> turns
-        self._traces: OrderedDict[str, None] = OrderedDict()  # recent trace ids
+        self._prompts: dict[int, float] = {}  # (who, prompt) -> last seen; oldest first
+        self._turns: dict[int, int] = {}  # conversation -> turns; least recently used first
+        self.issued = (issued if issued is not None
+                       else IssuedTraces(max_entries=max_entries, clock=clock))
 
-    def _put(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    def _put(self, table: dict[int, Any], key: int, value: Any) -> None:
+        table.pop(key, None)  # re-inserted last: the most recently used
         table[key] = value
-        table.move_to_end(key)
         if len(table) > self.max_entries:
-            table.popitem(last=False)
+            del table[next(iter(table))]
+
+    def _expire_prompts(self, now: float) -> None:
+        prompts = self._prompts  # least recently seen first
+        while prompts:
+            key = next(iter(prompts))
+            if now - prompts[key] <= self.window_s:
+                break
+            del prompts[key]
 
     def seen_trace(self, trace_id: str) -> bool:
         """Whether a request of this process had ``trace_id`` (recent ones only)."""
-        return trace_id in self._traces
+        return trace_id in self.issued
 
     def observe(
         self,
@@ -227,7 +263,8 @@ class ImplicitSignals:
         attributes: dict[str, str] = {}
         now = self._clock()
         if trace_id:
-            self._put(self._traces, trace_id, None)
+            self.issued.add(trace_id)
+        self._expire_prompts(now)
         who = conversation_id or user
         regenerated = False
         if who and prompt_hash:

@@ -73,6 +73,11 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
         )
         return web.Response(body=body, headers={"Content-Type": content_type})
 
+    async def openapi(_request: web.Request) -> web.Response:
+        from sidecar.openapi import document
+
+        return _json(document())
+
     router = app.router
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)
@@ -86,15 +91,26 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
 
     setup_sdk_routes(app, runtime.settings, runtime.guard, runtime.emitter)
     from sidecar.feedback import setup_feedback_routes
+    from sidecar.feedback_gate import FeedbackGate
 
+    gate = FeedbackGate(runtime.settings.feedback, runtime.signals.issued, proxy.limiter)
     setup_feedback_routes(
         app, runtime.feedback_store, signals=runtime.signals,
-        store_text=runtime.settings.privacy.capture != "none",
+        store_text=runtime.settings.privacy.capture != "none", gate=gate,
     )
     if runtime.handoff is not None:
         from sidecar.handoff.routes import setup_handoff_routes
 
-        setup_handoff_routes(app, runtime.handoff, runtime.review_auth)
+        setup_handoff_routes(app, runtime.handoff, runtime.review_auth, limiter=proxy.limiter)
+    if runtime.metrics is not None:
+        from exporters.prometheus.sources import abuse_source
+
+        review_auth = runtime.review_auth
+        runtime.metrics.add_state_source("abuse", abuse_source(lambda: {
+            **gate.state(),
+            "login_lockouts": review_auth.throttle.lockouts if review_auth is not None else 0,
+        }))
+    router.add_get("/openapi.json", openapi)
     # last: everything else ([\s\S]: a path with a decoded newline must reach the proxy,
     # which refuses it in the OpenAI shape, not aiohttp's text/plain 404)
     router.add_route("*", "/{tail:[\\s\\S]*}", proxy.passthrough_handler())

@@ -185,3 +185,12 @@ RAILWATCH_FINDINGS_UNRECORDED = "railwatch.findings.unrecorded"
 ATTR_STREAM_TRUNCATED = "railwatch.stream.truncated"  # "1": [DONE] without a finish_reason
 ATTR_STREAM_EARLY_HEADERS = "railwatch.stream.early_headers"  # "1": headers before 1st window
 ATTR_REQUEST_RESPONSE_FORMAT = "railwatch.request.response_format"  # json_object|json_schema
+
+# --- abuse (issue 9): rate limits, login lockout, feedback acceptance --------------------
+RAILWATCH_RATE_LIMIT_DIMENSION = "railwatch.rate_limit.dimension"  # client | api_key | tenant
+METRIC_RATE_LIMITED = "railwatch_rate_limited"  # counter {dimension}
+METRIC_RATE_LIMIT_KEYS = "railwatch_rate_limit_keys"  # gauge: buckets tracked
+METRIC_LOGIN_LOCKOUTS = "railwatch_review_login_lockouts"  # counter: refused while locked out
+METRIC_FEEDBACK_REJECTED = "railwatch_feedback_rejected"  # counter {reason}
+LABEL_DIMENSION = "dimension"
+LABEL_REASON = "reason"

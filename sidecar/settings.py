@@ -23,8 +23,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sidecar.errors import ConfigError
+from sidecar.feedback_gate import FeedbackSettings
 from sidecar.handoff.config import HandoffSettings
 from sidecar.pipeline.circuit import CircuitSettings
+from sidecar.ratelimit import RateLimitSettings
 
 ENV_PREFIX = "RAILWATCH_"
 
@@ -139,6 +141,8 @@ class Settings(_Model):
     metrics: MetricsSettings = MetricsSettings()
     handoff: HandoffSettings = HandoffSettings()
     sdk: SdkSettings = SdkSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     data_dir: str = ".railwatch"
     exporters: list[ExporterSettings] = Field(
         default_factory=lambda: [ExporterSettings(kind="clickhouse")]  # embedded chDB in data_dir

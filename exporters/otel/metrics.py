@@ -11,9 +11,11 @@ recorded only for GenAI routes (``chat``, ``text_completion``, ``embeddings``):
   *mean* time per output token, so one value per request is recorded, not one per chunk.
 
 Attributes: ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
-``gen_ai.response.model``, ``server.address``, ``server.port``. Model names come from
-clients, so they are bounded: the first ``max_models`` distinct values, then ``other``
-(the SDK's own cardinality limit, 2000 per metric, would be far too late).
+``gen_ai.response.model``, ``server.address``, ``server.port``. Served model names are
+bounded: the first ``max_models`` distinct values, then ``other`` (the SDK's own
+cardinality limit, 2000 per metric, would be far too late); a requested name (client
+text) takes one of its own ``max_models`` slots only when an upstream served the
+request, else it is ``other`` unless it already has a slot.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class BoundedValues:
         self.limit = limit
         self._seen: set[str] = set()
 
+    def known(self, value: str) -> str:
+        """``value`` if it already passed, else ``other``; takes no slot."""
+        return value if value in self._seen else sc.LABEL_OTHER
+
     def __call__(self, value: str) -> str:
         if value in self._seen:
             return value
@@ -59,7 +65,8 @@ class GenAiMetrics:
 
     def __init__(self, meter: Meter, *, provider_name: str, max_models: int) -> None:
         self.provider_name = provider_name
-        self.models = BoundedValues(max_models)
+        self.models = BoundedValues(max_models)  # served names
+        self.requested = BoundedValues(max_models)  # requested names an upstream answered
         self.token_usage = meter.create_histogram(
             sc.OTEL_METRIC_TOKEN_USAGE, unit="{token}",
             description="Number of input and output tokens used.",
@@ -88,10 +95,11 @@ class GenAiMetrics:
             sc.GEN_AI_OPERATION_NAME: r.route,
             sc.GEN_AI_PROVIDER_NAME: self.provider_name,
         }
-        if r.model_requested:
-            a[sc.GEN_AI_REQUEST_MODEL] = self.models(r.model_requested)
         if r.model_served:
             a[sc.GEN_AI_RESPONSE_MODEL] = self.models(r.model_served)
+        if r.model_requested:  # client text: takes a slot only once an upstream served it
+            a[sc.GEN_AI_REQUEST_MODEL] = (self.requested(r.model_requested) if r.model_served
+                                          else self.requested.known(r.model_requested))
         address, port = upstream_server(r.upstream)
         if address:
             a[sc.SERVER_ADDRESS] = address

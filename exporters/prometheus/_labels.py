@@ -44,7 +44,7 @@ class BoundedLabel:
     worker thread; a race could only let one extra value through.
     """
 
-    __slots__ = ("_seen", "allowed", "limit", "pattern")
+    __slots__ = ("_reserved", "_seen", "allowed", "limit", "pattern")
 
     def __init__(
         self,
@@ -59,6 +59,24 @@ class BoundedLabel:
         self.allowed = frozenset(allowed) if allowed is not None else None
         self.pattern = pattern
         self._seen: set[str] = set()
+        self._reserved = 0
+
+    def reserve(self, values: Iterable[str]) -> None:
+        """Values that always pass and take no slot of ``limit`` (an upstream's own model
+        list): junk seen first cannot push them to ``other``. Thread-safe enough: a
+        set insert under the GIL."""
+        for value in values:
+            if value and value not in self._seen and (
+                    self.pattern is None or self.pattern.fullmatch(value) is not None):
+                self._seen.add(value[:_MAX_VALUE_CHARS])
+                self._reserved += 1
+
+    def known(self, value: str | None) -> str:
+        """``value`` if it already has a slot (passed before or reserved), else ``other``
+        (``""`` for no value); never takes a new slot."""
+        if not value:
+            return ""
+        return value if value in self._seen else LABEL_OTHER
 
     def __call__(self, value: str | None) -> str:
         if not value:
@@ -73,13 +91,14 @@ class BoundedLabel:
             value = value[:_MAX_VALUE_CHARS]
             if value in self._seen:
                 return value
-        if len(self._seen) >= self.limit:
+        if len(self._seen) - self._reserved >= self.limit:
             return LABEL_OTHER
         self._seen.add(value)
         return value
 
     @property
     def distinct(self) -> int:
+        """Values with a slot, reserved ones included."""
         return len(self._seen)
 
 

@@ -23,9 +23,12 @@ From records (names in :mod:`sidecar.semconv`; counters get ``_total``)::
     railwatch_detector_duration_seconds{detector, stage}  histogram, one per detector run
     railwatch_detector_errors_total{detector, error}
 
-Label values are bounded: ``model`` is the requested model (else the served one),
-limited to model-name characters and to the first ``max_models`` (50) distinct names,
-or to the ``models`` allow-list when configured; later or odd names become ``other``.
+Label values are bounded: ``model`` is the model the upstream *served* (its answer's
+``model``), never a client's free text: a requested name is used only when it
+already has a slot (an upstream served it, or :meth:`PrometheusExporter.known_models`
+listed it from the upstream's ``/v1/models``), else it is ``other``. Served names are
+limited to model-name characters and to the first ``max_models`` (50) distinct
+names (listed models take no slot), or to the ``models`` allow-list when configured.
 ``status`` is the code for a known set, else its class (``"4xx"``). Every other label is
 capped too (routes 16, decisions 16, error types 32, detectors 64, finding labels 128,
 actions 16, upstream names 16). No label ever holds an id or request text.
@@ -177,6 +180,11 @@ class PrometheusExporter:
             process_metrics=bool(options.get("process_metrics", True)),
         )
 
+    def known_models(self, names: Sequence[str]) -> None:
+        """Models the upstream lists (``GET /v1/models``): labelled as themselves,
+        without using a ``max_models`` slot. Any thread."""
+        self._model.reserve(names)
+
     # -- state sources -------------------------------------------------------------------
 
     def add_state_source(self, name: str, fn: StateSource) -> None:
@@ -254,7 +262,9 @@ class PrometheusExporter:
         child = self._child
         route = self._route(r.route)
         # the served model is the upstream's word; a client's requested name is free text
-        model = self._model(r.model_served or r.model_requested)
+        # (50 junk names must not take every slot), so it only reuses an existing slot
+        model = (self._model(r.model_served) if r.model_served
+                 else self._model.known(r.model_requested))
         child(self.requests, route, model, status_label(r.status), self._decision(r.decision)).inc()
         if r.error_type:
             child(self.request_errors, route, self._error_type(r.error_type)).inc()

@@ -182,3 +182,31 @@ def upstream_probe_source(state: StateFn, upstream: str = "primary") -> StateSou
             )
 
     return source
+
+
+def rate_limit_source(state: StateFn) -> StateSource:
+    """From ``RateLimiter.state()``: refusals per dimension and buckets tracked."""
+
+    def source() -> Iterator[StateSample]:
+        current = state()
+        for dimension, count in (current.get("limited") or {}).items():
+            yield StateSample(sc.METRIC_RATE_LIMITED, float(count), {sc.LABEL_DIMENSION: dimension})
+        keys = _number(current.get("tracked_keys"))
+        if keys is not None:
+            yield StateSample(sc.METRIC_RATE_LIMIT_KEYS, keys)
+
+    return source
+
+
+def abuse_source(state: StateFn) -> StateSource:
+    """From the review login throttle and feedback acceptance: refusals counted."""
+
+    def source() -> Iterator[StateSample]:
+        current = state()
+        lockouts = _number(current.get("login_lockouts"))
+        if lockouts is not None:
+            yield StateSample(sc.METRIC_LOGIN_LOCKOUTS, lockouts)
+        for reason, count in (current.get("feedback_rejected") or {}).items():
+            yield StateSample(sc.METRIC_FEEDBACK_REJECTED, float(count), {sc.LABEL_REASON: reason})
+
+    return source

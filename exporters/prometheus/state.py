@@ -103,6 +103,14 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
         "counter", "Times an upstream's circuit breaker opened.", (sc.LABEL_UPSTREAM,)),
     sc.METRIC_UPSTREAM_CIRCUIT_REJECTED: FamilySpec(
         "counter", "Calls an open circuit breaker refused.", (sc.LABEL_UPSTREAM,)),
+    # abuse (issue 9): rate limits, review login lockouts, refused feedback
+    sc.METRIC_RATE_LIMITED: FamilySpec(
+        "counter", "Requests refused with 429 by a rate limit, by dimension.", (sc.LABEL_DIMENSION,)),
+    sc.METRIC_RATE_LIMIT_KEYS: FamilySpec("gauge", "Rate-limit buckets tracked (bounded)."),
+    sc.METRIC_LOGIN_LOCKOUTS: FamilySpec(
+        "counter", "Review sign-ins refused while an address or user was locked out."),
+    sc.METRIC_FEEDBACK_REJECTED: FamilySpec(
+        "counter", "Feedback refused, by reason (unknown_trace, rate_limited).", (sc.LABEL_REASON,)),
 })
 
 

@@ -16,6 +16,16 @@
   for ``GET /review/login?ticket=...``, so a browser (or a headless one) can be
   signed in without the token itself ever appearing in a URL.
 
+- **Lockout**: failed sign-ins (form or ``Authorization``) are counted per client
+  address and per user name (:class:`~sidecar.handoff.lockout.LoginThrottle`);
+  past ``login_free_failures`` each failure locks for an exponentially growing
+  time. Callers ask :meth:`ReviewAuth.lockout_s` before checking and answer 429
+  with ``Retry-After`` while it is positive; ``check_*`` with an ``address``
+  record the outcome.
+- **Hand-off polls**: :class:`PollTokens` mints ``HMAC(key, "poll:" + id)`` per
+  hand-off, given to the client with the hand-off and required by
+  ``GET /v1/handoffs/{id}`` (``x-railwatch-handoff-token``).
+
 All comparisons of secrets use ``hmac.compare_digest`` on digests.
 """
 
@@ -32,6 +42,7 @@ from dataclasses import dataclass
 import orjson
 
 from sidecar.handoff.config import ReviewSettings
+from sidecar.handoff.lockout import LoginThrottle
 
 SESSION_COOKIE = "railwatch_review"
 LOGIN_COOKIE = "railwatch_review_login"
@@ -74,7 +85,9 @@ class ReviewAuth:
         secure_cookies: bool = False,
         secret: bytes | None = None,
         generated: bool = False,
+        throttle: LoginThrottle | None = None,
     ) -> None:
+        self.throttle = throttle if throttle is not None else LoginThrottle()
         self._revoked: dict[str, float] = {}  # signed-out session nonce -> expiry
         if token is None and basic_user is None:
             raise ValueError("a token or basic credentials are required")
@@ -101,6 +114,9 @@ class ReviewAuth:
             session_ttl_s=review.session_ttl_s,
             secure_cookies=bool(review.public_url and review.public_url.startswith("https:")),
             generated=generated,
+            throttle=LoginThrottle(free_failures=review.login_free_failures,
+                                   backoff_s=review.login_backoff_s,
+                                   backoff_max_s=review.login_backoff_max_s),
         )
 
     @property
@@ -132,30 +148,59 @@ class ReviewAuth:
         password_ok = hmac.compare_digest(_digest(password), self._basic_password)
         return user_ok and password_ok
 
-    def check_login(self, token: str | None, user: str | None, password: str | None) -> str | None:
-        """The reviewer name for a login form's fields, or ``None``."""
-        if token and self.check_token(token):
-            return TOKEN_REVIEWER
-        if user and password is not None and self.check_basic(user, password):
-            return user
-        return None
+    def lockout_s(self, address: str | None, user: str | None) -> float:
+        """Seconds before a sign-in from ``address`` (as ``user``) may be checked."""
+        return self.throttle.locked_for(address, user)
 
-    def check_header(self, authorization: str | None) -> str | None:
-        """The reviewer for an ``Authorization`` header, or ``None``."""
+    def _outcome(self, address: str | None, user: str | None, reviewer: str | None) -> None:
+        if reviewer is None:
+            self.throttle.failed(address, user)
+        else:
+            self.throttle.succeeded(address, user)
+
+    def check_login(self, token: str | None, user: str | None, password: str | None,
+                    address: str | None = None) -> str | None:
+        """The reviewer name for a login form's fields, or ``None`` (a failure,
+        counted against ``address`` and ``user``)."""
+        reviewer = None
+        if token and self.check_token(token):
+            reviewer = TOKEN_REVIEWER
+        elif user and password is not None and self.check_basic(user, password):
+            reviewer = user
+        self._outcome(address, user or None, reviewer)
+        return reviewer
+
+    @staticmethod
+    def header_user(authorization: str | None) -> str | None:
+        """The user name a basic ``Authorization`` header claims (unchecked), for lockouts."""
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, sep, _ = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return user if sep and user else None
+
+    def check_header(self, authorization: str | None, address: str | None = None) -> str | None:
+        """The reviewer for an ``Authorization`` header, or ``None``. A header that
+        was present but wrong counts as a failed sign-in."""
         if not authorization:
             return None
+        reviewer = None
         scheme, _, value = authorization.partition(" ")
         scheme, value = scheme.lower(), value.strip()
         if scheme == "bearer" and value:
-            return TOKEN_REVIEWER if self.check_token(value) else None
-        if scheme == "basic" and value:
+            reviewer = TOKEN_REVIEWER if self.check_token(value) else None
+        elif scheme == "basic" and value:
             try:
                 user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
-                return None
+                user, sep, password = "", "", ""
             if sep and self.check_basic(user, password):
-                return user
-        return None
+                reviewer = user
+        self._outcome(address, self.header_user(authorization), reviewer)
+        return reviewer
 
     # -- sessions and CSRF -----------------------------------------------------------------
 
@@ -243,3 +288,24 @@ class ReviewAuth:
         if entry is None or entry[1] <= (time.time() if now is None else now):
             return None
         return entry[0]
+
+
+class PollTokens:
+    """The hand-off poll credential: ``base64url(HMAC-SHA256(key, "poll:" + id))``.
+
+    Stateless (nothing stored per hand-off). ``secret`` (``handoff.poll_secret``)
+    keeps tokens valid across restarts and replicas; without it a random key per
+    process is used, and a restart invalidates outstanding tokens.
+    """
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._key = secret or secrets.token_bytes(32)
+
+    def token(self, handoff_id: str) -> str:
+        return _b64(hmac.new(self._key, b"poll:" + handoff_id.encode(), hashlib.sha256).digest())
+
+    def check(self, handoff_id: str, token: str | None) -> bool:
+        """Constant-time comparison; ``False`` for a missing token."""
+        if not token or len(token) > 128:
+            return False
+        return hmac.compare_digest(token.encode(), self.token(handoff_id).encode())

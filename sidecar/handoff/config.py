@@ -27,6 +27,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
+def long_secret(value: SecretStr | None, minimum: int) -> SecretStr | None:
+    """A configured secret of at least ``minimum`` characters (``None`` passes);
+    the error never shows the value."""
+    if value is not None and len(value.get_secret_value()) < minimum:
+        raise ValueError(f"must be at least {minimum} characters")
+    return value
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -49,20 +57,20 @@ class ReviewSettings(_Model):
     basic_password: SecretStr | None = None
     public_url: str | None = None
     session_ttl_s: int = Field(default=12 * 3600, gt=0)  # review session cookie lifetime
+    # failed sign-ins per address and per user: free ones, then 1 s, 2 s, 4 s ... locked
+    login_free_failures: int = Field(default=5, ge=0)
+    login_backoff_s: float = Field(default=1.0, gt=0)
+    login_backoff_max_s: float = Field(default=900.0, gt=0)
 
     @field_validator("token")
     @classmethod
     def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
-        return value
+        return long_secret(value, 16)
 
     @field_validator("basic_password")
     @classmethod
     def _long_password(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 12:
-            raise ValueError("must be at least 12 characters")
-        return value
+        return long_secret(value, 12)
 
     @field_validator("public_url")
     @classmethod
@@ -103,7 +111,15 @@ class HandoffSettings(_Model):
     client_flag: bool = True
     max_conversations: int = Field(default=10_000, gt=0)  # tracker LRU size
     max_answer_chars: int = Field(default=32_768, gt=0)  # a reviewer's answer or reply
+    # key of the hand-off poll tokens; set it (32+ characters) so tokens survive a
+    # restart and work on every replica; unset: random per process
+    poll_secret: SecretStr | None = None
     review: ReviewSettings = ReviewSettings()
+
+    @field_validator("poll_secret")
+    @classmethod
+    def _long_poll_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return long_secret(value, 32)
 
     @field_validator("webhook_url")
     @classmethod

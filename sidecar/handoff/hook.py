@@ -106,7 +106,7 @@ def make_handoff_hook(service: HandoffService) -> Hook:
         return handoff_response(
             ctx.route, handoff.id, message, stream=ctx.stream,
             model=ctx.model_served or ctx.model_requested, trace_id=ctx.trace_id,
-            created=ctx.started_at,
+            created=ctx.started_at, poll_token=service.poll_tokens.token(handoff.id),
         )
 
     return hook

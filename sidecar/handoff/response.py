@@ -1,9 +1,10 @@
 """What the client receives when its request is handed off.
 
 An ordinary OpenAI answer whose assistant message (``handoff.client_message``)
-says a person will follow up, plus ``{"railwatch": {"handoff_id", "status"}}`` in
-the body and the ``x-railwatch-handoff-id`` header, so a client can poll
-``GET /v1/handoffs/{id}`` for the person's answer. Shapes:
+says a person will follow up, plus ``{"railwatch": {"handoff_id", "status",
+"poll_token"}}`` in the body and the ``x-railwatch-handoff-id`` and
+``x-railwatch-handoff-token`` headers, so a client can poll ``GET /v1/handoffs/{id}``
+(sending the token in ``x-railwatch-handoff-token``) for the person's answer. Shapes:
 
 - ``chat``: a ``chat.completion`` (or, streaming, ``chat.completion.chunk`` events);
 - ``text_completion``: a ``text_completion`` (streamed as the same object per event).
@@ -23,6 +24,7 @@ from aiohttp import web
 from sidecar import semconv
 
 HEADER_HANDOFF_ID = "x-railwatch-handoff-id"
+HEADER_HANDOFF_TOKEN = "x-railwatch-handoff-token"
 _SSE_DONE = b"data: [DONE]\n\n"
 
 
@@ -37,12 +39,16 @@ def _common(
     }
 
 
-def _railwatch(handoff_id: str) -> dict[str, Any]:
-    return {"handoff_id": handoff_id, "status": "pending"}
+def _railwatch(handoff_id: str, poll_token: str | None) -> dict[str, Any]:
+    doc = {"handoff_id": handoff_id, "status": "pending"}
+    if poll_token is not None:
+        doc["poll_token"] = poll_token
+    return doc
 
 
 def chat_completion_body(
-    handoff_id: str, message: str, *, model: str | None = None, created: float | None = None
+    handoff_id: str, message: str, *, model: str | None = None, created: float | None = None,
+    poll_token: str | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion`` whose one choice is the hand-off message."""
     doc = _common(handoff_id, "chat.completion", model, created)
@@ -52,23 +58,24 @@ def chat_completion_body(
         "finish_reason": "stop",
         "logprobs": None,
     }]
-    doc["railwatch"] = _railwatch(handoff_id)
+    doc["railwatch"] = _railwatch(handoff_id, poll_token)
     return doc
 
 
 def text_completion_body(
-    handoff_id: str, message: str, *, model: str | None = None, created: float | None = None
+    handoff_id: str, message: str, *, model: str | None = None, created: float | None = None,
+    poll_token: str | None = None,
 ) -> dict[str, Any]:
     """A ``text_completion`` whose one choice is the hand-off message."""
     doc = _common(handoff_id, "text_completion", model, created)
     doc["choices"] = [{"index": 0, "text": message, "finish_reason": "stop", "logprobs": None}]
-    doc["railwatch"] = _railwatch(handoff_id)
+    doc["railwatch"] = _railwatch(handoff_id, poll_token)
     return doc
 
 
 def stream_bytes(
     route: str, handoff_id: str, message: str, *, model: str | None = None,
-    created: float | None = None,
+    created: float | None = None, poll_token: str | None = None,
 ) -> bytes:
     """The whole SSE answer (events and ``[DONE]``) for ``route`` ``chat`` or
     ``text_completion``."""
@@ -88,12 +95,16 @@ def stream_bytes(
         for text, finish in ((message, None), ("", "stop")):
             events.append({**base, "choices": [
                 {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]})
-    events[-1]["railwatch"] = _railwatch(handoff_id)
+    events[-1]["railwatch"] = _railwatch(handoff_id, poll_token)
     return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + _SSE_DONE
 
 
-def handoff_headers(handoff_id: str, trace_id: str | None = None) -> dict[str, str]:
+def handoff_headers(
+    handoff_id: str, trace_id: str | None = None, poll_token: str | None = None
+) -> dict[str, str]:
     headers = {HEADER_HANDOFF_ID: handoff_id, "x-railwatch-decision": "handoff"}
+    if poll_token is not None:
+        headers[HEADER_HANDOFF_TOKEN] = poll_token
     if trace_id is not None:
         headers[semconv.HEADER_TRACE_ID] = trace_id
     return headers
@@ -108,17 +119,20 @@ def handoff_response(
     model: str | None = None,
     trace_id: str | None = None,
     created: float | None = None,
+    poll_token: str | None = None,
 ) -> web.Response:
     """The complete aiohttp response for a handed-off ``chat`` / ``text_completion``."""
-    headers = handoff_headers(handoff_id, trace_id)
+    headers = handoff_headers(handoff_id, trace_id, poll_token)
     if stream:
         headers["Cache-Control"] = "no-cache"
         return web.Response(
-            body=stream_bytes(route, handoff_id, message, model=model, created=created),
+            body=stream_bytes(route, handoff_id, message, model=model, created=created,
+                              poll_token=poll_token),
             content_type="text/event-stream", headers=headers,
         )
     build = chat_completion_body if route == "chat" else text_completion_body
     return web.Response(
-        body=orjson.dumps(build(handoff_id, message, model=model, created=created)),
+        body=orjson.dumps(build(handoff_id, message, model=model, created=created,
+                                poll_token=poll_token)),
         content_type="application/json", headers=headers,
     )

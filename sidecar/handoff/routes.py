@@ -10,6 +10,11 @@ Routes (register them before the sidecar's catch-all pass-through route)::
     GET  /review/{id}              a hand-off: conversation, findings      (auth)
     POST /review/{id}/resolve      approve | edit | reject                 (auth, CSRF)
     GET  /v1/handoffs/{id}         the client's poll: status and answer only
+                                   (x-railwatch-handoff-token, or a reviewer's Authorization)
+
+Failed sign-ins (form or ``Authorization``) lock the client address and the user
+out for a growing time (429 with ``Retry-After``, checked before the credential);
+the poll is rate limited per client address (``rate_limits.public``).
 
 Unauthenticated page views are redirected to the sign-in form; every other
 unauthenticated request gets a 401 in the OpenAI error shape. Neither carries
@@ -20,6 +25,7 @@ CSP that allows no script, ``no-store`` caching and no framing.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -35,8 +41,10 @@ from sidecar.errors import RequestError, error_json
 from sidecar.handoff.auth import LOGIN_COOKIE, SESSION_COOKIE, ReviewAuth, Session
 from sidecar.handoff.highlight import highlight
 from sidecar.handoff.model import ConversationPart, Handoff
+from sidecar.handoff.response import HEADER_HANDOFF_TOKEN
 from sidecar.handoff.service import HandoffService
 from sidecar.pipeline.ingress import read_body
+from sidecar.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +97,17 @@ def _error(exc: RequestError) -> web.Response:
                         headers=exc.headers or None)
 
 
+class _LockedOut(RequestError):
+    status = 429
+    error_type = "authentication_error"
+    code = "too_many_failed_logins"
+
+    def __init__(self, wait_s: float) -> None:
+        retry = max(1, math.ceil(wait_s))
+        super().__init__(f"too many failed sign-ins; retry after {retry} s",
+                         headers={"Retry-After": str(retry), "Cache-Control": "no-store"})
+
+
 def _redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
@@ -105,6 +124,7 @@ def setup_handoff_routes(
     templates: jinja2.Environment | None = None,
     max_form_bytes: int = 256 * 1024,
     queue_limit: int = 200,
+    limiter: RateLimiter | None = None,
 ) -> None:
     """Add the review UI and ``GET /v1/handoffs/{id}`` to ``app``."""
     env = templates or review_templates()
@@ -126,17 +146,33 @@ def setup_handoff_routes(
                             samesite="Strict", secure=auth.secure_cookies,
                             max_age=int(auth.session_ttl_s))
 
-    def identify(request: web.Request) -> tuple[Session | None, str | None]:
+    def locked_out(request: web.Request, user: str | None) -> web.Response | None:
+        """429 while the client address or ``user`` is locked out after failed sign-ins."""
+        wait = auth.lockout_s(request.remote, user)
+        if wait <= 0.0:
+            return None
+        return _error(_LockedOut(wait))
+
+    def header_reviewer(request: web.Request) -> tuple[str | None, web.Response | None]:
+        """The reviewer an ``Authorization`` header proves, or a refusal (locked out)."""
+        authorization = request.headers.get("Authorization")
+        if authorization:
+            refused = locked_out(request, auth.header_user(authorization))
+            if refused is not None:
+                return None, refused
+        return auth.check_header(authorization, request.remote), None
+
+    def identify(request: web.Request) -> tuple[Session | None, str | None, web.Response | None]:
         """The session (from the cookie, or a new one for a valid Authorization
-        header) and a cookie value to set when it is new."""
+        header), a cookie value to set when it is new, or a refusal (locked out)."""
         session = auth.session(request.cookies.get(SESSION_COOKIE))
         if session is not None:
-            return session, None
-        reviewer = auth.check_header(request.headers.get("Authorization"))
+            return session, None, None
+        reviewer, refused = header_reviewer(request)
         if reviewer is None:
-            return None, None
+            return None, None, refused
         session, cookie = auth.new_session(reviewer)
-        return session, cookie
+        return session, cookie, None
 
     def deny(request: web.Request) -> web.Response:
         wants_page = request.method in ("GET", "HEAD") and "text/html" in request.headers.get(
@@ -153,7 +189,9 @@ def setup_handoff_routes(
     def authenticated(handler: Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
                       ) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            session, new_cookie = identify(request)
+            session, new_cookie, refused = identify(request)
+            if refused is not None:
+                return refused
             if session is None:
                 return deny(request)
             response = await handler(request, session)
@@ -214,7 +252,14 @@ def setup_handoff_routes(
         next_url = _safe_next(form.get("next"))
         if not auth.check_login_csrf(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
             return login_page(next_url, "The form expired; please sign in again.", 403)
-        reviewer = auth.check_login(form.get("token"), form.get("username"), form.get("password"))
+        user = form.get("username") or None
+        wait = auth.lockout_s(request.remote, user)
+        if wait > 0.0:
+            response = login_page(next_url, "Too many failed sign-ins; try again later.", 429)
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            return response
+        reviewer = auth.check_login(form.get("token"), user, form.get("password"),
+                                    request.remote)
         if reviewer is None:
             return login_page(next_url, "Those credentials are not valid.", 401)
         return signed_in(reviewer, next_url)
@@ -230,7 +275,9 @@ def setup_handoff_routes(
         return response
 
     async def issue_ticket(request: web.Request) -> web.Response:
-        reviewer = auth.check_header(request.headers.get("Authorization"))
+        reviewer, refused = header_reviewer(request)
+        if refused is not None:
+            return refused
         if reviewer is None:
             return deny(request)
         next_url = _safe_next(request.query.get("next"))
@@ -277,14 +324,35 @@ def setup_handoff_routes(
     # -- the client's poll -----------------------------------------------------------------
 
     async def poll(request: web.Request) -> web.Response:
+        """Needs the hand-off's poll token (or a reviewer's ``Authorization``); a wrong
+        token gets the same 404 as an unknown id, so ids cannot be probed."""
+        handoff_id = request.match_info["id"]
+        limited = limiter.check_public(request.remote) if limiter is not None else None
+        if limited is not None:
+            return _error(limited)
+        token = request.headers.get(HEADER_HANDOFF_TOKEN)
+        if not token and not request.headers.get("Authorization"):
+            return web.Response(
+                body=error_json(f"the hand-off's poll token is required in {HEADER_HANDOFF_TOKEN}",
+                                "authentication_error", None, "handoff_token_required"),
+                status=401, content_type="application/json")
+        allowed = service.poll_tokens.check(handoff_id, token)
+        if not allowed and not token:
+            reviewer, refused = header_reviewer(request)
+            if refused is not None:
+                return refused
+            allowed = reviewer is not None
+        not_found = web.Response(body=error_json("no such hand-off", "invalid_request_error",
+                                                 None, "handoff_not_found"),
+                                 status=404, content_type="application/json")
+        if not allowed:
+            return not_found
         try:
-            handoff = await service.get(request.match_info["id"])
+            handoff = await service.get(handoff_id)
         except RequestError as exc:
             return _error(exc)
         if handoff is None:
-            return web.Response(body=error_json("no such hand-off", "invalid_request_error",
-                                                None, "handoff_not_found"),
-                                status=404, content_type="application/json")
+            return not_found
         return _json(handoff.public_view())
 
     router = app.router

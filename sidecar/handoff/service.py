@@ -26,6 +26,7 @@ from sidecar.errors import (
     HandoffUnavailableError,
     NotFoundError,
 )
+from sidecar.handoff.auth import PollTokens
 from sidecar.handoff.config import HandoffSettings
 from sidecar.handoff.content import ContentPolicy
 from sidecar.handoff.model import (
@@ -60,6 +61,8 @@ class HandoffService:
     ) -> None:
         self.settings = settings
         self.store = store
+        secret = settings.poll_secret.get_secret_value().encode() if settings.poll_secret else None
+        self.poll_tokens = PollTokens(secret)  # the client's credential for GET /v1/handoffs/{id}
         self.content = content or ContentPolicy("raw")
         self.tracker = tracker or ConversationTracker(settings.max_conversations)
         if notifier is None and settings.webhook_url is not None:

@@ -36,6 +36,7 @@ from sidecar.pipeline.guard import Guard
 from sidecar.pipeline.responses import error_response
 from sidecar.pipeline.streaming import StreamFlow
 from sidecar.pipeline.upstream import forward_request_headers, response_headers
+from sidecar.ratelimit import RateLimiter
 from sidecar.settings import ServerSettings
 from sidecar.tracecontext import new_span_id, new_trace_id, parse_traceparent
 
@@ -63,8 +64,10 @@ class Proxy:
         upstreams: UpstreamSet,
         emitter: Emitter,
         guard: Guard | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.server = server
+        self.limiter = limiter
         self.upstreams = upstreams
         self.upstream = upstreams.primary.client
         self.emitter = emitter
@@ -127,6 +130,12 @@ class Proxy:
     def error_response(self, ctx: RequestContext, exc: RequestError) -> web.Response:
         return error_response(ctx, exc)
 
+    def _refuse(self, ctx: RequestContext, exc: RequestError) -> web.Response:
+        """Answer before any work (rate limit, overload); the refusal is traced."""
+        response = self.error_response(ctx, exc)
+        self._finish(ctx)
+        return response
+
     async def _guarded(
         self,
         request: web.Request,
@@ -139,6 +148,16 @@ class Proxy:
         in flight only once it is in, so clients that stall mid-body hold no slot.
         """
         ctx = self.begin(request, route)
+        if self.limiter is not None:  # before the body: a flood costs the least
+            refused = self.limiter.check(
+                route, client=request.remote, headers=request.headers, tenant=ctx.tenant
+            )
+            if refused is not None:
+                ctx.attributes[semconv.RAILWATCH_RATE_LIMIT_DIMENSION] = refused.dimension
+                response = self._refuse(ctx, refused)
+                if request.body_exists:
+                    response.force_close()  # the body is not read
+                return response
         try:
             if request.body_exists:
                 await ingress.read_body(request, self.server.max_body_bytes)
@@ -153,14 +172,9 @@ class Proxy:
             self._finish(ctx)
             raise
         if self.in_flight >= self.server.max_in_flight:
-            response = self.error_response(
-                ctx,
-                OverloadedError(
-                    "too many requests in flight; retry later", headers=self._overloaded_headers
-                ),
-            )
-            self._finish(ctx)
-            return response
+            return self._refuse(ctx, OverloadedError(
+                "too many requests in flight; retry later", headers=self._overloaded_headers
+            ))
         self.in_flight += 1
         try:
             try:

@@ -257,7 +257,7 @@ def test_signals_are_bounded_and_hold_no_text() -> None:
     for i in range(100):
         signals.observe(user=f"user-{i}", conversation_id=None, prompt_hash=f"p{i}",
                         client_disconnected=False, message_count=1, trace_id=f"{i:032x}")
-    tables = (signals._prompts, signals._turns, signals._traces)
+    tables = (signals._prompts, signals._turns, signals.issued)
     assert all(len(t) <= 10 for t in tables)
     assert not any("user-" in str(k) for k in signals._prompts)
     assert signals.seen_trace(f"{99:032x}") and not signals.seen_trace(f"{0:032x}")

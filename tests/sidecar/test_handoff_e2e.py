@@ -68,9 +68,11 @@ def test_exhausted_retries_hand_off_to_a_person(
             messages=[{"role": "user", "content": "need JSON [[demo:invalid_json]]"}],
         )
         handoff_id = raw.headers["x-railwatch-handoff-id"]
+        poll_token = raw.headers["x-railwatch-handoff-token"]
         reply = raw.parse()
         assert "follow up" in (reply.choices[0].message.content or "").lower()
         assert reply.model_extra and reply.model_extra["railwatch"]["handoff_id"] == handoff_id
+        assert reply.model_extra["railwatch"]["poll_token"] == poll_token
         rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
         assert rec.handoff_id == handoff_id and rec.decision == "handoff" and rec.retries == 1
 
@@ -103,6 +105,12 @@ def test_exhausted_retries_hand_off_to_a_person(
                     assert r.status in (200, 302, 303)
             async with aiohttp.ClientSession() as poller:
                 async with poller.get(sc.url + f"/v1/handoffs/{handoff_id}") as r:
+                    assert r.status == 401  # the id alone is not enough
+                async with poller.get(sc.url + f"/v1/handoffs/{handoff_id}",
+                                      headers={"x-railwatch-handoff-token": "x" * 43}) as r:
+                    assert r.status == 404
+                async with poller.get(sc.url + f"/v1/handoffs/{handoff_id}",
+                                      headers={"x-railwatch-handoff-token": poll_token}) as r:
                     assert r.status == 200
                     return await r.json()
 
@@ -127,20 +135,28 @@ def test_exhausted_retries_hand_off_to_a_person(
 
 
 def test_feedback_api_on_the_sidecar(start_sidecar: Any, demo_upstream: Any) -> None:
-    sc = start_sidecar(demo_upstream.url)
+    feedback_token = "feedback-credential-0123456789"
+    sc = start_sidecar(demo_upstream.url, feedback={"token": feedback_token})
     client = openai.OpenAI(base_url=sc.base_url, api_key="x", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model="m", messages=[{"role": "user", "content": "rate me"}])
     trace_id = raw.headers["x-railwatch-trace-id"]
 
-    async def post(body: Any) -> tuple[int, Any]:
+    async def post(body: Any, **headers: str) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as s:
-            async with s.post(sc.url + "/v1/feedback", json=body) as r:
+            async with s.post(sc.url + "/v1/feedback", json=body, headers=headers) as r:
                 return r.status, await r.json()
 
     status, body = asyncio.run(post({"trace_id": trace_id, "thumbs": "up"}))
     assert status == 201 and body["known_trace"] is True
+    # a trace id this sidecar never issued: refused, unless the caller holds the credential
     status, body = asyncio.run(post({"trace_id": "f" * 32, "score": 4, "comment": "ok"}))
+    assert status == 404 and body["error"]["code"] == "unknown_trace"
+    status, body = asyncio.run(post({"trace_id": "f" * 32, "score": 4},
+                                    Authorization="Bearer wrong-credential-000000"))
+    assert status == 404
+    status, body = asyncio.run(post({"trace_id": "f" * 32, "score": 4, "comment": "ok"},
+                                    Authorization=f"Bearer {feedback_token}"))
     assert status == 201 and body["known_trace"] is False
     status, body = asyncio.run(post({"trace_id": trace_id, "score": 9}))
     assert status == 400 and body["error"]["param"] == "score"

@@ -131,7 +131,8 @@ async def test_review_flow_approve_edit_reject(
 
         polls = {}
         for h in (approve, edit, reject):
-            async with http.get(f"{app.url}/v1/handoffs/{h.id}") as resp:
+            async with http.get(f"{app.url}/v1/handoffs/{h.id}",
+                                headers=_poll_headers(app, h.id)) as resp:
                 assert resp.status == 200
                 polls[h.id] = await resp.json()
         async with http.get(f"{app.url}/review") as resp:
@@ -286,15 +287,31 @@ async def test_poll_unknown_and_pending(make_review_app: MakeApp) -> None:
     app = await make_review_app()
     h = await _handoff(app)
     async with client_session() as http:
-        async with http.get(f"{app.url}/v1/handoffs/{'f' * 32}") as resp:
+        async with http.get(f"{app.url}/v1/handoffs/{'f' * 32}",
+                            headers=_poll_headers(app, "f" * 32)) as resp:
             assert resp.status == 404
             assert (await resp.json())["error"]["code"] == "handoff_not_found"
         async with http.get(f"{app.url}/v1/handoffs/../../etc") as resp:
-            assert resp.status == 404
+            assert resp.status in (401, 404)
         async with http.get(f"{app.url}/v1/handoffs/{h.id}") as resp:
+            assert resp.status == 401  # the id alone is not enough
+            assert (await resp.json())["error"]["code"] == "handoff_token_required"
+        other = await _handoff(app)
+        async with http.get(f"{app.url}/v1/handoffs/{h.id}",
+                            headers=_poll_headers(app, other.id)) as resp:
+            assert resp.status == 404  # another hand-off's token: same answer as unknown
+        async with http.get(f"{app.url}/v1/handoffs/{h.id}",
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200  # a reviewer may poll too
+        async with http.get(f"{app.url}/v1/handoffs/{h.id}",
+                            headers=_poll_headers(app, h.id)) as resp:
             body = await resp.json()
     assert body["status"] == "pending" and body["answer"] is None and body["resolution"] is None
     assert "jane" not in str(body)
+
+
+def _poll_headers(app: ReviewApp, handoff_id: str) -> dict[str, str]:
+    return {"x-railwatch-handoff-token": app.service.poll_tokens.token(handoff_id)}
 
 
 def test_generated_token_is_announced_once() -> None:
