@@ -45,7 +45,8 @@ def _stream(sc: Any, content: str, model: str = "m", **kw: Any) -> list[Any]:
 
 def test_stream_turning_toxic_is_cut_with_content_filter(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
     sc = _sidecar(tmp_path, start_sidecar, demo_upstream)
-    chunks = _stream(sc, "tell me [[demo:toxic_midway]] [[demo:chunk=4]]")
+    # paced like a model, so the benign windows pass (and leave) before the insult arrives
+    chunks = _stream(sc, "tell me [[demo:toxic_midway]] [[demo:chunk=4]] [[demo:pace_ms=5]]")
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("Echo: tell me")  # benign windows were released as they passed
     assert demo.BENIGN_FILLER[:40] in text
