@@ -1,0 +1,139 @@
+"""The drift worker: an exporter fed finished trace records in batches, off the request path.
+
+:class:`DriftExporter` plugs into the export pipeline like any exporter (its
+``BatchProcessor`` thread calls :meth:`export`), so the request path only pays the
+pipeline's ``submit``. Per batch it:
+
+1. shows every record to the :class:`~sidecar.drift.changes.ChangeTracker` (served
+   model, ``system_fingerprint``, system prompt changes are events at once);
+2. samples records (``drift.sample_rate``, deterministic by request id, so every pod
+   samples alike) and computes their scalar features (:mod:`.features`);
+3. embeds a sub-sample of their prompts in batches when embeddings are on, within a
+   per-second budget (past it rows are stored without an embedding, counted);
+4. stores rows and events through :class:`DriftStore`, logs each event.
+
+``export`` never raises: a storage failure is counted (``skipped{reason="store"}``) and
+returned as ``FAILURE``. Text reaches storage only as the ``example`` column, and only
+when ``store_text`` (the ClickHouse exporter's setting and the privacy mode allow it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from exporters.base import ExportResult
+from exporters.clickhouse.drift_store import DriftEvent, DriftStore, RequestFeatures
+from sidecar.drift.changes import ChangeTracker
+from sidecar.drift.config import DriftSettings
+from sidecar.drift.embedder import Embedder
+from sidecar.drift.features import ROUTES, Features, features, sampled
+from sidecar.drift.state import DriftState
+from sidecar.record import TraceRecord
+
+logger = logging.getLogger("railwatch.drift")
+
+EXAMPLE_CHARS = 300  # of the prompt, in drift_requests.example, when text may be stored
+
+
+def log_event(event: DriftEvent) -> None:
+    """The drift event log line: names, hashes and values, never text."""
+    logger.warning(
+        "drift event %s: model=%s route=%s upstream=%s %s %r -> %r %s",
+        event.kind, event.model, event.route, event.upstream, event.subject,
+        event.old_value, event.new_value, event.detail,
+        extra={"railwatch.drift.kind": event.kind},
+    )
+
+
+class DriftExporter:
+    """See the module docstring. ``start()`` blocks (seeding, model load)."""
+
+    name = "drift"
+
+    def __init__(self, settings: DriftSettings, store: DriftStore, state: DriftState, *,
+                 pod: str, store_text: bool, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.counters = state
+        self.pod = pod
+        self.store_text = store_text
+        self.embedder = embedder
+        self.tracker = ChangeTracker(pod)
+        self._budget = 0.0
+        self._budget_at = time.monotonic()
+
+    def start(self) -> None:
+        """Seed the change tracker from storage; load the embedder. Blocks; may raise."""
+        self.tracker.seed(self.store.known_values())
+        if self.embedder is not None:
+            self.embedder.start()
+
+    def export(self, batch: Sequence[TraceRecord]) -> ExportResult:
+        try:
+            events: list[DriftEvent] = []
+            chosen: list[tuple[TraceRecord, Features]] = []
+            for record in batch:
+                events.extend(self.tracker.observe(record))
+                if (record.route in ROUTES and record.status < 400
+                        and sampled(record.request_id, self.settings.sample_rate)):
+                    chosen.append((record, features(record, self.settings.embeddings.max_chars)))
+            vectors = self._embed(chosen)
+            rows = [self._row(r, f, vectors.get(i, ())) for i, (r, f) in enumerate(chosen)]
+            self.store.insert_requests(rows)
+            self.store.insert_events(events)
+        except Exception as exc:  # noqa: BLE001 - an exporter never raises; counted
+            self.counters.bump(self.counters.skipped, "store", len(batch))
+            logger.error("drift worker failed on a batch of %d: %s", len(batch),
+                         type(exc).__name__)
+            return ExportResult.FAILURE
+        self.counters.sampled += len(rows)
+        for event in events:
+            self.counters.bump(self.counters.events, event.kind)
+            log_event(event)
+        return ExportResult.SUCCESS
+
+    def _embed(self, chosen: Sequence[tuple[TraceRecord, Features]]) -> dict[int, list[float]]:
+        emb = self.settings.embeddings
+        if self.embedder is None or not chosen:
+            return {}
+        now = time.monotonic()
+        self._budget = min(emb.max_per_s, self._budget + (now - self._budget_at) * emb.max_per_s)
+        self._budget_at = now
+        wanted = [i for i, (r, f) in enumerate(chosen)
+                  if f.user_text and sampled(r.request_id[8:], emb.sample_rate)]
+        allowed = wanted[: max(0, int(self._budget))]
+        if len(allowed) < len(wanted):
+            self.counters.bump(self.counters.skipped, "embedding_budget", len(wanted) - len(allowed))
+        if not allowed:
+            return {}
+        self._budget -= len(allowed)
+        texts = [chosen[i][1].user_text or "" for i in allowed]
+        vectors = self.embedder.embed(texts)
+        self.counters.embedded += len(vectors)
+        return dict(zip(allowed, vectors, strict=True))
+
+    def _row(self, record: TraceRecord, f: Features, vector: Sequence[float]) -> RequestFeatures:
+        example = None
+        if self.store_text and vector and f.user_text:
+            example = f.user_text[:EXAMPLE_CHARS]
+        return RequestFeatures(
+            ts=record.started_at, request_id=record.request_id, pod=self.pod,
+            upstream=record.upstream, route=record.route, model=f.model,
+            model_requested=record.model_requested or f.model,
+            system_fingerprint=record.system_fingerprint or "",
+            system_prompt_hash=f.system_prompt_hash, system_prompt_chars=f.system_prompt_chars,
+            prompt_hash=f.prompt_hash, prompt_chars=f.prompt_chars, num=f.num, cat=f.cat,
+            embedding=vector, example=example,
+        )
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        return True  # nothing buffered here: every export writes its rows
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.counters.snapshot()}
