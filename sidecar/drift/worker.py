@@ -6,8 +6,11 @@ pipeline's ``submit``. Per batch it:
 
 1. shows every record to the :class:`~sidecar.drift.changes.ChangeTracker` (served
    model, ``system_fingerprint``, system prompt changes are events at once);
-2. samples records (``drift.sample_rate``, deterministic by request id, so every pod
-   samples alike) and computes their scalar features (:mod:`.features`);
+2. samples records (``drift.sample_rate``, deterministic by request id, then at most
+   ``drift.max_rows_per_s`` a second, drawn uniformly from each batch) and computes
+   their scalar features (:mod:`.features`). The cap bounds the worker's CPU and the
+   rows stored whatever the traffic: at 20 rows/s a window of an hour holds 72,000;
+   the tests need a few hundred;
 3. embeds a sub-sample of their prompts in batches when embeddings are on, within a
    per-second budget (past it rows are stored without an embedding, counted);
 4. stores rows and events through :class:`DriftStore`, logs each event.
@@ -20,9 +23,10 @@ when ``store_text`` (the ClickHouse exporter's setting and the privacy mode allo
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from exporters.base import ExportResult
 from exporters.clickhouse.drift_store import DriftEvent, DriftStore, RequestFeatures
@@ -35,6 +39,8 @@ from sidecar.record import TraceRecord
 
 logger = logging.getLogger("railwatch.drift")
 
+T = TypeVar("T")
+
 EXAMPLE_CHARS = 300  # of the prompt, in drift_requests.example, when text may be stored
 
 
@@ -46,6 +52,26 @@ def log_event(event: DriftEvent) -> None:
         event.old_value, event.new_value, event.detail,
         extra={"railwatch.drift.kind": event.kind},
     )
+
+
+class _Bucket:
+    """A token bucket: ``rate`` items a second, bursts up to two seconds' worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.at = time.monotonic()
+
+    def take(self, rng: random.Random, items: list[T]) -> list[T]:
+        """As many of ``items`` as the bucket allows, drawn uniformly, in their order."""
+        now = time.monotonic()
+        self.tokens = min(2 * self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        n = min(len(items), int(self.tokens))
+        self.tokens -= n
+        if n == len(items):
+            return items
+        return [items[i] for i in sorted(rng.sample(range(len(items)), n))]
 
 
 class DriftExporter:
@@ -62,8 +88,9 @@ class DriftExporter:
         self.store_text = store_text
         self.embedder = embedder
         self.tracker = ChangeTracker(pod)
-        self._budget = 0.0
-        self._budget_at = time.monotonic()
+        self._rows = _Bucket(settings.max_rows_per_s)
+        self._embeds = _Bucket(settings.embeddings.max_per_s)
+        self._rng = random.Random()
 
     def start(self) -> None:
         """Seed the change tracker from storage; load the embedder. Blocks; may raise."""
@@ -74,12 +101,17 @@ class DriftExporter:
     def export(self, batch: Sequence[TraceRecord]) -> ExportResult:
         try:
             events: list[DriftEvent] = []
-            chosen: list[tuple[TraceRecord, Features]] = []
+            candidates: list[TraceRecord] = []
             for record in batch:
                 events.extend(self.tracker.observe(record))
                 if (record.route in ROUTES and record.status < 400
                         and sampled(record.request_id, self.settings.sample_rate)):
-                    chosen.append((record, features(record, self.settings.embeddings.max_chars)))
+                    candidates.append(record)
+            kept = self._rows.take(self._rng, candidates)
+            if len(kept) < len(candidates):
+                self.counters.bump(self.counters.skipped, "rate", len(candidates) - len(kept))
+            chars = self.settings.embeddings.max_chars
+            chosen = [(record, features(record, chars)) for record in kept]
             vectors = self._embed(chosen)
             rows = [self._row(r, f, vectors.get(i, ())) for i, (r, f) in enumerate(chosen)]
             self.store.insert_requests(rows)
@@ -99,17 +131,14 @@ class DriftExporter:
         emb = self.settings.embeddings
         if self.embedder is None or not chosen:
             return {}
-        now = time.monotonic()
-        self._budget = min(emb.max_per_s, self._budget + (now - self._budget_at) * emb.max_per_s)
-        self._budget_at = now
         wanted = [i for i, (r, f) in enumerate(chosen)
                   if f.user_text and sampled(r.request_id[8:], emb.sample_rate)]
-        allowed = wanted[: max(0, int(self._budget))]
+        allowed = self._embeds.take(self._rng, wanted)
         if len(allowed) < len(wanted):
-            self.counters.bump(self.counters.skipped, "embedding_budget", len(wanted) - len(allowed))
+            self.counters.bump(self.counters.skipped, "embedding_budget",
+                               len(wanted) - len(allowed))
         if not allowed:
             return {}
-        self._budget -= len(allowed)
         texts = [chosen[i][1].user_text or "" for i in allowed]
         vectors = self.embedder.embed(texts)
         self.counters.embedded += len(vectors)

@@ -47,7 +47,8 @@ def drift_sidecar(backend: Backend, database: str, tmp_path: Any, start_sidecar:
         insert_max_rows=200, insert_max_age_s=0.05, ttl_text_days=None))
     sidecar: RunningSidecar = start_sidecar(
         own_upstream.url, exporters=[ch],
-        drift={"min_window_size": 100, "run_in_sidecar": False, "pod": "pod-test"})
+        drift={"min_window_size": 100, "run_in_sidecar": False, "pod": "pod-test",
+               "max_rows_per_s": 1e6})
     return sidecar
 
 

@@ -44,7 +44,7 @@ def _sidecar(backend: Backend, database: str, tmp_path: Any, start_sidecar: Any,
     ch = ClickHouseExporter(ClickHouseConfig(
         dsn=backend.dsn, database=database, data_dir=tmp_path, spill_dir=tmp_path / "spill",
         insert_max_rows=200, insert_max_age_s=0.05, ttl_text_days=None))
-    cfg = {"min_window_size": 80, "pod": "pod-test", **drift}
+    cfg = {"min_window_size": 80, "pod": "pod-test", "max_rows_per_s": 1e6, **drift}
     sidecar: RunningSidecar = start_sidecar(url, exporters=[ch], drift=cfg)
     return sidecar
 
