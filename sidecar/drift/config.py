@@ -56,6 +56,7 @@ class DriftSettings(_Model):
     enabled: bool = True
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # requests whose features are stored
     max_rows_per_s: float = Field(default=20.0, gt=0)  # per sidecar, after sample_rate
+    insert_interval_s: float = Field(default=5.0, gt=0)  # rows buffered this long at most
     window_s: float = Field(default=3600.0, ge=1.0)  # window length
     min_window_size: int = Field(default=200, ge=10)  # rows per window, else no test
     max_window_rows: int = Field(default=5000, ge=100)  # rows read per window (uniform sample)

@@ -13,10 +13,12 @@ pipeline's ``submit``. Per batch it:
    the tests need a few hundred;
 3. embeds a sub-sample of their prompts in batches when embeddings are on, within a
    per-second budget (past it rows are stored without an embedding, counted);
-4. stores rows and events through :class:`DriftStore`, logs each event.
+4. stores events at once and logs each; buffers rows and inserts them every
+   ``drift.insert_interval_s`` (each insert makes a ClickHouse part, and parts cost
+   merges: a few large inserts are far cheaper than many small ones).
 
-``export`` never raises: a storage failure is counted (``skipped{reason="store"}``) and
-returned as ``FAILURE``. Text reaches storage only as the ``example`` column, and only
+``export`` never raises: a storage failure is counted (``skipped{reason="store"}``),
+those rows are dropped (they are samples; no spill log) and ``FAILURE`` returned. Text reaches storage only as the ``example`` column, and only
 when ``store_text`` (the ClickHouse exporter's setting and the privacy mode allow it).
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -41,7 +44,8 @@ logger = logging.getLogger("railwatch.drift")
 
 T = TypeVar("T")
 
-EXAMPLE_CHARS = 300  # of the prompt, in drift_requests.example, when text may be stored
+EXAMPLE_CHARS = 300
+INSERT_MAX_ROWS = 2000  # rows buffered before an insert, whatever insert_interval_s says  # of the prompt, in drift_requests.example, when text may be stored
 
 
 def log_event(event: DriftEvent) -> None:
@@ -91,6 +95,9 @@ class DriftExporter:
         self._rows = _Bucket(settings.max_rows_per_s)
         self._embeds = _Bucket(settings.embeddings.max_per_s)
         self._rng = random.Random()
+        self._lock = threading.Lock()  # the buffer: export (worker) vs force_flush (caller)
+        self._pending: list[RequestFeatures] = []
+        self._pending_since: float | None = None
 
     def start(self) -> None:
         """Seed the change tracker from storage; load the embedder. Blocks; may raise."""
@@ -114,17 +121,38 @@ class DriftExporter:
             chosen = [(record, features(record, chars)) for record in kept]
             vectors = self._embed(chosen)
             rows = [self._row(r, f, vectors.get(i, ())) for i, (r, f) in enumerate(chosen)]
-            self.store.insert_requests(rows)
-            self.store.insert_events(events)
+            self.store.insert_events(events)  # at once: rare, and the point of an event
         except Exception as exc:  # noqa: BLE001 - an exporter never raises; counted
             self.counters.bump(self.counters.skipped, "store", len(batch))
             logger.error("drift worker failed on a batch of %d: %s", len(batch),
                          type(exc).__name__)
             return ExportResult.FAILURE
-        self.counters.sampled += len(rows)
         for event in events:
             self.counters.bump(self.counters.events, event.kind)
             log_event(event)
+        with self._lock:
+            self._pending.extend(rows)
+            if self._pending_since is None and rows:
+                self._pending_since = time.monotonic()
+        due = self._pending_since is not None and (
+            len(self._pending) >= INSERT_MAX_ROWS
+            or time.monotonic() - self._pending_since >= self.settings.insert_interval_s)
+        return self._insert_pending() if due else ExportResult.SUCCESS
+
+    def _insert_pending(self) -> ExportResult:
+        """Insert the buffered rows; on failure they are dropped and counted. Blocks."""
+        with self._lock:
+            rows, self._pending, self._pending_since = self._pending, [], None
+        if not rows:
+            return ExportResult.SUCCESS
+        try:
+            self.store.insert_requests(rows)
+        except Exception as exc:  # noqa: BLE001 - samples are not worth a spill log
+            self.counters.bump(self.counters.skipped, "store", len(rows))
+            logger.error("drift worker could not store %d rows: %s", len(rows),
+                         type(exc).__name__)
+            return ExportResult.FAILURE
+        self.counters.sampled += len(rows)
         return ExportResult.SUCCESS
 
     def _embed(self, chosen: Sequence[tuple[TraceRecord, Features]]) -> dict[int, list[float]]:
@@ -159,10 +187,11 @@ class DriftExporter:
         )
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
-        return True  # nothing buffered here: every export writes its rows
+        """Insert the buffered rows now. Blocks (one insert)."""
+        return self._insert_pending() is ExportResult.SUCCESS
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        return None
+        self._insert_pending()
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.counters.snapshot()}
