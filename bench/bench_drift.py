@@ -100,6 +100,58 @@ async def cpu_part(args: argparse.Namespace) -> None:
               f"per-round ratios {100 * (statistics.median(ratios) - 1):+.1f}%; target < 5%)")
 
 
+def worker_part(args: argparse.Namespace) -> None:
+    """The drift worker alone, in this process: CPU per request it is fed (process time
+    during ``export`` and the final flush, chDB's threads included; building the records is
+    not counted), at ``--rate`` requests/s for ``--seconds``, default settings and every
+    row stored. Steadier than the two-process comparison on a busy machine."""
+    import uuid
+
+    import clickhouse_connect
+
+    from exporters.clickhouse import migrate
+    from exporters.clickhouse.drift_store import DriftStore
+    from sidecar import semconv as sc
+    from sidecar.drift.config import DriftSettings
+    from sidecar.drift.state import DriftState
+    from sidecar.drift.worker import DriftExporter
+    from sidecar.record import TraceRecord
+
+    body = "user: Summarise the following text. " + ("lorem ipsum dolor sit amet " * 72)
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tempfile.mkdtemp()}")
+    migrate(client, "rw")
+    store = DriftStore.for_client(client, "rw")
+    per_batch = max(1, int(args.rate * 0.2))  # the batch processor's 0.2 s schedule
+    for label, cfg in (("defaults (<= 20 rows/s)", DriftSettings()),
+                       ("every row stored", DriftSettings(max_rows_per_s=1e9))):
+        worker = DriftExporter(cfg, store, DriftState(), pod="bench", store_text=True)
+        worker.start()
+        n, cpu = 0, 0.0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < args.seconds:
+            now = time.time()
+            batch = [TraceRecord(
+                request_id=uuid.uuid4().hex, trace_id="0" * 32, span_id="0" * 16,
+                parent_span_id=None, started_at=now, ended_at=now, method="POST",
+                path="/v1/chat/completions", route="chat", upstream="http://u",
+                model_requested="m", model_served="m", system_fingerprint="fp",
+                finish_reasons=("stop",), status=200, prompt_tokens=400, completion_tokens=400,
+                total_ms=3.0, upstream_ms=2.0, prompt_text=body, output_text="Echo: " + body,
+                attributes={sc.RAILWATCH_PROMPT_TURNS: "1", sc.RAILWATCH_PROMPT_TOOLS: "0"})
+                for _ in range(per_batch)]
+            c0 = time.process_time()
+            worker.export(batch)
+            cpu += time.process_time() - c0
+            n += len(batch)
+            time.sleep(0.2)
+        c0 = time.process_time()
+        worker.force_flush()
+        time.sleep(1.0)  # chDB's background work on the new parts, counted too
+        cpu += time.process_time() - c0
+        print(f"drift worker, {label}: {cpu / n * 1e6:.1f} µs CPU per request at "
+              f"{args.rate:.0f} requests/s ({n} requests, {worker.counters.sampled} rows)")
+
+
 def embed_part(args: argparse.Namespace) -> None:
     from sidecar.drift.embedder import Embedder
     from tests.sidecar.drift.synth import COOKING, SUPPORT, prompts
@@ -176,7 +228,9 @@ def errors_part(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=("cpu", "embed", "errors", "all"), default="all")
+    p.add_argument("--part", choices=("cpu", "worker", "embed", "errors", "all"), default="all")
+    p.add_argument("--rate", type=float, default=500.0, help="worker part: requests/s")
+    p.add_argument("--seconds", type=float, default=20.0, help="worker part: duration")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
@@ -189,6 +243,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.part in ("cpu", "all"):
         asyncio.run(cpu_part(args))
+    if args.part in ("worker", "all"):
+        worker_part(args)
     if args.part in ("embed", "all"):
         embed_part(args)
     if args.part in ("errors", "all"):
