@@ -120,12 +120,14 @@ ORDER BY (upstream, model, prompt_id, ts)
     created_at {t},
     version UInt64
 ) ENGINE = {d.engine("drift_baselines", "ReplacingMergeTree", "version")}
-ORDER BY (name, model)""",
+ORDER BY (name, model)
+{d.settings}""",
         f"""CREATE TABLE IF NOT EXISTS {d.db}.drift_leases{d.on_cluster} (
     name String,
     holder String,
     expires_at {t},
     version UInt64
 ) ENGINE = {d.engine("drift_leases", "ReplacingMergeTree", "version")}
-ORDER BY name""",
+ORDER BY name
+{d.settings}""",
     ]
