@@ -48,8 +48,10 @@ def _run(args: argparse.Namespace, storage: Storage) -> int:
     store = _store(args, storage)
     cfg = settings.drift
     windows: Windows = current_windows(_time(args.at) if args.at else _now(), cfg.window_s)
-    results = run_job(store, cfg, DriftState(), pod=pod_name(settings),
-                      store_text=settings.privacy.capture != "none", windows=windows)
+    ch = next((e.options for e in settings.exporters if e.kind == "clickhouse"), {})
+    store_text = settings.privacy.capture != "none" and bool(ch.get("store_text", True))
+    results = run_job(store, cfg, DriftState(), pod=pod_name(settings), store_text=store_text,
+                      windows=windows)
     if args.json:
         for r in results:
             sys.stdout.write(orjson.dumps(dataclasses.asdict(r)).decode() + "\n")
