@@ -54,6 +54,7 @@ class Runtime:
     review_auth: Any = None  # ReviewAuth of the /review UI, when handoff.enabled
     feedback_store: Any = None  # where POST /v1/feedback writes
     signals: Any = None  # ImplicitSignals
+    drift: Any = None  # sidecar.drift.assembly.DriftParts, when drift tracking runs
     components: dict[str, str] = field(default_factory=dict)  # name -> "starting" | "ok" | ...
 
 
@@ -264,10 +265,17 @@ def create_app(
     emitter = Emitter(exports, settings.privacy, privacy_masker(guard))
     proxy = Proxy(settings.server, upstreams, emitter, guard, RateLimiter(settings.rate_limits))
     runtime = Runtime(settings, upstreams, exports, emitter, proxy, guard)
+    from sidecar.drift.assembly import build_drift  # drift (issue 12): worker + scheduler
+
+    runtime.drift = drift = build_drift(settings, [e for e, _ in pairs])
+    if drift is not None:
+        pairs.append((drift.exporter, ExporterSettings(kind="drift")))
     for exporter, _spec in pairs:
         if exporter.name == "prometheus":
             runtime.metrics = exporter
             _register_state_sources(exporter, runtime)
+            if drift is not None:
+                exporter.add_state_source("drift", drift.state.samples)  # type: ignore[attr-defined]
     _build_review_services(runtime, [e for e, _ in pairs])
 
     # aiohttp's own body limit is ours plus slack; ingress enforces the exact limit (413).
@@ -281,6 +289,9 @@ def create_app(
         if runtime.handoff is not None and runtime.components.get("handoff") == "ok":
             await runtime.handoff.close()
             runtime.components["handoff"] = "stopped"
+        if drift is not None and drift.service is not None and runtime.components.get("drift"):
+            await drift.service.close()
+            runtime.components["drift"] = "stopped"
         await upstreams.close()
         runtime.components["upstream_client"] = "stopped"
         if guard is not None:
@@ -306,6 +317,9 @@ def create_app(
                 runtime.components["detectors"] = "ok"
                 _limit_torch_threads(settings.guardrails.torch_threads)
             await start_exporters(pairs, exports, runtime.components)
+            if drift is not None and drift.service is not None:
+                await drift.service.start()
+                runtime.components["drift"] = "ok"
             if runtime.handoff is not None:
                 await runtime.handoff.start()
                 runtime.components["handoff"] = "ok"

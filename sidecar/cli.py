@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import __version__, cli_traces
+from sidecar.drift import commands as drift_commands
 from sidecar.errors import ConfigError, StartupError
 
 logger = logging.getLogger("railwatch")
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_help_of(models))
 
     cli_traces.add_parsers(sub)
+    drift_commands.register(sub, cli_traces._storage)  # railwatch drift ... (issue 12)
     return parser
 
 

@@ -194,3 +194,36 @@ METRIC_LOGIN_LOCKOUTS = "railwatch_review_login_lockouts"  # counter: refused wh
 METRIC_FEEDBACK_REJECTED = "railwatch_feedback_rejected"  # counter {reason}
 LABEL_DIMENSION = "dimension"
 LABEL_REASON = "reason"
+
+# --- drift (issue 12): prompt and model drift, canary probes -----------------------------
+# trace attributes set at ingress for chat requests (counts, a flag, a hash: never text)
+RAILWATCH_PROMPT_TURNS = "railwatch.prompt.turns"  # user messages in the request
+RAILWATCH_PROMPT_TOOLS = "railwatch.prompt.tools"  # "1" when the request offers tools
+RAILWATCH_SYSTEM_PROMPT_HASH = "railwatch.system_prompt.hash"  # blake2b-64 hex of system text
+RAILWATCH_SYSTEM_PROMPT_CHARS = "railwatch.system_prompt.chars"
+# drift event kinds (drift_events.kind, the log line, the OTel event's attribute)
+DRIFT_EVENT_MODEL = "model_changed"  # a new served model behind a requested name
+DRIFT_EVENT_FINGERPRINT = "fingerprint_changed"  # a new system_fingerprint for a model
+DRIFT_EVENT_SYSTEM_PROMPT = "system_prompt_new"  # a system prompt hash never seen before
+DRIFT_EVENT_CANARY = "canary_changed"  # a canary answer moved away from its baseline
+DRIFT_EVENT_WINDOW = "window_drift"  # a window statistic crossed its threshold
+DRIFT_EVENT_KINDS = (DRIFT_EVENT_MODEL, DRIFT_EVENT_FINGERPRINT, DRIFT_EVENT_SYSTEM_PROMPT,
+                     DRIFT_EVENT_CANARY, DRIFT_EVENT_WINDOW)
+EVENT_DRIFT = "railwatch.drift"  # OTel log/event name of a drift event
+RAILWATCH_DRIFT_KIND = "railwatch.drift.kind"
+# Prometheus (counters get _total from the client)
+METRIC_DRIFT_STATISTIC = "railwatch_drift_statistic"  # gauge {model, route, metric, statistic}
+METRIC_DRIFT_P_VALUE = "railwatch_drift_p_value"  # gauge {model, route, metric, statistic}
+METRIC_DRIFT_DRIFTED = "railwatch_drift_drifted"  # gauge 0/1 {model, route, metric, statistic}
+METRIC_DRIFT_EVENTS = "railwatch_drift_events"  # counter {kind}
+METRIC_DRIFT_SAMPLED = "railwatch_drift_sampled_requests"  # counter: feature rows stored
+METRIC_DRIFT_EMBEDDED = "railwatch_drift_embedded_prompts"  # counter
+METRIC_DRIFT_SKIPPED = "railwatch_drift_skipped"  # counter {reason}
+METRIC_DRIFT_RUNS = "railwatch_drift_runs"  # counter {outcome}: ok | error | no_lease
+METRIC_DRIFT_LAST_RUN = "railwatch_drift_last_run_timestamp_seconds"  # gauge
+METRIC_DRIFT_CANARY_SIMILARITY = "railwatch_drift_canary_similarity"  # gauge {upstream, prompt}
+METRIC_DRIFT_CANARY_PROBES = "railwatch_drift_canary_probes"  # counter {upstream, outcome}
+LABEL_METRIC = "metric"
+LABEL_STATISTIC = "statistic"
+LABEL_OUTCOME = "outcome"
+LABEL_PROMPT = "prompt"

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sidecar.drift.config import DriftSettings
 from sidecar.errors import ConfigError
 from sidecar.feedback_gate import FeedbackSettings
 from sidecar.handoff.config import HandoffSettings
@@ -143,6 +144,7 @@ class Settings(_Model):
     sdk: SdkSettings = SdkSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    drift: DriftSettings = DriftSettings()
     data_dir: str = ".railwatch"
     exporters: list[ExporterSettings] = Field(
         default_factory=lambda: [ExporterSettings(kind="clickhouse")]  # embedded chDB in data_dir

@@ -28,6 +28,8 @@ Tables (all timestamps UTC, partitioned by day, see :mod:`.rows` for columns):
   t-digest latency state per detector and stage (route, model, tenant), filled by a
   view that ``ARRAY JOIN``s ``traces.detector_runs``. Latency is the caller's wait,
   failed runs included (a timeout counts at the time it cost).
+- ``drift_*`` (v5): drift features, windows, events, canaries, baselines and the job
+  lease; see :mod:`.drift_schema`.
 
 Duplicates: every MergeTree table keeps a deduplication window of recent insert
 blocks (``non_replicated_deduplication_window``, or the replicated one), and the
@@ -55,6 +57,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from exporters.clickhouse.drift_schema import drift_tables
 from exporters.errors import MigrationError
 
 logger = logging.getLogger(__name__)
@@ -390,6 +393,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "per-minute aggregates", _v2_minute_aggregates),
     Migration(3, "feedback and handoffs", _v3_feedback_handoffs),
     Migration(4, "detector runs, upstream attempts and offset", _v4_detector_runs),
+    Migration(5, "drift requests, windows, events, canaries, baselines, leases", drift_tables),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

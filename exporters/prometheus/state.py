@@ -57,6 +57,7 @@ class FamilySpec:
 
 
 _E = (sc.LABEL_EXPORTER,)
+_DRIFT = (sc.LABEL_MODEL, sc.LABEL_ROUTE, sc.LABEL_METRIC, sc.LABEL_STATISTIC)
 FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
     sc.METRIC_IN_FLIGHT: FamilySpec("gauge", "Requests the sidecar is serving now."),
     sc.METRIC_EXPORTER_QUEUE: FamilySpec("gauge", "Trace records waiting in an exporter's queue.", _E),
@@ -111,6 +112,34 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
         "counter", "Review sign-ins refused while an address or user was locked out."),
     sc.METRIC_FEEDBACK_REJECTED: FamilySpec(
         "counter", "Feedback refused, by reason (unknown_trace, rate_limited).", (sc.LABEL_REASON,)),
+    **{  # --- drift (issue 12)
+        sc.METRIC_DRIFT_STATISTIC: FamilySpec(
+            "gauge", "Effect size of the latest drift window test (KS D, JS distance, MMD^2).",
+            _DRIFT),
+        sc.METRIC_DRIFT_P_VALUE: FamilySpec(
+            "gauge", "p-value of the latest drift window test.", _DRIFT),
+        sc.METRIC_DRIFT_DRIFTED: FamilySpec(
+            "gauge", "1 when the latest drift window test crossed its threshold.", _DRIFT),
+        sc.METRIC_DRIFT_EVENTS: FamilySpec(
+            "counter", "Drift events seen by this sidecar.", (sc.LABEL_KIND,)),
+        sc.METRIC_DRIFT_SAMPLED: FamilySpec(
+            "counter", "Requests whose drift features this sidecar stored."),
+        sc.METRIC_DRIFT_EMBEDDED: FamilySpec(
+            "counter", "Prompts this sidecar embedded for drift."),
+        sc.METRIC_DRIFT_SKIPPED: FamilySpec(
+            "counter", "Drift rows or embeddings skipped (budget, store failure).",
+            (sc.LABEL_REASON,)),
+        sc.METRIC_DRIFT_RUNS: FamilySpec(
+            "counter", "Drift window runs by outcome (ok, error, no_lease).", (sc.LABEL_OUTCOME,)),
+        sc.METRIC_DRIFT_LAST_RUN: FamilySpec(
+            "gauge", "Unix time of this sidecar's last successful drift run."),
+        sc.METRIC_DRIFT_CANARY_SIMILARITY: FamilySpec(
+            "gauge", "Cosine similarity of the latest canary answer to its baseline.",
+            (sc.LABEL_UPSTREAM, sc.LABEL_PROMPT)),
+        sc.METRIC_DRIFT_CANARY_PROBES: FamilySpec(
+            "counter", "Canary probes by upstream and outcome (same, changed, error).",
+            (sc.LABEL_UPSTREAM, sc.LABEL_OUTCOME)),
+    },
 })
 
 

@@ -23,12 +23,14 @@ import orjson
 from aiohttp import web
 
 from ._script import (
+    BEHAVIOUR_KEYS,
     BENIGN_FILLER,
     PII_SENTENCE,
     TOXIC_SENTENCE,
     DirectiveError,
     Script,
     count_tokens,
+    pad_words,
     parse_directives,
 )
 from ._wire import (
@@ -121,6 +123,8 @@ class DemoState:
         self.counters: OrderedDict[tuple[str, str], int] = OrderedDict()
         self.ids = itertools.count(1)
         self.model_card = model_card
+        self.pad_words = 0  # PUT /_demo/behaviour: appended to every answer
+        self.suffix = ""
 
     def record(self, request: web.BaseRequest, body: Any) -> None:
         self.seen += 1
@@ -142,9 +146,41 @@ class DemoState:
             self.counters.popitem(last=False)
         return count
 
-    def head(self, prefix: str) -> dict[str, Any]:
+    def head(self, prefix: str, script: Script | None = None) -> dict[str, Any]:
+        fingerprint = self.fingerprint
+        if script is not None and script.fingerprint is not None:
+            fingerprint = script.fingerprint
         return {"id": f"{prefix}-demo-{next(self.ids)}", "created": int(time.time()),
-                "model": self.model, "system_fingerprint": self.fingerprint}
+                "model": self.model, "system_fingerprint": fingerprint}
+
+    def shaped(self, text: str, script: Script | None) -> str:
+        """The answer after the state-wide and per-request length/suffix behaviour."""
+        words = self.pad_words + (script.pad_words if script is not None else 0)
+        text = pad_words(text, words)
+        return f"{text}{self.suffix}" if self.suffix else text
+
+    def behaviour(self) -> dict[str, Any]:
+        return {"served_model": self.model, "system_fingerprint": self.fingerprint,
+                "pad_words": self.pad_words, "suffix": self.suffix}
+
+    def set_behaviour(self, body: dict[str, Any]) -> None:
+        """Apply ``PUT /_demo/behaviour``; raises BadRequest naming a bad key."""
+        for key, value in body.items():
+            if key not in BEHAVIOUR_KEYS:
+                raise BadRequest(f"Unknown behaviour key {key!r}; known: "
+                                 f"{', '.join(sorted(BEHAVIOUR_KEYS))}.", key)
+            if key == "pad_words":
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100_000:
+                    raise BadRequest("'pad_words' must be an integer in [0, 100000].", key)
+                self.pad_words = value
+            elif not isinstance(value, str) or len(value) > 4096:
+                raise BadRequest(f"{key!r} must be a string of at most 4096 characters.", key)
+            elif key == "served_model":
+                self.model = value
+            elif key == "system_fingerprint":
+                self.fingerprint = value
+            else:
+                self.suffix = value
 
 
 STATE_KEY = web.AppKey("railwatch_demo_state", DemoState)
@@ -251,7 +287,7 @@ class Handlers:
                 outputs.append(render(text, tool, opts, invalid))
         use = usage(prompt_tokens, outputs)
         chat = kind == "chat"
-        head = self._state.head("chatcmpl" if chat else "cmpl")
+        head = self._state.head("chatcmpl" if chat else "cmpl", script)
         if not opts.stream:
             payload = (chat_body if chat else completion_body)(head, outputs, use)
             return await self._send(request, payload, script)
@@ -278,7 +314,7 @@ class Handlers:
             tool = None if after_tool else pick_tool(body)
         except BadRequest as exc:
             return _error(400, exc.message, param=exc.param, code=exc.code)
-        answer = _answer_text(answer, script)
+        answer = self._state.shaped(_answer_text(answer, script), script)
         return await self._generate(request, "chat", [answer], last_user, script,
                                     count_tokens(prompt), tool, opts)
 
@@ -300,7 +336,7 @@ class Handlers:
             opts = read_options(body)
         except BadRequest as exc:
             return _error(400, exc.message, param=exc.param, code=exc.code)
-        answers = [_answer_text(a, script) for a in answers]
+        answers = [self._state.shaped(_answer_text(a, script), script) for a in answers]
         joined = "\n".join(prompts)
         return await self._generate(request, "text", answers, joined, script,
                                     count_tokens(joined), None, opts)
@@ -361,6 +397,17 @@ class Handlers:
         cleared = len(self._state.log)
         self._state.log.clear()
         return _json({"cleared": cleared})
+
+    async def get_behaviour(self, request: web.Request) -> web.Response:
+        return _json(self._state.behaviour())
+
+    async def put_behaviour(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._body(request)
+            self._state.set_behaviour(body)
+        except BadRequest as exc:
+            return _error(400, exc.message, param=exc.param, code=exc.code)
+        return _json(self._state.behaviour())
 
     async def delete_counters(self, request: web.Request) -> web.Response:
         cleared = len(self._state.counters)

@@ -17,6 +17,7 @@ import orjson
 
 __all__ = [
     "BENIGN_FILLER",
+    "BEHAVIOUR_KEYS",
     "DIRECTIVES",
     "PII_SENTENCE",
     "TOXIC_SENTENCE",
@@ -24,6 +25,7 @@ __all__ = [
     "Script",
     "broken_json",
     "count_tokens",
+    "pad_words",
     "parse_directives",
     "truncate_tokens",
 ]
@@ -83,7 +85,34 @@ DIRECTIVES: dict[str, tuple[str, str]] = {
     ),
     "pii": ("[[demo:pii]]", "PII_SENTENCE is appended to the answer"),
     "say": ("[[demo:say=TEXT]]", "answer TEXT instead of 'Echo: ...' (TEXT cannot hold ']]')"),
+    "pad_words": (
+        "[[demo:pad_words=N]]",
+        "append N filler words to the answer (a longer answer: output-length drift)",
+    ),
+    "fingerprint": (
+        "[[demo:fingerprint=FP]]",
+        "answer with system_fingerprint FP (a model change behind the same name)",
+    ),
 }
+
+#: The demo upstream's state-wide behaviour (``PUT /_demo/behaviour``, JSON): it applies
+#: to every later answer, so a test scripts a shift without changing its prompts.
+BEHAVIOUR_KEYS: dict[str, str] = {
+    "served_model": "the model name answers carry",
+    "system_fingerprint": "the system_fingerprint answers carry",
+    "pad_words": "filler words appended to every answer (integer >= 0)",
+    "suffix": "text appended to every answer (a changed canary answer)",
+}
+
+_FILLER_WORDS = ("and", "then", "more", "detail", "about", "this", "topic", "here")
+
+
+def pad_words(text: str, words: int) -> str:
+    """``text`` with ``words`` deterministic filler words appended."""
+    if words <= 0:
+        return text
+    filler = " ".join(_FILLER_WORDS[i % len(_FILLER_WORDS)] for i in range(words))
+    return f"{text} {filler}"
 
 _DIRECTIVE_RE = re.compile(r"\[\[demo:([A-Za-z_]*)(?:=(.*?))?\]\][ \t]*", re.DOTALL)
 _FLAGS = frozenset({"drop", "break", "invalid_json", "toxic", "toxic_midway", "pii"})
@@ -116,6 +145,8 @@ class Script:
     toxic_midway: bool = False
     pii: bool = False
     say: str | None = None
+    pad_words: int = 0
+    fingerprint: str | None = None
 
 
 def parse_directives(text: str, script: Script | None = None) -> tuple[str, Script]:
@@ -151,6 +182,10 @@ def _apply(script: Script, name: str, value: str | None) -> None:
         raise DirectiveError(f"Demo directive {name!r} needs a value: {DIRECTIVES[name][0]}.")
     if name == "say":
         script.say = value
+    elif name == "fingerprint":
+        script.fingerprint = value.strip()[:64]
+    elif name == "pad_words":
+        script.pad_words = _int(name, value, 0, 100_000)
     elif name == "status":
         script.status = _int(name, value, 400, 599)
     elif name == "retry_after":

@@ -22,6 +22,9 @@ guardrails with known behaviour. Every answer is deterministic (only ``id`` and
   request headers, ``authorization`` included, verbatim: this is a demo and test
   server, never to be put in front of real credentials. ``DELETE /_demo/requests``
   clears that log; ``DELETE /_demo/counters`` resets the per-prompt counters.
+* ``GET`` / ``PUT /_demo/behaviour``: state-wide behaviour for every later answer
+  (served model, ``system_fingerprint``, ``pad_words``, ``suffix``), to script drift
+  without touching the prompts (see ``BEHAVIOUR_KEYS``).
 
 Any model name is accepted; every answer reports ``model`` :data:`DEMO_SERVED_MODEL`
 and ``system_fingerprint`` :data:`DEMO_SYSTEM_FINGERPRINT` (both configurable, e.g. to
@@ -110,6 +113,8 @@ def create_app(*, chunk_delay_ms: float = 0.0, default_chunk_chars: int = 8,
     add("GET", "/_demo/requests", h.get_requests)
     add("DELETE", "/_demo/requests", h.delete_requests)
     add("DELETE", "/_demo/counters", h.delete_counters)
+    add("GET", "/_demo/behaviour", h.get_behaviour)
+    add("PUT", "/_demo/behaviour", h.put_behaviour)
     add("*", "/{tail:.*}", h.not_found)
     return app
 

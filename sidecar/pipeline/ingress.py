@@ -21,6 +21,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from sidecar import semconv
 from sidecar.context import RequestContext
+from sidecar.drift.facts import chat_facts
 from sidecar.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
 
 
@@ -180,6 +181,8 @@ def check_chat(body: dict[str, Any], ctx: RequestContext) -> None:
             "'messages' must be a non-empty array", param="messages", code="invalid_type"
         )
     parts: list[str] = []
+    roles: list[str] = []
+    system: list[str] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _type_error(f"messages[{i}]", "an object")
@@ -188,9 +191,13 @@ def check_chat(body: dict[str, Any], ctx: RequestContext) -> None:
             raise _type_error(f"messages[{i}].role", "a string")
         text = _content_text(message.get("content"), f"messages[{i}].content")
         parts.append(f"{role}: {text}")
-    _opt(body, "tools", lambda v: isinstance(v, list), "an array")
+        roles.append(role)
+        if role in ("system", "developer"):
+            system.append(text)
+    tools = _opt(body, "tools", lambda v: isinstance(v, list), "an array")
     _opt(body, "response_format", lambda v: isinstance(v, dict), "an object")
     ctx.prompt_text = "\n".join(parts)
+    ctx.attributes.update(chat_facts(roles, system, bool(tools)))  # for drift, no text
 
 
 def check_completion(body: dict[str, Any], ctx: RequestContext) -> None:
