@@ -56,6 +56,7 @@ on the event loop may take."""
 MAX_RECORDED_FINDINGS = 256
 """Triggered findings a stage puts on the trace; a 3 MB prompt can hold 100,000."""
 PROTECTIVE = frozenset({"mask", "block"})  # rules whose detector must finish
+INCOMPLETE_LABEL = "guardrail_incomplete"  # the reason label of an output blocked that way
 
 
 async def off_loop(chars: int, fn: Callable[[], T]) -> T:
@@ -203,10 +204,14 @@ class Guard:
         return await off_loop(sum(len(s.text) for s in segments), decide_all)
 
     @staticmethod
-    def incomplete(route: Route, result: StageResult) -> list[tuple[str, str]]:
-        """(detector, error code) of each input detector that masks or blocks and did
-        not finish, for any segment; empty when every one finished."""
-        protective = {rule.detector for rule in route.input if rule.action in PROTECTIVE}
+    def incomplete(route: Route, result: StageResult, stage: str = "input") -> list[tuple[str, str]]:
+        """(detector, error code) of each detector that must finish and did not, for any
+        segment; empty when every one finished. On input: rules that mask or block. On
+        output: rules that mask (a mask never lets the raw value through; a block rule's
+        ``on_error`` still decides, since an output block under ``fail_open`` is the
+        operator's explicit choice)."""
+        rules, actions = (route.input, PROTECTIVE) if stage == "input" else (route.output, {"mask"})
+        protective = {rule.detector for rule in rules if rule.action in actions}
         failed: dict[str, str] = {}
         for outcomes in result.outcomes:
             for name in protective:
@@ -305,6 +310,9 @@ class Guard:
         self.record(ctx, "output", result)
         if result.decision.action == "block":
             return result.decision, False
+        failed = self.incomplete(route, result, "output")
+        if failed:  # a leak the policy masks could not be looked for: the answer is blocked
+            return incomplete_decision(ctx, failed), False
 
         def rewrite() -> bool:
             changed = False
@@ -374,6 +382,14 @@ def _public_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     only JSON scalars are kept."""
     return {k: v for k, v in metadata.items()
             if isinstance(v, (str, int, float, bool)) or v is None}
+
+
+def incomplete_decision(ctx: RequestContext, failed: Sequence[tuple[str, str]]) -> Decision:
+    """A block for an answer whose masking detectors did not finish; marks the trace."""
+    ctx.attributes[semconv.RAILWATCH_GUARDRAIL_INCOMPLETE] = ",".join(
+        f"{name}:{code}" for name, code in failed
+    )
+    return Decision("block", tuple(f"{name}:{INCOMPLETE_LABEL}" for name, _ in failed))
 
 
 def refuse_incomplete(ctx: RequestContext, failed: Sequence[tuple[str, str]]) -> None:

@@ -36,7 +36,7 @@ from sidecar.pipeline._stream_windows import CONTINUE
 from sidecar.pipeline.actions import Upstream, UpstreamSet
 from sidecar.pipeline.call import GuardedCall
 from sidecar.pipeline.engine import AttemptLog, AttemptSpec, Engine, Outcome, Verdict
-from sidecar.pipeline.guard import Guard, Segment
+from sidecar.pipeline.guard import Guard, Segment, incomplete_decision
 from sidecar.pipeline.observe import StreamObserver, decode_body, observe_answer, observe_unary
 from sidecar.pipeline.responses import upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, WindowCheck, WindowVerdict
@@ -168,9 +168,13 @@ def window_guard(
     async def run(stage_route: Route, text: str) -> Decision:
         result = await guard.run_stage(stage_route, "output", [Segment((), text, context)])
         guard.record(ctx, "output", result)
-        if result.decision.action != "pass":
-            decisions.append(result.decision)
-        return result.decision
+        decision = result.decision
+        failed = guard.incomplete(stage_route, result, "output") if decision.action != "block" else []
+        if failed:  # a leak the policy masks could not be looked for: cut, never release
+            decision = incomplete_decision(ctx, failed)
+        if decision.action != "pass":
+            decisions.append(decision)
+        return decision
 
     async def checker(check: WindowCheck) -> WindowVerdict:
         if not route.output:

@@ -126,6 +126,33 @@ def test_detector_that_cannot_finish_refuses_the_request(
     wait_metric(sc, 'railwatch_request_errors_total{error_type="guardrail_incomplete",route="chat"} 1.0')
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_output_mask_that_cannot_finish_blocks_the_answer(
+    stream: bool, tmp_path: Path, start_sidecar: Any, demo_upstream: Any
+) -> None:
+    """The leak check of an answer times out: the answer is blocked, never released raw,
+    even with ``on_error: fail_open``."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "detectors:\n"
+        "  pii: {kind: pii, run: {timeout_s: 0.000001, timeout_s_per_mchar: 0,"
+        " on_error: fail_open, offload_chars: 1}}\n"
+        "routes:\n  - name: r\n    match: {paths: ['/v1/chat/completions']}\n"
+        "    output: [{detector: pii, action: mask}]\n    retry: {times: 0}\n"
+    )
+    sc = start_sidecar(demo_upstream.url, guardrails={"enabled": True, "policy": str(policy)})
+    with pytest.raises(openai.APIStatusError) as info:
+        reply = _client(sc).chat.completions.create(
+            model="m", stream=stream, messages=[{"role": "user", "content": "hi [[demo:pii]]"}]
+        )
+        if stream:
+            list(reply)  # type: ignore[call-overload]
+    assert info.value.status_code == 400 and "4111" not in json.dumps(info.value.body)
+    rec: TraceRecord = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
+    assert rec.decision == "block"
+    assert rec.attributes["railwatch.guardrail.incomplete"] == "pii:timeout"
+
+
 def test_flag_rules_stay_fail_open(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
     """Only mask and block rules fail closed: a flag rule's detector may time out."""
     policy = tmp_path / "policy.yaml"
