@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sidecar import semconv
 from sidecar.errors import BadRequestError, FeedbackUnavailableError, RequestError, error_json
 from sidecar.feedback_gate import FeedbackGate, IssuedTraces
 from sidecar.handoff.store import FeedbackStore
@@ -42,10 +43,9 @@ from sidecar.pipeline.ingress import parse_json_object, read_body
 
 logger = logging.getLogger(__name__)
 
-# trace attributes (candidates for sidecar.semconv)
-ATTR_REGENERATION = "railwatch.signal.regeneration"
-ATTR_ABANDONED = "railwatch.signal.abandoned"
-ATTR_TURNS = "railwatch.conversation.turns"
+ATTR_REGENERATION = semconv.ATTR_SIGNAL_REGENERATION
+ATTR_ABANDONED = semconv.ATTR_SIGNAL_ABANDONED
+ATTR_TURNS = semconv.ATTR_CONVERSATION_TURNS
 
 MAX_COMMENT_CHARS = 4_000
 MAX_ANSWER_CHARS = 32_768

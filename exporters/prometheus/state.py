@@ -64,13 +64,12 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
     sc.METRIC_EXPORTER_DROPPED: FamilySpec(
         "counter", "Trace records dropped because an exporter's queue was full.", _E),
     sc.METRIC_EXPORTER_FAILED: FamilySpec(
-        "counter", "Trace records in batches an exporter reported as failed.", _E),
+        "counter", "Trace records lost because an exporter could neither deliver nor keep "
+        "them (for ClickHouse: the spill log was full or off).", _E),
     sc.METRIC_EXPORTER_EXPORTED: FamilySpec(
         "counter", "Trace records an exporter accepted.", _E),
     sc.METRIC_EXPORTER_UP: FamilySpec("gauge", "1 while an exporter's worker thread runs.", _E),
     sc.METRIC_CLICKHOUSE_UP: FamilySpec("gauge", "1 while ClickHouse accepts inserts.", _E),
-    sc.METRIC_CLICKHOUSE_PENDING_ROWS: FamilySpec(
-        "gauge", "Rows buffered in memory for the next ClickHouse insert.", _E),
     sc.METRIC_CLICKHOUSE_BACKLOG_ROWS: FamilySpec(
         "gauge", "Rows in the spill log waiting to be replayed into ClickHouse.", _E),
     sc.METRIC_CLICKHOUSE_BACKLOG_BYTES: FamilySpec(
