@@ -97,6 +97,7 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
     setup_feedback_routes(
         app, runtime.feedback_store, signals=runtime.signals,
         store_text=runtime.settings.privacy.capture != "none", gate=gate,
+        privacy=runtime.privacy,
     )
     if runtime.handoff is not None and runtime.review_auth is not None:
         from sidecar.handoff.routes import setup_handoff_routes

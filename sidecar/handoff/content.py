@@ -68,6 +68,16 @@ class ContentPolicy:
     def _part(self, part: ConversationPart, masker: Masker | None) -> ConversationPart:
         text, spans = part.text, part.spans
         if masker is not None:
+            # cut before masking (plus a margin, so no value at the cut is half-seen):
+            # the detectors' work stays bounded by max_chars, not by the prompt
+            reach = self.max_chars + 256
+            if len(text) > reach:
+                text = text[:reach]
+                spans = tuple(
+                    Span(s.start, min(s.end, reach), s.label, s.detector, s.score,
+                         s.stage, s.action)
+                    for s in spans if s.start < reach
+                )
             assert self.pii is not None
             text, spans = mask_with_spans(masker, text, self.pii(text), spans)
         if len(text) > self.max_chars:
