@@ -49,14 +49,18 @@ class ClickHouseStore:
         """The client, for callers that already hold :attr:`lock`."""
         return self._client
 
-    def open(self) -> None:
-        """Connect, migrate and apply TTLs. Blocks. Raises StorageUnavailableError (no
-        answer) or ExporterStartError (locked engine path, failing migrations)."""
+    def open(self, *, migrate_schema: bool = True) -> None:
+        """Connect, and (unless told not to: readers such as the CLI) migrate and apply
+        TTLs. Blocks. Raises StorageUnavailableError (no answer) or ExporterStartError
+        (locked engine path, failing migrations)."""
         with self.lock:
             if self._client is not None:
                 return
             cfg = self.config
             client = connect(cfg)
+            if not migrate_schema:
+                self._client = client
+                return
             try:
                 migrate(client, self.database, cluster=cfg.cluster,
                         dedup_window=cfg.dedup_window)
