@@ -126,7 +126,9 @@ class BatchProcessor:
         while not self._stopping:
             self._wake.wait(self.schedule_delay_s)
             self._wake.clear()
-            self._drain()
+            # only what is queued now: records arriving during a slow export wait for
+            # the next delay (or a full batch), so batches stay as large as preferred
+            self._drain(limit=len(self._queue))
 
     def _take_batch(self) -> list[TraceRecord]:
         batch: list[TraceRecord] = []
@@ -135,13 +137,20 @@ class BatchProcessor:
             batch.append(queue.popleft())
         return batch
 
-    def _drain(self, deadline: float | None = None) -> bool:
-        """Export everything queued; ``False`` if the deadline passed first."""
+    def _drain(self, deadline: float | None = None, limit: int | None = None) -> bool:
+        """Export everything queued (at most ``limit`` records, then whole batches only);
+        ``False`` if the deadline passed first."""
         with self._flush_lock:
+            left = limit
             while self._queue:
+                if left is not None and left <= 0 and len(self._queue) < self.max_batch:
+                    break
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                self._export(self._take_batch())
+                batch = self._take_batch()
+                if left is not None:
+                    left -= len(batch)
+                self._export(batch)
         return True
 
     def _export(self, batch: Sequence[TraceRecord]) -> None:

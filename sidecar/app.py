@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from detectors import registry as detector_registry
-from detectors.base import Detector, Finding
+from detectors.base import Detector
 from detectors.errors import DetectorError
 from detectors.runner import DetectorRunner
 from exporters import registry as exporter_registry
@@ -45,7 +45,7 @@ from sidecar.policy import Policy, load_policy
 from sidecar.ratelimit import RateLimiter
 from sidecar.privacy import (
     PRIVACY_KINDS,
-    Finder,
+    PrivacyDetectors,
     StoragePrivacy,
     SyncDetector,
     load_pseudonym_key,
@@ -148,15 +148,15 @@ def build_guard(policy: Policy) -> Guard:
     return Guard(policy, runner, detectors)
 
 
-def privacy_finder(guard: Guard | None) -> Finder | None:
-    """Every PII and secret finding in a text, from the policy's own detectors (blocking).
+def privacy_finder(guard: Guard | None) -> PrivacyDetectors | None:
+    """The policy's PII and secrets detectors, run synchronously (blocking).
 
-    ``privacy.capture: masked`` stores text only through this; without a PII detector
+    ``privacy.capture: masked`` stores text only through these; without a PII detector
     in the policy (or one that cannot run synchronously), masked mode stores no text.
     """
     if guard is None:
         return None
-    chosen: list[SyncDetector] = []
+    chosen: dict[str, SyncDetector] = {}
     has_pii = False
     for name, spec in guard.policy.detectors.items():
         if spec.kind not in PRIVACY_KINDS:
@@ -167,17 +167,8 @@ def privacy_finder(guard: Guard | None) -> Finder | None:
                 return None  # a PII detector that cannot run here: keep no text
             continue
         has_pii = has_pii or spec.kind == "pii"
-        chosen.append(detector)
-    if not has_pii:
-        return None
-
-    def find(text: str) -> list[Finding]:
-        found: list[Finding] = []
-        for d in chosen:
-            found.extend(d.detect_sync([text])[0])
-        return found
-
-    return find
+        chosen[name] = detector
+    return PrivacyDetectors(chosen) if has_pii else None
 
 
 def build_records(

@@ -95,13 +95,35 @@ class SyncDetector(Protocol):
 Finder = Callable[[str], Sequence[_Span]]  # every PII/secret finding in a text (blocking)
 
 
+class PrivacyDetectors:
+    """The policy's PII and secrets detectors, run synchronously (blocking).
+
+    Calling it finds with all of them (a :data:`Finder`); :meth:`find` with some.
+    """
+
+    def __init__(self, detectors: dict[str, SyncDetector]) -> None:
+        self.detectors = dict(detectors)
+        self.names = frozenset(detectors)
+
+    def __call__(self, text: str) -> list[Finding]:
+        return self.find(text, self.names)
+
+    def find(self, text: str, names: frozenset[str]) -> list[Finding]:
+        found: list[Finding] = []
+        for name in names:
+            found.extend(self.detectors[name].detect_sync([text])[0])
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedText:
-    """A text segment every privacy detector checked, with all their findings on it."""
+    """A text segment the guard checked with privacy detectors, all their findings on
+    it, and which of the detectors ran (the others still have to, before storing)."""
 
     stage: str  # "input" | "output"
     text: str
     findings: tuple[_Span, ...]
+    detectors: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +170,9 @@ class StoragePrivacy:
     ``finisher`` itself is cheap and meant for the event loop.
     """
 
-    def __init__(self, settings: PrivacySettings, finder: Finder | None, key: bytes) -> None:
+    def __init__(
+        self, settings: PrivacySettings, finder: PrivacyDetectors | Finder | None, key: bytes
+    ) -> None:
         self.capture = settings.capture
         self.max_chars = settings.max_text_chars
         self.finder = finder
@@ -209,8 +233,13 @@ class StoragePrivacy:
             if at < 0:
                 continue
             covered.append((at, at + len(seg.text)))
-            spans.extend(_Found(f.label, f.score, f.start + at, f.end + at)
-                         for f in seg.findings)
+            found = list(seg.findings)
+            finder = self.finder
+            if isinstance(finder, PrivacyDetectors):
+                missing = finder.names - seg.detectors
+                if missing:  # e.g. an output stage that runs PII but not secrets
+                    found.extend(finder.find(seg.text, missing))
+            spans.extend(_Found(f.label, f.score, f.start + at, f.end + at) for f in found)
             cursor = at + len(seg.text)
         for start, end in _gaps(window, covered):
             part = window[start:end]

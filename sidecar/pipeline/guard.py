@@ -421,20 +421,23 @@ def refuse_incomplete(ctx: RequestContext, failed: Sequence[tuple[str, str]]) ->
 
 
 def _remember_privacy_findings(ctx: RequestContext, stage: str, result: StageResult) -> None:
-    """Keep each segment every privacy detector checked without error, with all their
-    findings (triggered or not), so stored text is masked without detecting again."""
+    """Keep each segment the privacy detectors checked without error, with all their
+    findings (triggered or not) and which of them ran, so stored text is masked
+    without running those detectors again."""
     names = result.privacy
     if not names or len(result.segments) != len(result.outcomes):
         return
     for segment, outcomes in zip(result.segments, result.outcomes, strict=True):
         found: list[Finding] = []
+        ran = []
         for name in names:
             outcome = outcomes.get(name)
-            if outcome is None or outcome.error:
-                break
-            found.extend(outcome.findings)
-        else:
-            ctx.privacy_checked.append(CheckedText(stage, segment.text, tuple(found)))
+            if outcome is not None and not outcome.error:
+                found.extend(outcome.findings)
+                ran.append(name)
+        if ran:
+            ctx.privacy_checked.append(
+                CheckedText(stage, segment.text, tuple(found), frozenset(ran)))
 
 
 def _restore_tool_calls(doc: dict[str, Any], restore: Callable[[str], str]) -> bool:

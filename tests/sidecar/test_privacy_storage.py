@@ -17,7 +17,8 @@ import pytest
 
 from detectors.pii.detector import PiiDetector
 from exporters.clickhouse import ClickHouseConfig, ClickHouseExporter
-from sidecar.privacy import CheckedText, StoragePrivacy, load_pseudonym_key
+from detectors.secrets import SecretsDetector
+from sidecar.privacy import CheckedText, PrivacyDetectors, StoragePrivacy, load_pseudonym_key
 from sidecar.settings import PrivacySettings
 
 EMAIL = "jane.doe@example.com"
@@ -58,6 +59,30 @@ def test_the_guards_findings_are_reused_for_checked_text(finder: CountingFinder)
     )
     assert stored == "system: be brief\nuser: write to <EMAIL_ADDRESS_1> please"
     assert finder.seen == []  # role labels between checked segments need no detector
+
+
+def test_only_the_detectors_the_guard_did_not_run_run_again(finder: CountingFinder) -> None:
+    secrets = SecretsDetector(name="secrets")
+    asyncio.run(secrets.start())
+    calls: list[tuple[str, str]] = []
+
+    class Recording:
+        def __init__(self, name: str, inner: Any) -> None:
+            self.name, self.inner = name, inner
+
+        def detect_sync(self, texts: Sequence[str], contexts: Any = None) -> Any:
+            calls.append((self.name, texts[0]))
+            return self.inner.detect_sync(texts, contexts)
+
+    detectors = PrivacyDetectors({"pii": Recording("pii", finder.detector),
+                                  "secrets": Recording("secrets", secrets)})
+    key = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    answer = f"mail {EMAIL}, key {key}"
+    pii_found = tuple(finder.detector.detect_sync([answer])[0])
+    stored = privacy(None).__class__(PrivacySettings(), detectors, b"k" * 32).mask(
+        answer, [CheckedText("output", answer, pii_found, frozenset({"pii"}))])
+    assert stored is not None and EMAIL not in stored and key not in stored
+    assert calls == [("secrets", answer)]  # the guard's PII findings were reused
 
 
 def test_unchecked_text_is_detected_and_masked(finder: CountingFinder) -> None:
