@@ -240,6 +240,11 @@ class RecordIntake:
         if count:
             log.discard(count)
 
+    @property
+    def journal_backlog(self) -> int:
+        """Records in the journal not yet finished by every exporter."""
+        return self._log.backlog_rows if self._log is not None else 0
+
     def state(self) -> dict[str, object]:
         st = self.stats
         return {
@@ -249,6 +254,6 @@ class RecordIntake:
             "unjournaled": st.unjournaled,
             "replayed": st.replayed,
             "finish_errors": st.finish_errors,
-            "journal_backlog_rows": self._log.backlog_rows if self._log is not None else 0,
+            "journal_backlog_rows": self.journal_backlog,
             "worker_alive": self._thread is not None and self._thread.is_alive(),
         }

@@ -429,6 +429,7 @@ def _register_state_sources(prom: PrometheusExporter, runtime: Runtime) -> None:
     prom.add_state_source("exports", sources.export_pipeline_source(runtime.exports.snapshots))
     if runtime.clickhouse is not None:
         prom.add_state_source("clickhouse", sources.clickhouse_source(runtime.clickhouse.snapshot))
+    prom.add_state_source("intake", sources.intake_source(runtime.intake))
     prom.add_state_source("proxy", sources.proxy_source(runtime.proxy.state))
     if runtime.proxy.limiter is not None:
         prom.add_state_source("rate_limits", sources.rate_limit_source(runtime.proxy.limiter.state))

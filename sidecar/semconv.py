@@ -238,3 +238,9 @@ ATTR_CONVERSATION_TURNS = "railwatch.conversation.turns"
 def attr_detector_error(detector: str) -> str:
     """``railwatch.detector.<name>.error``: why a detector gave no answer on the request."""
     return f"railwatch.detector.{detector}.error"
+
+
+# storage metrics: the record intake and its crash journal (exporters/journal.py)
+METRIC_JOURNAL_BACKLOG = "railwatch_journal_backlog_records"  # gauge: not yet exported
+METRIC_JOURNAL_UNJOURNALED = "railwatch_journal_unjournaled_records"  # counter: not crash-safe
+METRIC_INTAKE_FINISH_ERRORS = "railwatch_intake_finish_errors"  # counter: stored without text

@@ -29,6 +29,7 @@ from sidecar import semconv as sc
 
 if TYPE_CHECKING:
     from exporters.clickhouse.exporter import ClickHouseSnapshot
+    from exporters.journal import RecordIntake
 
 StateFn = Callable[[], Mapping[str, Any]]
 
@@ -84,6 +85,18 @@ def clickhouse_source(
             (sc.METRIC_CLICKHOUSE_REJECTED_ROWS, snap.rejected_rows),
         ):
             yield StateSample(metric, value, labels)
+
+    return source
+
+
+def intake_source(intake: RecordIntake) -> StateSource:
+    """From the record intake: journal backlog, refused records, masking failures."""
+
+    def source() -> Iterator[StateSample]:
+        stats = intake.stats
+        yield StateSample(sc.METRIC_JOURNAL_BACKLOG, intake.journal_backlog)
+        yield StateSample(sc.METRIC_JOURNAL_UNJOURNALED, stats.unjournaled)
+        yield StateSample(sc.METRIC_INTAKE_FINISH_ERRORS, stats.finish_errors)
 
     return source
 

@@ -84,6 +84,12 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
         "counter", "Rows lost (spill off or full while ClickHouse was down).", _E),
     sc.METRIC_CLICKHOUSE_REJECTED_ROWS: FamilySpec(
         "counter", "Rows ClickHouse rejected as invalid.", _E),
+    sc.METRIC_JOURNAL_BACKLOG: FamilySpec(
+        "gauge", "Trace records in the crash journal that not every exporter finished yet."),
+    sc.METRIC_JOURNAL_UNJOURNALED: FamilySpec(
+        "counter", "Trace records the crash journal refused (full or failing): not crash-safe."),
+    sc.METRIC_INTAKE_FINISH_ERRORS: FamilySpec(
+        "counter", "Trace records whose masking failed; they were stored without text."),
     sc.METRIC_DETECTOR_INFO: FamilySpec(
         "gauge", "1 per configured detector, with its kind and backend.",
         (sc.LABEL_DETECTOR, sc.LABEL_KIND, sc.LABEL_BACKEND)),
