@@ -412,7 +412,8 @@ def _build_handoff(runtime: Runtime) -> None:
     settings = runtime.settings
     service = HandoffService(
         settings.handoff, runtime.feedback_store,
-        content=ContentPolicy.from_privacy(settings.privacy, runtime.privacy.finder),
+        content=ContentPolicy.from_privacy(settings.privacy, runtime.privacy.finder,
+                                           storage=runtime.privacy),
     )
     runtime.handoff = service
     runtime.review_auth = ReviewAuth.from_settings(settings.handoff.review)

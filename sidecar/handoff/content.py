@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from sidecar.handoff.model import ConversationPart, Span
 from sidecar.masking import PLACEHOLDER_PATTERN, Masker
+from sidecar.privacy import StoragePrivacy
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +36,29 @@ class ContentPolicy:
     may run a model): call it off the event loop. Never raises on text."""
 
     def __init__(
-        self, capture: Capture = "raw", *, max_chars: int = 32_768, pii: PiiFinder | None = None
+        self, capture: Capture = "raw", *, max_chars: int = 32_768, pii: PiiFinder | None = None,
+        storage: StoragePrivacy | None = None,
     ) -> None:
         self.capture = capture
         self.max_chars = max_chars
         self.pii = pii
+        self.storage = storage  # identifiers (conversation id, tenant) as traces store them
 
     @classmethod
-    def from_privacy(cls, privacy: Any, pii: PiiFinder | None = None) -> ContentPolicy:
+    def from_privacy(
+        cls, privacy: Any, pii: PiiFinder | None = None, storage: StoragePrivacy | None = None
+    ) -> ContentPolicy:
         """From ``sidecar.settings.PrivacySettings`` (``capture``, ``max_text_chars``)."""
-        return cls(privacy.capture, max_chars=privacy.max_text_chars, pii=pii)
+        return cls(privacy.capture, max_chars=privacy.max_text_chars, pii=pii, storage=storage)
+
+    def identifiers(
+        self, conversation_id: str | None, tenant: str | None
+    ) -> tuple[str | None, str | None]:
+        """Conversation id and tenant as stored: pseudonym and masked under ``masked`` and
+        ``none``, like the trace's (blocking: the tenant may go through the detectors)."""
+        if self.storage is None:
+            return conversation_id, tenant
+        return self.storage.pseudonym(conversation_id), self.storage.tenant(tenant)
 
     @property
     def keeps_text(self) -> bool:

@@ -119,6 +119,15 @@ def test_identifiers_and_paths(finder: CountingFinder) -> None:
     assert privacy(None).tenant(EMAIL) == privacy(None).pseudonym(EMAIL)  # no detector
 
 
+def test_hand_off_identifiers_follow_the_capture_setting(finder: CountingFinder) -> None:
+    from sidecar.handoff.content import ContentPolicy
+
+    policy = ContentPolicy("masked", pii=finder, storage=privacy(finder))
+    conversation, tenant = policy.identifiers(EMAIL, EMAIL)
+    assert conversation == privacy(finder).pseudonym(EMAIL) and tenant == "<EMAIL_ADDRESS_1>"
+    assert ContentPolicy("raw").identifiers(EMAIL, "acme") == (EMAIL, "acme")
+
+
 def test_the_pseudonym_key_is_kept_in_the_data_dir(tmp_path: Path) -> None:
     key = load_pseudonym_key(None, tmp_path)
     assert len(key) == 32 and (tmp_path / "privacy.key").stat().st_mode & 0o777 == 0o600
