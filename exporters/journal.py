@@ -67,6 +67,7 @@ class IntakeStats:
     journaled: int = 0  # records written to the journal
     unjournaled: int = 0  # records the journal refused (full or failing): not crash-safe
     replayed: int = 0  # records replayed from the journal at start-up
+    dropped: int = 0  # records refused because the intake queue was full (the worker lags)
 
 
 class RecordIntake:
@@ -83,6 +84,7 @@ class RecordIntake:
         exports: ExportPipeline,
         *,
         flush_interval_s: float = 0.02,
+        max_queue: int = 65_536,
         journal: JournalSettings | None = None,
         strip_text: Callable[[TraceRecord], TraceRecord] | None = None,
     ) -> None:
@@ -90,6 +92,7 @@ class RecordIntake:
             raise ValueError("flush_interval_s must be positive")
         self.exports = exports
         self.flush_interval_s = flush_interval_s
+        self.max_queue = max_queue  # bounds memory when finishing lags behind the traffic
         self.journal_settings = journal
         self.stats = IntakeStats()
         self._strip_text = strip_text
@@ -106,7 +109,11 @@ class RecordIntake:
     # -- request path --------------------------------------------------------------------
 
     def submit(self, record: TraceRecord, finish: Finisher | None = None) -> None:
-        """Queue a record (and what must still be done to it). Never blocks or raises."""
+        """Queue a record (and what must still be done to it). Never blocks or raises;
+        a record that finds the queue full is dropped and counted."""
+        if len(self._inbox) >= self.max_queue:
+            self.stats.dropped += 1
+            return
         self._inbox.append((record, finish))
         self.stats.submitted += 1
         if not self._wake.is_set():
@@ -253,6 +260,7 @@ class RecordIntake:
             "journaled": st.journaled,
             "unjournaled": st.unjournaled,
             "replayed": st.replayed,
+            "dropped": st.dropped,
             "finish_errors": st.finish_errors,
             "journal_backlog_rows": self.journal_backlog,
             "worker_alive": self._thread is not None and self._thread.is_alive(),

@@ -89,6 +89,9 @@ def degraded_reasons(runtime: Runtime, now: float | None = None) -> list[str]:
         elif snap_ch.backlog_rows:
             reasons.append(f"clickhouse spill log holds {snap_ch.backlog_rows} rows to replay")
     intake = runtime.intake.stats
+    if intake.dropped:
+        reasons.append(f"record intake dropped {intake.dropped} records since start "
+                       "(its queue was full: masking or the journal lag behind)")
     if intake.unjournaled:
         reasons.append(f"crash journal refused {intake.unjournaled} records since start "
                        "(full or failing): they are not crash-safe")

@@ -244,3 +244,4 @@ def attr_detector_error(detector: str) -> str:
 METRIC_JOURNAL_BACKLOG = "railwatch_journal_backlog_records"  # gauge: not yet exported
 METRIC_JOURNAL_UNJOURNALED = "railwatch_journal_unjournaled_records"  # counter: not crash-safe
 METRIC_INTAKE_FINISH_ERRORS = "railwatch_intake_finish_errors"  # counter: stored without text
+METRIC_INTAKE_DROPPED = "railwatch_intake_dropped_records"  # counter: intake queue full

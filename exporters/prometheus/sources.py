@@ -97,6 +97,7 @@ def intake_source(intake: RecordIntake) -> StateSource:
         yield StateSample(sc.METRIC_JOURNAL_BACKLOG, intake.journal_backlog)
         yield StateSample(sc.METRIC_JOURNAL_UNJOURNALED, stats.unjournaled)
         yield StateSample(sc.METRIC_INTAKE_FINISH_ERRORS, stats.finish_errors)
+        yield StateSample(sc.METRIC_INTAKE_DROPPED, stats.dropped)
 
     return source
 

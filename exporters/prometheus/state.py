@@ -88,6 +88,8 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
         "gauge", "Trace records in the crash journal that not every exporter finished yet."),
     sc.METRIC_JOURNAL_UNJOURNALED: FamilySpec(
         "counter", "Trace records the crash journal refused (full or failing): not crash-safe."),
+    sc.METRIC_INTAKE_DROPPED: FamilySpec(
+        "counter", "Trace records dropped because the record intake's queue was full."),
     sc.METRIC_INTAKE_FINISH_ERRORS: FamilySpec(
         "counter", "Trace records whose masking failed; they were stored without text."),
     sc.METRIC_DETECTOR_INFO: FamilySpec(

@@ -89,3 +89,16 @@ def test_a_failing_finisher_stores_no_text() -> None:
         assert got[0].prompt_text is None and intake.stats.finish_errors == 1
     finally:
         intake.shutdown(5)
+
+
+def test_a_full_intake_queue_drops_and_counts() -> None:
+    memory = MemoryExporter()
+    intake = RecordIntake(ExportPipeline([BatchProcessor(memory)]), max_queue=3)
+    for i in range(5):  # not started: nothing drains
+        intake.submit(rec(i))
+    assert intake.stats.submitted == 3 and intake.stats.dropped == 2
+    intake.start()
+    try:
+        assert len(memory.wait_for(lambda rs: len(rs) == 3)) == 3
+    finally:
+        intake.shutdown(5)
