@@ -239,13 +239,14 @@ class RecordIntake:
         log = self._log
         if log is None or not self._entries:
             return
-        done = self.exports.done() - self._acked_base
-        count = 0
-        while self._entries and self._entries[0] <= done:
-            self._entries.popleft()
-            count += 1
-        if count:
-            log.discard(count)
+        with self._lock:  # the thread and force_flush/shutdown both settle
+            done = self.exports.done() - self._acked_base
+            count = 0
+            while self._entries and self._entries[0] <= done:
+                self._entries.popleft()
+                count += 1
+            if count:
+                log.discard(count)
 
     @property
     def journal_backlog(self) -> int:
