@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import orjson
 
@@ -48,6 +49,13 @@ logger = logging.getLogger(__name__)
 
 Finisher = Callable[[TraceRecord], TraceRecord]
 _FORMAT = 1
+
+
+def _mapping(value: object) -> object:
+    """orjson's fallback: the records' read-only ``attributes`` mapping."""
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise TypeError
 _IDLE_S = 1.0
 
 
@@ -223,7 +231,9 @@ class RecordIntake:
         log = self._log
         if log is None:
             return
-        payload = orjson.dumps({"format": _FORMAT, "records": [r.as_dict() for r in batch]})
+        # orjson writes the frozen dataclasses itself (a few times faster than as_dict());
+        # the result is as_dict()'s JSON, which record_from_dict reads back
+        payload = orjson.dumps({"format": _FORMAT, "records": batch}, default=_mapping)
         try:
             ok = log.append(payload, len(batch))
         except SpillError:

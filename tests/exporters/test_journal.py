@@ -11,6 +11,7 @@ from exporters.batch import BatchProcessor, ExportPipeline
 from exporters.journal import JournalSettings, RecordIntake
 from exporters.memory import MemoryExporter
 from sidecar.record import TraceRecord
+from tests.exporters.clickhouse.ch_records import full_record
 from tests.exporters.test_batch import Blocking, rec
 
 
@@ -50,7 +51,7 @@ def test_a_crash_leaves_the_journal_and_the_next_start_replays_it(tmp_path: Path
                          journal=JournalSettings(tmp_path / "journal"))
     first.start()
     for i in range(10):
-        first.submit(rec(i, prompt_text="kept"))
+        first.submit(full_record(i) if i % 2 else rec(i, prompt_text="kept"))
     _wait(lambda: first.stats.journaled == 10)
     assert first._log is not None
     first._log.close()  # the process dies here: no settling, no shutdown
@@ -64,8 +65,7 @@ def test_a_crash_leaves_the_journal_and_the_next_start_replays_it(tmp_path: Path
     try:
         assert second.stats.replayed == 10
         got = memory.wait_for(lambda rs: len(rs) == 10)
-        assert [r.request_id for r in got] == [f"{i:032x}" for i in range(10)]
-        assert all(r.prompt_text == "kept" for r in got)
+        assert got == [full_record(i) if i % 2 else rec(i, prompt_text="kept") for i in range(10)]
         _wait(lambda: second.state()["journal_backlog_rows"] == 0)
     finally:
         second.shutdown(5)
