@@ -72,11 +72,22 @@ class DurableExporter(Protocol):
     durable: Literal[True]
 
 
-def exporter_state(exporter: Any) -> dict[str, Any]:
+@runtime_checkable
+class StartableExporter(Protocol):
+    """Opens its backend in ``start()`` (blocking; a coroutine result is awaited)."""
+
+    def start(self) -> object: ...
+
+
+@runtime_checkable
+class ReportsState(Protocol):
+    def state(self) -> dict[str, Any]: ...
+
+
+def exporter_state(exporter: Exporter) -> dict[str, Any]:
     """The exporter's own ``state()`` if it has one, else a minimal dict."""
-    state = getattr(exporter, "state", None)
-    if callable(state):
-        result = state()
+    if isinstance(exporter, ReportsState):
+        result = exporter.state()
         if isinstance(result, dict):
             return result
-    return {"name": getattr(exporter, "name", type(exporter).__name__)}
+    return {"name": exporter.name}

@@ -26,7 +26,7 @@ from detectors.base import Detector
 from detectors.errors import DetectorError
 from detectors.runner import DetectorRunner
 from exporters import registry as exporter_registry
-from exporters.base import DurableExporter, Exporter
+from exporters.base import DurableExporter, Exporter, StartableExporter
 from exporters.batch import BatchProcessor, ExportPipeline
 from exporters.errors import SpillError
 from exporters.journal import JournalSettings as IntakeJournal
@@ -112,10 +112,9 @@ async def start_exporters(
     for exporter, spec in pairs:
         key = f"exporter:{exporter.name}"
         components[key] = "starting"
-        start = getattr(exporter, "start", None)
-        if callable(start):
+        if isinstance(exporter, StartableExporter):
             try:
-                result = await asyncio.to_thread(start)
+                result = await asyncio.to_thread(exporter.start)
                 if asyncio.iscoroutine(result):
                     await result
             except Exception as exc:  # noqa: BLE001 - any exporter failure stops start-up
