@@ -250,8 +250,10 @@ class ExportPipeline:
         return ok
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Shut the processors down in reverse order of addition: an exporter added later
+        may write through one added earlier (drift through ClickHouse's store)."""
         deadline = time.monotonic() + timeout_s
-        for processor in self.processors:
+        for processor in reversed(self.processors):
             processor.shutdown(max(0.0, deadline - time.monotonic()))
 
     def done(self) -> int:

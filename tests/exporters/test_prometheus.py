@@ -384,7 +384,7 @@ def test_sidecar_requests_reach_the_metrics(loop_thread: LoopThread, demo_upstre
 
         asyncio.run(call())
         sc_.memory.wait_for(lambda rs: len(rs) >= 3)
-        assert sc_.runtime.exports.force_flush(5)
+        assert sc_.runtime.intake.force_flush(5)
         m = scrape(prom)
         assert value(m[sc.METRIC_REQUESTS], f"{sc.METRIC_REQUESTS}_total", route="chat",
                      model="railwatch-demo-scripted", status="200") == 3
