@@ -61,11 +61,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def spawn(
-    cmd: list[str], core: int | None, env: dict[str, str] | None = None
+    cmd: list[str], core: int | None, env: dict[str, str] | None = None, cwd: str | None = None,
 ) -> subprocess.Popen[bytes]:
     if core is not None and len(os.sched_getaffinity(0)) > 1:
         cmd = ["taskset", "-c", str(core), *cmd]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            cwd=cwd)
 
 
 async def wait_ready(url: str, timeout: float = 60) -> None:
@@ -162,9 +163,10 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def sidecar_config(data_dir: Path, exporters: str, policy: str | None) -> str:
+def sidecar_config(data_dir: Path, exporters: str, policy: str | None,
+                   capture: str = "raw") -> str:
     """Settings for one sidecar variant: which exporters, and guardrails on or off."""
-    lines = [f"data_dir: {data_dir}", "privacy: {capture: raw}"]
+    lines = [f"data_dir: {data_dir}", f"privacy: {{capture: {capture}}}"]
     if exporters == "jsonl":
         lines += ["exporters:", f"  - {{kind: jsonl, options: {{path: '{data_dir}/traces.jsonl'}}}}",
                   "metrics: {enabled: false}"]
@@ -222,14 +224,26 @@ async def main_async(args: argparse.Namespace) -> None:
     for variant, (suffix, policy) in ((v, p) for v in variants for p in policies):
         port = free_port()
         cfg = tmp / f"railwatch-{variant}{suffix}.yaml"
-        cfg.write_text(sidecar_config(tmp / f"{variant}{suffix}", variant, policy))
+        cfg.write_text(sidecar_config(tmp / f"{variant}{suffix}", variant, policy, args.capture))
         venv = dict(env)
         if variant == "all" and sink is not None:
             venv["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink[1]
         name = ("sidecar" if len(variants) == 1 else f"sidecar-{variant}") + suffix
-        procs[name] = spawn([py, "-m", "sidecar.cli", "serve", "--config", str(cfg),
-                             "--upstream", upstream, "--port", str(port)], 1, venv)
-        targets[name] = (f"http://127.0.0.1:{port}", procs[name].pid)
+        trees = [(name, None)]
+        if args.baseline_tree:  # the same configuration on another checkout, side by side
+            trees.append((name + "-base", args.baseline_tree))
+        for label, tree in trees:
+            port = free_port()
+            tenv = dict(venv)
+            if tree is not None:
+                tenv["PYTHONPATH"] = tree
+                cfg = tmp / f"railwatch-{variant}{suffix}-base.yaml"
+                cfg.write_text(sidecar_config(tmp / f"{variant}{suffix}-base", variant, policy,
+                                              args.capture))
+            procs[label] = spawn([py, "-m", "sidecar.cli", "serve", "--config", str(cfg),
+                                  "--upstream", upstream, "--port", str(port)], 1, tenv,
+                                 cwd=tree)
+            targets[label] = (f"http://127.0.0.1:{port}", procs[label].pid)
     try:
         for url, _ in targets.values():
             await wait_ready(url + "/v1/models")
@@ -348,6 +362,10 @@ def main() -> None:
                     help="sidecar exporters: jsonl (tracing on, default), none, storage (ClickHouse "
                     "and Prometheus), all (plus OTLP to a local sink, unsampled), or compare "
                     "(none, storage and all side by side)")
+    ap.add_argument("--capture", choices=("raw", "masked", "none"), default="raw",
+                    help="privacy.capture of the sidecars (masked is the shipped default)")
+    ap.add_argument("--baseline-tree", metavar="DIR",
+                    help="also run a sidecar from this checkout (e.g. /work/main), same settings")
     ap.add_argument(
         "--policy",
         help="policy file for the sidecar (detectors on); default: "

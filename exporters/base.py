@@ -13,20 +13,31 @@ the request path.
   must not raise.
 - ``start()`` (optional) opens connections at application start-up.
 - ``state()`` reports a small JSON-able dict for ``/readyz``.
+
+Optional capabilities are protocols, not attribute names probed at run time:
+
+- :class:`PrefersBatches`: the exporter names the batch size and delay it works
+  best with (ClickHouse wants thousands of rows a second apart); the batch
+  processor uses them instead of its defaults, so the exporter keeps no queue of
+  its own.
+- :class:`DurableExporter`: ``export`` returns only once the batch is stored or
+  written to local disk (``ExportResult.FAILURE`` means the records are lost);
+  the pipeline keeps a crash journal (:mod:`exporters.journal`) for such exporters.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from sidecar.record import TraceRecord
 
 
 class ExportResult(enum.Enum):
-    SUCCESS = "success"
-    FAILURE = "failure"
+    SUCCESS = "success"  # delivered (or durably spilled, to be delivered later)
+    FAILURE = "failure"  # not delivered and not kept: the records are lost (dropped)
 
 
 @runtime_checkable
@@ -40,11 +51,43 @@ class Exporter(Protocol):
     def shutdown(self, timeout_s: float = 10.0) -> None: ...
 
 
-def exporter_state(exporter: Any) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class BatchPreference:
+    """How an exporter wants to be fed: at most ``max_batch`` records per ``export``
+    call, at least every ``schedule_delay_s`` seconds while records wait."""
+
+    max_batch: int
+    schedule_delay_s: float
+
+
+@runtime_checkable
+class PrefersBatches(Protocol):
+    def batch_preference(self) -> BatchPreference: ...
+
+
+@runtime_checkable
+class DurableExporter(Protocol):
+    """``export`` returns once the batch is stored or on local disk (see module doc)."""
+
+    durable: Literal[True]
+
+
+@runtime_checkable
+class StartableExporter(Protocol):
+    """Opens its backend in ``start()`` (blocking; a coroutine result is awaited)."""
+
+    def start(self) -> object: ...
+
+
+@runtime_checkable
+class ReportsState(Protocol):
+    def state(self) -> dict[str, Any]: ...
+
+
+def exporter_state(exporter: Exporter) -> dict[str, Any]:
     """The exporter's own ``state()`` if it has one, else a minimal dict."""
-    state = getattr(exporter, "state", None)
-    if callable(state):
-        result = state()
+    if isinstance(exporter, ReportsState):
+        result = exporter.state()
         if isinstance(result, dict):
             return result
-    return {"name": getattr(exporter, "name", type(exporter).__name__)}
+    return {"name": exporter.name}

@@ -444,6 +444,60 @@ class SpillLog:
             else:
                 self._write_cursor()
 
+    def entries(self) -> list[SpillEntry]:
+        """Every unacknowledged entry, oldest first, without acknowledging any (a
+        journal replays them at start-up and acknowledges them later with
+        :meth:`discard`). Reads the whole backlog into memory: bounded by ``max_bytes``."""
+        with self._lock:
+            if self._lock_fd is None:
+                raise SpillError("spill log is not open")
+            out: list[SpillEntry] = []
+            by_seq = {seg.seq: seg for seg in self._segments}
+            for seq, offset, _rows in self._walk_unacked():
+                entry = self._read_entry(by_seq[seq], offset)
+                if entry is None:
+                    break  # corrupt: peek() reports and skips it
+                out.append(entry)
+            return out
+
+    def discard(self, count: int) -> int:
+        """Acknowledge the ``count`` oldest entries at once (one cursor write, no payload
+        reads); returns how many there were. For consumers that track entries by count."""
+        with self._lock:
+            if self._lock_fd is None:
+                raise SpillError("spill log is not open")
+            done = 0
+            while done < count and self._segments:
+                head = self._segments[0]
+                if self._cursor_offset >= head.size:
+                    if len(self._segments) == 1:
+                        break
+                    self._drop_head_locked()
+                    continue
+                parsed = self._parse_header(
+                    os.pread(self._read_fd(head.seq), HEADER_SIZE, self._cursor_offset),
+                    head.size - self._cursor_offset,
+                )
+                if parsed is None:  # corrupt: nothing after it in this segment is readable
+                    self._cursor_offset = head.size
+                    head.rows = 0
+                    continue
+                length, rows, _crc32 = parsed
+                self._cursor_offset += HEADER_SIZE + length
+                head.rows = max(0, head.rows - rows)
+                self.stats.acked_entries += 1
+                self.stats.acked_rows += rows
+                done += 1
+            if done:
+                head = self._segments[0]
+                if self._cursor_offset >= head.size:
+                    if len(self._segments) == 1:
+                        self._roll_locked()
+                    self._drop_head_locked()
+                else:
+                    self._write_cursor()
+            return done
+
     def _drop_head_locked(self) -> None:
         head = self._segments.pop(0)
         fd = self._read_fds.pop(head.seq, None)

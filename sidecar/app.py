@@ -1,9 +1,12 @@
 """Application factory and lifespan.
 
-``create_app`` wires the components (upstream client, exporters, pipeline) into
-an aiohttp application; they start in the app's start-up, in dependency order,
-and stop in reverse at clean-up (in-flight requests finish first, then the
-exporters flush). Nothing heavy happens at import time or in constructors.
+``create_app`` builds every service first (exporters and the ClickHouse store,
+privacy, the record intake, feedback storage and signals, the guard, the proxy)
+and passes each to the constructors that need it; the typed
+:class:`~sidecar.runtime.Runtime` holds them. They start in the app's start-up, in
+dependency order, and stop in reverse at clean-up (in-flight requests finish
+first, then the intake and the exporters flush). Nothing heavy happens at import
+time or in constructors.
 """
 
 from __future__ import annotations
@@ -12,53 +15,52 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from detectors import registry as detector_registry
+from detectors.base import Detector
 from detectors.errors import DetectorError
 from detectors.runner import DetectorRunner
 from exporters import registry as exporter_registry
-from exporters.base import Exporter
+from exporters.base import DurableExporter, Exporter, StartableExporter
 from exporters.batch import BatchProcessor, ExportPipeline
+from exporters.errors import SpillError
+from exporters.journal import JournalSettings as IntakeJournal
+from exporters.journal import RecordIntake
 from sidecar.errors import ConfigError, StartupError
+from sidecar.feedback import ImplicitSignals
+from sidecar.feedback_gate import IssuedTraces
+from sidecar.handoff.store import ReviewStore
 from sidecar.pipeline.actions import UpstreamSet
-from sidecar.pipeline.emit import Emitter, TextMasker
+from sidecar.pipeline.emit import Emitter
 from sidecar.pipeline.guard import Guard
 from sidecar.pipeline.ingress import BODY_TIMEOUT
 from sidecar.pipeline.proxy import Proxy
 from sidecar.pipeline.upstream import UpstreamClient, public_url
 from sidecar.policy import Policy, load_policy
 from sidecar.ratelimit import RateLimiter
+from sidecar.privacy import (
+    PRIVACY_KINDS,
+    PrivacyDetectors,
+    StoragePrivacy,
+    SyncDetector,
+    load_pseudonym_key,
+    strip_text,
+)
+from sidecar.runtime import RUNTIME, Runtime, readiness
 from sidecar.settings import ExporterSettings, Settings
 
+if TYPE_CHECKING:
+    from exporters.clickhouse.exporter import ClickHouseExporter
+    from exporters.prometheus.exporter import PrometheusExporter
+
+__all__ = ["RUNTIME", "Runtime", "build_exporters", "build_guard", "create_app", "readiness"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Runtime:
-    """The started components of one sidecar; held by the app under ``RUNTIME``."""
-
-    settings: Settings
-    upstreams: UpstreamSet
-    exports: ExportPipeline
-    emitter: Emitter
-    proxy: Proxy
-    guard: Guard | None = None
-    metrics: Any = None  # the PrometheusExporter serving /metrics, when enabled
-    handoff: Any = None  # HandoffService, when handoff.enabled
-    review_auth: Any = None  # ReviewAuth of the /review UI, when handoff.enabled
-    feedback_store: Any = None  # where POST /v1/feedback writes
-    signals: Any = None  # ImplicitSignals
-    drift: Any = None  # sidecar.drift.assembly.DriftParts, when drift tracking runs
-    components: dict[str, str] = field(default_factory=dict)  # name -> "starting" | "ok" | ...
-
-
-RUNTIME: web.AppKey[Runtime] = web.AppKey("railwatch_runtime", Runtime)
 
 
 def _otel_from_environment(settings: Settings) -> bool:
@@ -110,10 +112,9 @@ async def start_exporters(
     for exporter, spec in pairs:
         key = f"exporter:{exporter.name}"
         components[key] = "starting"
-        start = getattr(exporter, "start", None)
-        if callable(start):
+        if isinstance(exporter, StartableExporter):
             try:
-                result = await asyncio.to_thread(start)
+                result = await asyncio.to_thread(exporter.start)
                 if asyncio.iscoroutine(result):
                     await result
             except Exception as exc:  # noqa: BLE001 - any exporter failure stops start-up
@@ -146,45 +147,46 @@ def build_guard(policy: Policy) -> Guard:
     return Guard(policy, runner, detectors)
 
 
-PRIVACY_KINDS = ("pii", "secrets")  # what `privacy.capture: masked` hides in stored text
+def privacy_finder(guard: Guard | None) -> PrivacyDetectors | None:
+    """The policy's PII and secrets detectors, run synchronously (blocking).
 
-
-def privacy_finder(guard: Guard | None) -> Callable[[str], list[Any]] | None:
-    """Every PII and secret finding in a text, from the policy's own detectors (sync).
-
-    ``privacy.capture: masked`` stores text only through this; without a PII detector
-    in the policy, masked mode stores no text at all.
+    ``privacy.capture: masked`` stores text only through these; without a PII detector
+    in the policy (or one that cannot run synchronously), masked mode stores no text.
     """
     if guard is None:
         return None
-    chosen: list[Any] = [
-        guard.detectors[name]
-        for name, spec in guard.policy.detectors.items()
-        if spec.kind in PRIVACY_KINDS and hasattr(guard.detectors[name], "detect_sync")
-    ]
-    if not any(spec.kind == "pii" for spec in guard.policy.detectors.values()):
-        return None
-
-    def find(text: str) -> list[Any]:
-        found: list[Any] = []
-        for detector in chosen:
-            found.extend(detector.detect_sync([text])[0])
-        return found
-
-    return find
+    chosen: dict[str, SyncDetector] = {}
+    has_pii = False
+    for name, spec in guard.policy.detectors.items():
+        if spec.kind not in PRIVACY_KINDS:
+            continue
+        detector: Detector = guard.detectors[name]
+        if not isinstance(detector, SyncDetector):
+            if spec.kind == "pii":
+                return None  # a PII detector that cannot run here: keep no text
+            continue
+        has_pii = has_pii or spec.kind == "pii"
+        chosen[name] = detector
+    return PrivacyDetectors(chosen) if has_pii else None
 
 
-def privacy_masker(guard: Guard | None) -> TextMasker | None:
-    """For ``privacy.capture: masked``: the text with every PII and secret finding masked."""
-    find = privacy_finder(guard)
-    if find is None:
-        return None
-    from sidecar.masking import Masker
-
-    def mask(text: str) -> str:
-        return Masker().mask(text, find(text))
-
-    return mask
+def build_records(
+    settings: Settings, guard: Guard | None, exports: ExportPipeline,
+    exporters: Sequence[Exporter],
+) -> tuple[RecordIntake, StoragePrivacy, Emitter]:
+    """The path of trace records (sidecar and SDK alike): storage privacy from the
+    guard's detectors, the record intake (with its crash journal when an exporter is
+    durable) in front of ``exports``, and the emitter. Reads the pseudonym key (disk)."""
+    key = (b"" if settings.privacy.capture == "raw"
+           else load_pseudonym_key(settings.privacy.pseudonym_key, settings.data_path()))
+    privacy = StoragePrivacy(settings.privacy, privacy_finder(guard), key)
+    intake = RecordIntake(
+        exports,
+        flush_interval_s=settings.journal.flush_interval_ms / 1000.0,
+        journal=_journal(settings, exporters),
+        strip_text=strip_text,
+    )
+    return intake, privacy, Emitter(intake, privacy)
 
 
 def _check_fallbacks(policy: Policy, settings: Settings) -> None:
@@ -261,22 +263,33 @@ def create_app(
         policy = load_policy(settings.guardrails.policy)
         _check_fallbacks(policy, settings)
         guard = build_guard(policy)
+    exporter_list = [e for e, _ in pairs]
+    clickhouse = _clickhouse_exporter(exporter_list)
+    metrics = _prometheus_exporter(exporter_list)
     exports = ExportPipeline()
-    emitter = Emitter(exports, settings.privacy, privacy_masker(guard))
-    proxy = Proxy(settings.server, upstreams, emitter, guard, RateLimiter(settings.rate_limits))
-    runtime = Runtime(settings, upstreams, exports, emitter, proxy, guard)
     from sidecar.drift.assembly import build_drift  # drift (issue 12): worker + scheduler
 
-    runtime.drift = drift = build_drift(settings, [e for e, _ in pairs])
+    drift = build_drift(settings, exporter_list)
     if drift is not None:
         pairs.append((drift.exporter, ExporterSettings(kind="drift")))
-    for exporter, _spec in pairs:
-        if exporter.name == "prometheus":
-            runtime.metrics = exporter
-            _register_state_sources(exporter, runtime)
-            if drift is not None:
-                exporter.add_state_source("drift", drift.state.samples)  # type: ignore[attr-defined]
-    _build_review_services(runtime, [e for e, _ in pairs])
+    intake, privacy, emitter = build_records(settings, guard, exports, exporter_list)
+    signals = ImplicitSignals(issued=IssuedTraces(
+        settings.feedback.issued_window_s, settings.feedback.max_issued))
+    feedback_store = _feedback_store(clickhouse)
+    proxy = Proxy(settings.server, upstreams, emitter, guard, RateLimiter(settings.rate_limits),
+                  signals=signals)
+    runtime = Runtime(
+        settings=settings, upstreams=upstreams, exports=exports, intake=intake,
+        privacy=privacy, emitter=emitter, proxy=proxy, signals=signals,
+        feedback_store=feedback_store, guard=guard, metrics=metrics, clickhouse=clickhouse,
+        drift=drift,
+    )
+    if metrics is not None:
+        _register_state_sources(metrics, runtime)
+        if drift is not None:
+            metrics.add_state_source("drift", drift.state.samples)
+    if settings.handoff.enabled:
+        _build_handoff(runtime)
 
     # aiohttp's own body limit is ours plus slack; ingress enforces the exact limit (413).
     app = web.Application(client_max_size=settings.server.max_body_bytes + 1024)
@@ -294,10 +307,15 @@ def create_app(
             runtime.components["drift"] = "stopped"
         await upstreams.close()
         runtime.components["upstream_client"] = "stopped"
+        # the intake drains (it may still mask with the detectors) before they close
+        if runtime.components.get("intake") == "ok":
+            await asyncio.to_thread(intake.shutdown, settings.server.shutdown_timeout_s)
+            runtime.components["intake"] = "stopped"
+        else:
+            await asyncio.to_thread(exports.shutdown, settings.server.shutdown_timeout_s)
         if guard is not None:
             await guard.runner.close()
             runtime.components["detectors"] = "stopped"
-        await asyncio.to_thread(exports.shutdown, settings.server.shutdown_timeout_s)
         for name in list(runtime.components):
             if name.startswith("exporter:"):
                 runtime.components[name] = "stopped"
@@ -320,6 +338,13 @@ def create_app(
             if drift is not None and drift.service is not None:
                 await drift.service.start()
                 runtime.components["drift"] = "ok"
+            runtime.components["intake"] = "starting"
+            try:  # replays what a crashed process left in the journal
+                await asyncio.to_thread(intake.start)
+            except SpillError as exc:
+                runtime.components["intake"] = "failed"
+                raise StartupError(f"record journal failed to start: {exc}") from exc
+            runtime.components["intake"] = "ok"
             if runtime.handoff is not None:
                 await runtime.handoff.start()
                 runtime.components["handoff"] = "ok"
@@ -338,52 +363,73 @@ def create_app(
     return app
 
 
-def _build_review_services(runtime: Runtime, exporters: Sequence[Exporter]) -> None:
-    """Hand-off queue, review UI auth, feedback store and implicit signals.
+def _clickhouse_exporter(exporters: Sequence[Exporter]) -> ClickHouseExporter | None:
+    """The ClickHouse trace exporter, whose store the other ClickHouse users share."""
+    if not any(e.name == "clickhouse" for e in exporters):
+        return None  # nothing to share: ClickHouse (and its driver) stays unimported
+    from exporters.clickhouse.exporter import ClickHouseExporter
 
-    Storage is the ClickHouse exporter's (one chDB engine per process: it owns the
-    client); without a ClickHouse exporter both live in memory, lost on restart.
-    """
-    from sidecar.feedback import ImplicitSignals
-    from sidecar.feedback_gate import IssuedTraces
-    from sidecar.handoff.auth import ReviewAuth
+    return next((e for e in exporters if isinstance(e, ClickHouseExporter)), None)
+
+
+def _prometheus_exporter(exporters: Sequence[Exporter]) -> PrometheusExporter | None:
+    if not any(e.name == "prometheus" for e in exporters):
+        return None
+    from exporters.prometheus.exporter import PrometheusExporter
+
+    return next((e for e in exporters if isinstance(e, PrometheusExporter)), None)
+
+
+def _journal(settings: Settings, exporters: Sequence[Exporter]) -> IntakeJournal | None:
+    """The crash journal, when enabled and some exporter keeps records durably."""
+    if not settings.journal.enabled or not any(isinstance(e, DurableExporter) for e in exporters):
+        return None
+    cfg = settings.journal
+    return IntakeJournal(settings.data_path("journal"), max_bytes=cfg.max_bytes,
+                         fsync_every_s=cfg.fsync_every_s)
+
+
+def _feedback_store(clickhouse: ClickHouseExporter | None) -> ReviewStore:
+    """Hand-offs and feedback: in ClickHouse through the exporter's store (one chDB
+    engine per process), else in memory (lost on restart)."""
+    if clickhouse is None:
+        from sidecar.handoff.store import MemoryHandoffStore
+
+        return MemoryHandoffStore()
     from sidecar.handoff.clickhouse import ClickHouseHandoffStore
+
+    return ClickHouseHandoffStore(clickhouse.store.run, store_text=clickhouse.store.store_text)
+
+
+def _build_handoff(runtime: Runtime) -> None:
+    """The hand-off queue and the review UI's auth, on the runtime's storage."""
+    from sidecar.handoff.auth import ReviewAuth
     from sidecar.handoff.content import ContentPolicy
     from sidecar.handoff.hook import make_handoff_hook
     from sidecar.handoff.service import HandoffService
-    from sidecar.handoff.store import MemoryHandoffStore
 
     settings = runtime.settings
-    clickhouse = next((e for e in exporters if e.name == "clickhouse"), None)
-    store: Any
-    if clickhouse is not None:
-        store = ClickHouseHandoffStore(
-            clickhouse.run_query,  # type: ignore[attr-defined]
-            store_text=clickhouse.config.store_text,  # type: ignore[attr-defined]
-        )
-    else:
-        store = MemoryHandoffStore()
-    runtime.feedback_store = store
-    runtime.signals = ImplicitSignals(issued=IssuedTraces(
-        settings.feedback.issued_window_s, settings.feedback.max_issued))
-    runtime.proxy.signals = runtime.signals
-    if not settings.handoff.enabled:
-        return
-    pii = privacy_finder(runtime.guard)
     service = HandoffService(
-        settings.handoff, store, content=ContentPolicy.from_privacy(settings.privacy, pii)
+        settings.handoff, runtime.feedback_store,
+        content=ContentPolicy.from_privacy(settings.privacy, runtime.privacy.finder,
+                                           storage=runtime.privacy),
     )
     runtime.handoff = service
     runtime.review_auth = ReviewAuth.from_settings(settings.handoff.review)
+    # the attempt engine's hand-off hook (the engine's constructors take it once they
+    # are rebuilt; until then it is attached here)
     runtime.proxy.completions.handoff = make_handoff_hook(service)
     runtime.proxy.completions.handoff_service = service
 
 
-def _register_state_sources(prom: Any, runtime: Runtime) -> None:
-    """Scrape-time gauges from the components' own ``state()``."""
+def _register_state_sources(prom: PrometheusExporter, runtime: Runtime) -> None:
+    """Scrape-time gauges from the components' own typed snapshots and ``state()``."""
     from exporters.prometheus import sources
 
-    prom.add_state_source("exports", sources.export_pipeline_source(runtime.exports.state))
+    prom.add_state_source("exports", sources.export_pipeline_source(runtime.exports.snapshots))
+    if runtime.clickhouse is not None:
+        prom.add_state_source("clickhouse", sources.clickhouse_source(runtime.clickhouse.snapshot))
+    prom.add_state_source("intake", sources.intake_source(runtime.intake))
     prom.add_state_source("proxy", sources.proxy_source(runtime.proxy.state))
     if runtime.proxy.limiter is not None:
         prom.add_state_source("rate_limits", sources.rate_limit_source(runtime.proxy.limiter.state))
@@ -412,27 +458,3 @@ def _limit_torch_threads(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and threads > 0:
         torch.set_num_threads(threads)
-
-
-def readiness(runtime: Runtime, upstream_state: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-    """(ready, JSON body) for ``/readyz``."""
-    exporters = runtime.exports.state()
-    components: dict[str, Any] = {
-        "upstream": upstream_state,
-        "upstreams": runtime.upstreams.state(),
-        "pipeline": {"state": "ok", **runtime.proxy.state()},
-        "exporters": exporters,
-    }
-    if runtime.guard is not None:
-        components["detectors"] = runtime.guard.runner.state()
-    started = all(state == "ok" for state in runtime.components.values())
-    ready = started and upstream_state.get("state") == "ok"
-    for name, state in runtime.components.items():
-        components.setdefault("lifecycle", {})[name] = state
-    # open circuit breakers: still ready (other endpoints and fallbacks serve), but degraded
-    degraded = runtime.upstreams.degraded()
-    status = "not_ready" if not ready else "degraded" if degraded else "ready"
-    body: dict[str, Any] = {"status": status, "components": components}
-    if degraded:
-        body["degraded"] = [f"circuit open: {where}" for where in degraded]
-    return ready, body

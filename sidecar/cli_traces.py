@@ -26,8 +26,9 @@ _TEXT_CHARS = 400  # of each text shown in a table (--json prints it whole)
 
 
 def _storage(args: argparse.Namespace) -> tuple[Any, str, Any]:
-    """A ClickHouse client, its database, and the exporter's config (or defaults)."""
-    from exporters.clickhouse import ClickHouseExporter, connect
+    """A ClickHouse client, its database, and the exporter's config (or defaults), through
+    the same ClickHouseStore the sidecar uses (connected, not migrated: a reader)."""
+    from exporters.clickhouse import ClickHouseExporter
     from exporters.errors import ExporterError
     from sidecar.settings import load_settings
 
@@ -41,9 +42,10 @@ def _storage(args: argparse.Namespace) -> tuple[Any, str, Any]:
             break
     exporter = ClickHouseExporter.from_options(options, data_dir=settings.data_path())
     try:
-        return connect(exporter.config), exporter.config.effective_database, exporter.config
+        exporter.store.open(migrate_schema=False)
     except ExporterError as exc:
         raise StartupError(str(exc)) from None
+    return exporter.store.client, exporter.store.database, exporter.config
 
 
 def _cell(value: Any) -> str:

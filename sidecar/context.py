@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.privacy import CheckedText
 from sidecar.record import AttemptRecord, DecisionRecord, DetectorRunRecord, FindingRecord
 
 
@@ -107,6 +108,9 @@ class RequestContext:
     attempts: list[AttemptRecord] = field(default_factory=list)
     handoff_id: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    # texts the guard checked with every privacy detector, and their findings: stored
+    # text is masked from these instead of running the detectors again
+    privacy_checked: list[CheckedText] = field(default_factory=list)
 
     def fail(self, status: int, error_type: str) -> None:
         self.status = status

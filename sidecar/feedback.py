@@ -35,17 +35,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sidecar import semconv
 from sidecar.errors import BadRequestError, FeedbackUnavailableError, RequestError, error_json
 from sidecar.feedback_gate import FeedbackGate, IssuedTraces
 from sidecar.handoff.store import FeedbackStore
 from sidecar.pipeline.ingress import parse_json_object, read_body
+from sidecar.privacy import StoragePrivacy
 
 logger = logging.getLogger(__name__)
 
-# trace attributes (candidates for sidecar.semconv)
-ATTR_REGENERATION = "railwatch.signal.regeneration"
-ATTR_ABANDONED = "railwatch.signal.abandoned"
-ATTR_TURNS = "railwatch.conversation.turns"
+ATTR_REGENERATION = semconv.ATTR_SIGNAL_REGENERATION
+ATTR_ABANDONED = semconv.ATTR_SIGNAL_ABANDONED
+ATTR_TURNS = semconv.ATTR_CONVERSATION_TURNS
 
 MAX_COMMENT_CHARS = 4_000
 MAX_ANSWER_CHARS = 32_768
@@ -127,15 +128,19 @@ def setup_feedback_routes(
     *,
     signals: ImplicitSignals | None = None,
     store_text: bool = True,
+    privacy: StoragePrivacy | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_comment_chars: int = MAX_COMMENT_CHARS,
     max_answer_chars: int = MAX_ANSWER_CHARS,
     gate: FeedbackGate | None = None,
 ) -> None:
-    """Add ``POST /v1/feedback``. ``store_text=False`` (privacy capture ``none``)
-    keeps no comment or corrected answer. ``signals`` answers "seen" for traces
-    of this process that may not be in storage yet (writes are batched). ``gate``
-    decides which trace ids are accepted (module docstring)."""
+    """Add ``POST /v1/feedback``. ``store_text=False`` keeps no comment or corrected
+    answer. ``privacy`` applies ``privacy.capture`` to what is stored, like traces:
+    ``masked`` masks PII and secrets in the comment and corrected answer and stores
+    the user as a pseudonym, ``none`` keeps no text (in a worker thread, with the
+    store call). ``signals`` answers "seen" for traces of this process that may not
+    be in storage yet (writes are batched). ``gate`` decides which trace ids are
+    accepted (module docstring)."""
 
     async def post_feedback(request: web.Request) -> web.Response:
         try:
@@ -157,10 +162,7 @@ def setup_feedback_routes(
                 if refused is not None:
                     raise refused
             try:
-                fid = await asyncio.to_thread(
-                    store.add_feedback, trace_id=fb.trace_id, kind=fb.kind, value=fb.value,
-                    comment=fb.comment, corrected_answer=fb.corrected_answer, known_trace=known,
-                    user=fb.user, store_text=store_text)
+                fid = await asyncio.to_thread(_store, store, fb, known, store_text, privacy)
             except Exception as exc:  # any backend failure is one public error
                 logger.error("feedback not stored (%s)", type(exc).__name__)
                 raise FeedbackUnavailableError("feedback storage is unavailable") from exc
@@ -174,6 +176,21 @@ def setup_feedback_routes(
             status=201, content_type="application/json")
 
     app.router.add_post("/v1/feedback", post_feedback)
+
+
+def _store(
+    store: FeedbackStore, fb: Feedback, known: bool, store_text: bool,
+    privacy: StoragePrivacy | None,
+) -> str:
+    """Apply the privacy setting and store (blocking: detectors run, storage writes)."""
+    comment, answer, user = fb.comment, fb.corrected_answer, fb.user
+    if privacy is not None:
+        comment, answer = privacy.text(comment), privacy.text(answer)
+        user = privacy.pseudonym(user)
+        store_text = store_text and privacy.keeps_text
+    return store.add_feedback(
+        trace_id=fb.trace_id, kind=fb.kind, value=fb.value, comment=comment,
+        corrected_answer=answer, known_trace=known, user=user, store_text=store_text)
 
 
 # --- implicit signals ----------------------------------------------------------------------

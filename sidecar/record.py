@@ -13,6 +13,7 @@ what the privacy setting allows: raw text, masked text, or ``None``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -162,3 +163,40 @@ class TraceRecord:
 
 def _slots_dict(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.__slots__}
+
+
+_TRACE_FIELDS = {f.name for f in dataclasses.fields(TraceRecord)}
+_FINDING_FIELDS = {f.name for f in dataclasses.fields(FindingRecord)}
+_RUN_FIELDS = {f.name for f in dataclasses.fields(DetectorRunRecord)}
+_ATTEMPT_FIELDS = {f.name for f in dataclasses.fields(AttemptRecord)}
+
+
+def _known(data: Mapping[str, Any], fields: set[str]) -> Mapping[str, Any]:
+    return data if data.keys() <= fields else {k: v for k, v in data.items() if k in fields}
+
+
+def record_from_dict(data: Mapping[str, Any]) -> TraceRecord:
+    """Rebuild a record from :meth:`TraceRecord.as_dict` output (the spill format).
+
+    Unknown keys (a newer writer) are ignored and missing optional ones take their
+    defaults, so spill entries survive an upgrade in either direction.
+    """
+    kwargs = dict(data)
+    if not kwargs.keys() <= _TRACE_FIELDS:
+        kwargs = {k: v for k, v in kwargs.items() if k in _TRACE_FIELDS}
+    kwargs["findings"] = tuple(
+        FindingRecord(**_known(f, _FINDING_FIELDS)) for f in kwargs.get("findings") or ()
+    )
+    kwargs["detector_runs"] = tuple(
+        DetectorRunRecord(**_known(d, _RUN_FIELDS)) for d in kwargs.get("detector_runs") or ()
+    )
+    kwargs["attempts"] = tuple(
+        AttemptRecord(**_known(a, _ATTEMPT_FIELDS)) for a in kwargs.get("attempts") or ()
+    )
+    kwargs["decisions"] = tuple(
+        DecisionRecord(d["stage"], d["action"], tuple(d.get("reasons") or ()))
+        for d in kwargs.get("decisions") or ()
+    )
+    kwargs["finish_reasons"] = tuple(kwargs.get("finish_reasons") or ())
+    kwargs["attributes"] = kwargs.get("attributes") or {}
+    return TraceRecord(**kwargs)

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from sidecar import __version__, semconv
-from sidecar.app import RUNTIME, Runtime, readiness
+from sidecar.runtime import RUNTIME, Runtime, readiness
 from sidecar.errors import BadRequestError, NotFoundError, RequestError, error_json
 from sidecar.pipeline.ingress import parse_json_object, read_body
 
@@ -97,8 +97,9 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
     setup_feedback_routes(
         app, runtime.feedback_store, signals=runtime.signals,
         store_text=runtime.settings.privacy.capture != "none", gate=gate,
+        privacy=runtime.privacy,
     )
-    if runtime.handoff is not None:
+    if runtime.handoff is not None and runtime.review_auth is not None:
         from sidecar.handoff.routes import setup_handoff_routes
 
         setup_handoff_routes(app, runtime.handoff, runtime.review_auth, limiter=proxy.limiter)

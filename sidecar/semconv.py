@@ -126,7 +126,6 @@ METRIC_EXPORTER_FAILED = "railwatch_exporter_failed_records"  # counter {exporte
 METRIC_EXPORTER_EXPORTED = "railwatch_exporter_exported_records"  # counter {exporter}
 METRIC_EXPORTER_UP = "railwatch_exporter_worker_up"  # gauge 0/1 {exporter}
 METRIC_CLICKHOUSE_UP = "railwatch_clickhouse_up"  # gauge 0/1 {exporter}
-METRIC_CLICKHOUSE_PENDING_ROWS = "railwatch_clickhouse_pending_rows"  # gauge {exporter}
 METRIC_CLICKHOUSE_BACKLOG_ROWS = "railwatch_clickhouse_backlog_rows"  # gauge {exporter}
 METRIC_CLICKHOUSE_BACKLOG_BYTES = "railwatch_clickhouse_backlog_bytes"  # gauge {exporter}
 METRIC_CLICKHOUSE_INSERTED_ROWS = "railwatch_clickhouse_inserted_rows"  # counter {exporter}
@@ -227,3 +226,22 @@ LABEL_METRIC = "metric"
 LABEL_STATISTIC = "statistic"
 LABEL_OUTCOME = "outcome"
 LABEL_PROMPT = "prompt"
+
+# --- trace attributes and names of the storage area ------------------------------------
+ATTR_HANDOFF_REASON = "railwatch.handoff.reason"
+ATTR_BLOCK_STAGE = "railwatch.block.stage"  # "input" | "output"
+ATTR_SIGNAL_REGENERATION = "railwatch.signal.regeneration"  # "1": same prompt resent
+ATTR_SIGNAL_ABANDONED = "railwatch.signal.abandoned"  # "1": the client left mid-answer
+ATTR_CONVERSATION_TURNS = "railwatch.conversation.turns"
+
+
+def attr_detector_error(detector: str) -> str:
+    """``railwatch.detector.<name>.error``: why a detector gave no answer on the request."""
+    return f"railwatch.detector.{detector}.error"
+
+
+# storage metrics: the record intake and its crash journal (exporters/journal.py)
+METRIC_JOURNAL_BACKLOG = "railwatch_journal_backlog_records"  # gauge: not yet exported
+METRIC_JOURNAL_UNJOURNALED = "railwatch_journal_unjournaled_records"  # counter: not crash-safe
+METRIC_INTAKE_FINISH_ERRORS = "railwatch_intake_finish_errors"  # counter: stored without text
+METRIC_INTAKE_DROPPED = "railwatch_intake_dropped_records"  # counter: intake queue full

@@ -96,6 +96,23 @@ class PrivacySettings(_Model):
 
     capture: Literal["raw", "masked", "none"] = "masked"
     max_text_chars: int = Field(default=32_768, ge=0)  # per field; longer text is truncated
+    # HMAC key of stored user / conversation pseudonyms (masked, none); unset: a random
+    # key kept in <data_dir>/privacy.key. Set it to keep pseudonyms across data dirs.
+    pseudonym_key: str | None = Field(default=None, repr=False)
+
+
+class JournalSettings(_Model):
+    """The crash journal between answered requests and the exporters (exporters.journal).
+
+    ``flush_interval_ms`` is what a ``kill -9`` may lose (records answered in the last
+    interval) and how often the journal thread wakes; lower costs more CPU. Used when
+    a durable exporter (ClickHouse, JSON lines) is configured.
+    """
+
+    enabled: bool = True
+    flush_interval_ms: float = Field(default=20.0, gt=0, le=10_000)
+    max_bytes: int = Field(default=256 << 20, gt=4096)
+    fsync_every_s: float = Field(default=1.0, ge=0)  # 0: never (a power loss may lose more)
 
 
 class ExporterSettings(_Model):
@@ -138,6 +155,7 @@ class Settings(_Model):
     fallback_upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     circuit: CircuitSettings = CircuitSettings()
     privacy: PrivacySettings = PrivacySettings()
+    journal: JournalSettings = JournalSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     metrics: MetricsSettings = MetricsSettings()
     handoff: HandoffSettings = HandoffSettings()

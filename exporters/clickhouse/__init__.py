@@ -3,6 +3,8 @@
 - :class:`ClickHouseExporter` (entry point ``clickhouse``) writes finished
   :class:`~sidecar.record.TraceRecord` values in batches, spilling to a durable
   local log when ClickHouse is down and replaying it in order when it is back.
+- :class:`ClickHouseStore` owns the one client of a process; the exporter, hand-off
+  and feedback storage, the CLI and drift share it.
 - :class:`ClickHouseConfig` is its validated configuration.
 - :func:`connect` opens a clickhouse-connect client for a config (used by the CLI
   with :mod:`exporters.clickhouse.queries`).
@@ -20,11 +22,13 @@ from exporters.clickhouse.config import ClickHouseConfig, ModelPrice
 from exporters.clickhouse.connection import connect
 from exporters.clickhouse.exporter import ClickHouseExporter
 from exporters.clickhouse.migrations import SCHEMA_VERSION, migrate
+from exporters.clickhouse.store import ClickHouseStore
 
 __all__ = [
     "SCHEMA_VERSION",
     "ClickHouseConfig",
     "ClickHouseExporter",
+    "ClickHouseStore",
     "ModelPrice",
     "connect",
     "migrate",

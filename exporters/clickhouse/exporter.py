@@ -1,12 +1,16 @@
 """ClickHouseExporter: batched inserts, a durable spill log on failure, ordered replay.
 
 Data path (all off the request path: ``export`` runs in the BatchProcessor's
-worker thread, the rest in this exporter's own ``railwatch-clickhouse`` thread)::
+worker thread, which batches to ``insert_max_rows`` / ``insert_max_age_s`` as this
+exporter's :class:`~exporters.base.BatchPreference` asks; only replay has a thread
+of its own, ``railwatch-clickhouse``)::
 
-    export(batch) -> pending rows --(insert_max_rows or insert_max_age_s)--> unit
-    unit --(backend ready, spill log empty)--> INSERT traces, INSERT findings
-         \\--(backend failing, or a backlog exists)--> spill log (disk)
-    spill log --(background thread, exponential back-off)--> INSERT, oldest first
+    export(batch) -> unit --(backend ready, spill log empty)--> INSERT traces, findings
+                         \\--(backend failing, or a backlog exists)--> spill log (disk)
+    spill log --(replay thread, exponential back-off)--> INSERT, oldest first
+
+The client belongs to a :class:`~exporters.clickhouse.store.ClickHouseStore`, shared
+with hand-off storage, the CLI's queries and drift (one chDB engine per process).
 
 A *unit* is one insert: its records, a random deduplication token and a version
 (µs). Both tables get the unit's rows with ``insert_deduplication_token`` set, so a
@@ -15,9 +19,9 @@ timeout after the server committed) is dropped by the server: every request's
 row lands exactly once, in the per-minute aggregates too. While a backlog exists
 new units go to the spill log behind it, so rows reach ClickHouse in order.
 
-``export`` returns ``SUCCESS`` when the batch was inserted, buffered or spilled to
-disk (it is safe and counted as spilled), and ``FAILURE`` only when rows were
-dropped: the spill log was full (``spill_max_bytes``), disabled, or a unit could
+``export`` returns once the batch is inserted or spilled (so the exporter is
+*durable*): ``SUCCESS`` when it was inserted or spilled to disk (safe, counted as
+spilled), and ``FAILURE`` only when rows were dropped: the spill log was full (``spill_max_bytes``), disabled, or a unit could
 not be encoded at all. Drops are counted and logged without any text.
 
 Embedded chDB (the default DSN) holds one engine path per process and locks it
@@ -36,16 +40,16 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
-from exporters.base import ExportResult
+from exporters.base import BatchPreference, ExportResult
 from exporters.clickhouse.config import ClickHouseConfig
-from exporters.clickhouse.connection import check_embedded_free, connect, describe_error
-from exporters.clickhouse.migrations import apply_ttl, migrate
+from exporters.clickhouse.connection import check_embedded_free, describe_error
+from exporters.clickhouse.store import ClickHouseStore
 from exporters.clickhouse.rows import (
     FINDING_NAMES,
     FINDING_TYPES,
@@ -74,6 +78,21 @@ _POISON = (TypeError, ValueError, OverflowError, struct.error, UnicodeError)
 
 
 @dataclass(frozen=True, slots=True)
+class ClickHouseSnapshot:
+    """Typed counters (rows unless named otherwise) for ``/metrics`` and ``/readyz``."""
+
+    ready: bool
+    inserted_rows: int
+    insert_failures: int
+    spilled_rows: int
+    replayed_rows: int
+    dropped_rows: int
+    rejected_rows: int
+    backlog_rows: int
+    backlog_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Unit:
     token: str
     version: int
@@ -90,8 +109,15 @@ class ClickHouseExporter:
     """
 
     name = "clickhouse"
+    durable: Literal[True] = True
 
-    def __init__(self, config: ClickHouseConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        config: ClickHouseConfig | None = None,
+        *,
+        store: ClickHouseStore | None = None,
+        **options: Any,
+    ) -> None:
         if config is None:
             try:
                 config = ClickHouseConfig(**options)
@@ -100,20 +126,16 @@ class ClickHouseExporter:
         elif options:
             raise TypeError("pass either a ClickHouseConfig or keyword options, not both")
         self.config = config
-        self.database = config.effective_database
-        self._client: Client | None = None
+        self.store = store if store is not None else ClickHouseStore(config)
+        self.database = self.store.database
         self._spill: SpillLog | None = None
-        self._pending: list[TraceRecord] = []
-        self._pending_since: float | None = None
-        self._buf_lock = threading.Lock()  # the pending list
         self._dispatch_lock = threading.Lock()  # new units leave in order
-        self._io_lock = threading.Lock()  # one insert at a time (writer or replay)
+        self._io_lock = self.store.lock  # one use of the client at a time
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
         self._closed = False
-        self._ready = False  # connected and migrated
         self._retry_delay = config.retry_initial_s
         self._next_attempt = 0.0
         self._last_fail_log = 0.0
@@ -187,23 +209,21 @@ class ClickHouseExporter:
             self._wake.set()
 
     def _open_backend(self) -> None:
-        client = connect(self.config)
-        try:
-            migrate(client, self.database, cluster=self.config.cluster,
-                    dedup_window=self.config.dedup_window)
-            apply_ttl(client, self.database, ttl_text_days=self.config.ttl_text_days,
-                      ttl_days=self.config.ttl_days, cluster=self.config.cluster)
-        except BaseException:
-            client.close()
-            raise
-        self._client = client
-        self._ready = True
+        self.store.open()
         self._retry_delay = self.config.retry_initial_s
 
-    def export(self, batch: Sequence[TraceRecord]) -> ExportResult:
-        """Buffer ``batch``; insert when the buffer is full. Never raises.
+    @property
+    def _ready(self) -> bool:
+        return self.store.ready
 
-        May block for one insert (or one spill append) in the calling worker thread.
+    def batch_preference(self) -> BatchPreference:
+        """Feed me ``insert_max_rows`` rows at a time, ``insert_max_age_s`` apart."""
+        return BatchPreference(self.config.insert_max_rows, self.config.insert_max_age_s)
+
+    def export(self, batch: Sequence[TraceRecord]) -> ExportResult:
+        """Insert ``batch`` (or spill it to disk). Never raises.
+
+        Blocks for the insert (or the spill append) in the calling worker thread.
         """
         if not batch:
             return ExportResult.SUCCESS
@@ -216,24 +236,16 @@ class ClickHouseExporter:
             except Exception as exc:  # noqa: BLE001 - export must not raise
                 self._drop(len(batch), f"start failed ({type(exc).__name__})")
                 return ExportResult.FAILURE
-        with self._buf_lock:
-            self._pending.extend(batch)
-            if self._pending_since is None:
-                self._pending_since = time.monotonic()
-            full = len(self._pending) >= self.config.insert_max_rows
-        if full:
-            return ExportResult.SUCCESS if self._dispatch_pending() else ExportResult.FAILURE
-        return ExportResult.SUCCESS
+        return ExportResult.SUCCESS if self._dispatch(batch) else ExportResult.FAILURE
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
-        """Insert (or spill) everything buffered and try to drain the spill log now.
+        """Try to drain the spill log now.
 
-        ``True`` when nothing is left buffered or waiting in the spill log. Blocks up
-        to about ``timeout_s`` (an insert already running is not interrupted).
+        ``True`` when nothing is left waiting in the spill log. Blocks up to about
+        ``timeout_s`` (an insert already running is not interrupted).
         """
         deadline = time.monotonic() + timeout_s
         try:
-            self._dispatch_pending()
             if self._ready and self._spill is not None:
                 self._replay(deadline)
             if self._spill is not None:
@@ -241,12 +253,10 @@ class ClickHouseExporter:
         except Exception as exc:  # noqa: BLE001 - must not raise
             logger.error("clickhouse force_flush failed: %s", describe_error(exc))
             return False
-        with self._buf_lock:
-            pending = len(self._pending)
-        return pending == 0 and (self._spill is None or self._spill.is_empty())
+        return self._spill is None or self._spill.is_empty()
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Stop the thread, insert or spill what is buffered, close. Never raises.
+        """Stop the thread, try to drain the spill log, close. Never raises.
 
         A backlog left in the spill log is replayed by the next exporter started on
         the same spill directory.
@@ -259,7 +269,6 @@ class ClickHouseExporter:
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         try:
-            self._dispatch_pending()
             if self._ready and self._spill is not None and not self._spill.is_empty():
                 self._replay(deadline)
         except Exception as exc:  # noqa: BLE001
@@ -276,13 +285,7 @@ class ClickHouseExporter:
         with self._io_lock:
             if self._spill is not None:
                 self._spill.close()
-            if self._client is not None:
-                try:
-                    self._client.close()
-                except Exception:
-                    logger.debug("closing the clickhouse client failed", exc_info=True)
-            self._client = None
-            self._ready = False
+        self.store.close()
 
     # -- gauges and state --------------------------------------------------------------
 
@@ -295,55 +298,49 @@ class ClickHouseExporter:
         return self._spill.backlog_rows if self._spill is not None else 0
 
     @property
-    def pending_rows(self) -> int:
-        return len(self._pending)
-
-    @property
     def ready(self) -> bool:
         return self._ready
 
     def run_query(self, fn: Callable[[Client, str], _T]) -> _T:
         """Run ``fn(client, database)`` serialised with this exporter's inserts. Blocks.
 
-        For the sidecar's other tables (hand-offs, feedback): with embedded chDB one
-        process has one engine, which this exporter owns. Call from a worker thread.
+        The same as ``self.store.run(fn)``; kept for callers holding the exporter.
         Raises StorageUnavailableError when not connected; ``fn``'s errors propagate.
         """
-        with self._io_lock:
-            if self._client is None:
-                raise StorageUnavailableError("ClickHouse is not connected")
-            return fn(self._client, self.database)
+        return self.store.run(fn)
+
+    def snapshot(self) -> ClickHouseSnapshot:
+        return ClickHouseSnapshot(
+            ready=self._ready,
+            inserted_rows=self.inserted_rows,
+            insert_failures=self.insert_failures,
+            spilled_rows=self.spilled_rows,
+            replayed_rows=self.replayed_rows,
+            dropped_rows=self.dropped_rows,
+            rejected_rows=self.rejected_rows,
+            backlog_rows=self.backlog_rows,
+            backlog_bytes=self.backlog_bytes,
+        )
 
     def state(self) -> dict[str, Any]:
-        """JSON-able status for ``/readyz`` and metrics; holds no secret and no text."""
+        """JSON-able status for ``/readyz``; holds no secret and no text."""
+        snap = self.snapshot()
         return {
             "name": self.name,
             "dsn": self.config.redacted_dsn(),
             "database": self.database,
             "embedded": self.config.is_embedded,
-            "ready": self._ready,
-            "pending_rows": self.pending_rows,
-            "inserted_rows": self.inserted_rows,
-            "insert_failures": self.insert_failures,
-            "spilled_rows": self.spilled_rows,
-            "replayed_rows": self.replayed_rows,
-            "dropped_rows": self.dropped_rows,
-            "rejected_rows": self.rejected_rows,
-            "backlog_rows": self.backlog_rows,
-            "backlog_bytes": self.backlog_bytes,
+            **{f: getattr(snap, f) for f in snap.__slots__},
             "spill_dir": str(self.config.effective_spill_dir) if self.config.spill else None,
             "last_error": self.last_error,
         }
 
     # -- writer ------------------------------------------------------------------------
 
-    def _dispatch_pending(self) -> bool:
-        """Turn the buffer into units and insert or spill them; ``False`` if rows dropped."""
+    def _dispatch(self, records: Sequence[TraceRecord]) -> bool:
+        """Insert or spill ``records`` as units; ``False`` if rows were dropped."""
         ok = True
         with self._dispatch_lock:
-            with self._buf_lock:
-                records, self._pending = self._pending, []
-                self._pending_since = None
             step = self.config.insert_max_rows
             for i in range(0, len(records), step):
                 unit = _Unit(uuid.uuid4().hex, time.time_ns() // 1000, records[i : i + step])
@@ -375,7 +372,7 @@ class ClickHouseExporter:
         return True
 
     def _insert(self, unit: _Unit) -> None:
-        client = self._client
+        client = self.store.client
         if client is None:
             raise ConnectionError("no ClickHouse client")
         traces, findings = build_rows(
@@ -457,8 +454,6 @@ class ClickHouseExporter:
         while not self._stop.is_set():
             now = time.monotonic()
             waits = [cfg.insert_max_age_s, 1.0]
-            if self._pending_since is not None:
-                waits.append(self._pending_since + cfg.insert_max_age_s - now)
             if self._next_attempt > now:
                 waits.append(self._next_attempt - now)
             self._wake.wait(max(0.01, min(waits)))
@@ -480,9 +475,6 @@ class ClickHouseExporter:
             except ExporterStartError as exc:
                 self.last_error = str(exc)
                 self._schedule_retry()
-        since = self._pending_since
-        if since is not None and now - since >= self.config.insert_max_age_s:
-            self._dispatch_pending()
         spill = self._spill
         if spill is not None:
             if self._ready and now >= self._next_attempt and not spill.is_empty():
@@ -497,7 +489,7 @@ class ClickHouseExporter:
             if deadline is None and self._stop.is_set():
                 return
             with self._io_lock:
-                if self._client is None:
+                if self.store.client is None:
                     return
                 entry = spill.peek()
                 if entry is None:

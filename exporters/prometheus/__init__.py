@@ -11,6 +11,7 @@ from exporters.prometheus.exporter import PrometheusExporter
 from exporters.prometheus.sources import (
     clickhouse_source,
     detector_runner_source,
+    intake_source,
     export_pipeline_source,
     proxy_source,
     upstream_probe_source,
@@ -26,6 +27,7 @@ __all__ = [
     "StateSource",
     "clickhouse_source",
     "detector_runner_source",
+    "intake_source",
     "export_pipeline_source",
     "proxy_source",
     "upstream_probe_source",

@@ -4,44 +4,35 @@ Each function wraps a component's existing ``state()`` callable (the dicts
 ``/readyz`` already serves) into a :data:`~exporters.prometheus.state.StateSource`.
 The application registers them once at start-up, for example::
 
-    prom.add_state_source("exports", export_pipeline_source(runtime.exports.state))
+    prom.add_state_source("exports", export_pipeline_source(runtime.exports.snapshots))
+    prom.add_state_source("clickhouse", clickhouse_source(clickhouse_exporter.snapshot))
     prom.add_state_source("proxy", proxy_source(runtime.proxy.state))
     prom.add_state_source("detectors", detector_runner_source(runtime.guard.runner.state))
     prom.add_state_source("upstreams", upstreams_source(runtime.upstreams.state))
 
-Missing keys are skipped, so a component may grow (or lack) fields without breaking
-the scrape. Wrapped callables are called on every scrape; they must be cheap.
+The export pipeline and ClickHouse sources read typed snapshots
+(:class:`~exporters.batch.ProcessorSnapshot`,
+:class:`~exporters.clickhouse.exporter.ClickHouseSnapshot`): a renamed field fails
+type checking and the scrape (counted as a source error), never silently drops a
+series. The other components' dicts skip missing keys. Wrapped callables are called
+on every scrape; they must be cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from exporters.prometheus.state import StateSample, StateSource
+from exporters.batch import ProcessorSnapshot
 from sidecar import semconv as sc
+
+if TYPE_CHECKING:
+    from exporters.clickhouse.exporter import ClickHouseSnapshot
+    from exporters.journal import RecordIntake
 
 StateFn = Callable[[], Mapping[str, Any]]
 
-# BatchProcessor.state() key -> metric
-_PIPELINE_KEYS = (
-    ("queue_depth", sc.METRIC_EXPORTER_QUEUE),
-    ("dropped", sc.METRIC_EXPORTER_DROPPED),
-    ("failed", sc.METRIC_EXPORTER_FAILED),
-    ("exported", sc.METRIC_EXPORTER_EXPORTED),
-)
-# ClickHouseExporter.state() key -> metric
-_CLICKHOUSE_KEYS = (
-    ("pending_rows", sc.METRIC_CLICKHOUSE_PENDING_ROWS),
-    ("backlog_rows", sc.METRIC_CLICKHOUSE_BACKLOG_ROWS),
-    ("backlog_bytes", sc.METRIC_CLICKHOUSE_BACKLOG_BYTES),
-    ("inserted_rows", sc.METRIC_CLICKHOUSE_INSERTED_ROWS),
-    ("insert_failures", sc.METRIC_CLICKHOUSE_INSERT_FAILURES),
-    ("spilled_rows", sc.METRIC_CLICKHOUSE_SPILLED_ROWS),
-    ("replayed_rows", sc.METRIC_CLICKHOUSE_REPLAYED_ROWS),
-    ("dropped_rows", sc.METRIC_CLICKHOUSE_DROPPED_ROWS),
-    ("rejected_rows", sc.METRIC_CLICKHOUSE_REJECTED_ROWS),
-)
 CIRCUIT_STATES = ("closed", "open", "half_open")
 # CircuitBreaker.snapshot() key -> metric
 _CIRCUIT_KEYS = (
@@ -59,43 +50,54 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _clickhouse_samples(name: str, st: Mapping[str, Any]) -> Iterator[StateSample]:
-    labels = {sc.LABEL_EXPORTER: name}
-    if "ready" in st:
-        yield StateSample(sc.METRIC_CLICKHOUSE_UP, 1.0 if st["ready"] else 0.0, labels)
-    for key, metric in _CLICKHOUSE_KEYS:
-        value = _number(st.get(key))
-        if value is not None:
-            yield StateSample(metric, value, labels)
-
-
-def export_pipeline_source(state: Callable[[], Mapping[str, Mapping[str, Any]]]) -> StateSource:
-    """From ``ExportPipeline.state()``: queue depth, dropped, failed, exported per exporter.
-
-    An exporter whose state carries ClickHouse's keys (``backlog_bytes`` ...) also
-    yields the ``railwatch_clickhouse_*`` metrics, so one source covers both.
-    """
+def export_pipeline_source(snapshots: Callable[[], Sequence[ProcessorSnapshot]]) -> StateSource:
+    """From ``ExportPipeline.snapshots()``: queue depth, dropped, failed, exported, up."""
 
     def source() -> Iterator[StateSample]:
-        for name, st in state().items():
-            labels = {sc.LABEL_EXPORTER: name}
-            for key, metric in _PIPELINE_KEYS:
-                value = _number(st.get(key))
-                if value is not None:
-                    yield StateSample(metric, value, labels)
-            if "worker_alive" in st:
-                yield StateSample(sc.METRIC_EXPORTER_UP, 1.0 if st["worker_alive"] else 0.0, labels)
-            if "backlog_bytes" in st:
-                yield from _clickhouse_samples(name, st)
+        for snap in snapshots():
+            labels = {sc.LABEL_EXPORTER: snap.name}
+            yield StateSample(sc.METRIC_EXPORTER_QUEUE, snap.queue_depth, labels)
+            yield StateSample(sc.METRIC_EXPORTER_DROPPED, snap.dropped, labels)
+            yield StateSample(sc.METRIC_EXPORTER_FAILED, snap.failed, labels)
+            yield StateSample(sc.METRIC_EXPORTER_EXPORTED, snap.exported, labels)
+            yield StateSample(sc.METRIC_EXPORTER_UP, 1.0 if snap.worker_alive else 0.0, labels)
 
     return source
 
 
-def clickhouse_source(state: StateFn, exporter: str = "clickhouse") -> StateSource:
-    """From ``ClickHouseExporter.state()`` directly (when it is not in an export pipeline)."""
+def clickhouse_source(
+    snapshot: Callable[[], ClickHouseSnapshot], exporter: str = "clickhouse"
+) -> StateSource:
+    """From ``ClickHouseExporter.snapshot()``: the ``railwatch_clickhouse_*`` metrics."""
 
     def source() -> Iterator[StateSample]:
-        yield from _clickhouse_samples(exporter, state())
+        snap = snapshot()
+        labels = {sc.LABEL_EXPORTER: exporter}
+        yield StateSample(sc.METRIC_CLICKHOUSE_UP, 1.0 if snap.ready else 0.0, labels)
+        for metric, value in (
+            (sc.METRIC_CLICKHOUSE_BACKLOG_ROWS, snap.backlog_rows),
+            (sc.METRIC_CLICKHOUSE_BACKLOG_BYTES, snap.backlog_bytes),
+            (sc.METRIC_CLICKHOUSE_INSERTED_ROWS, snap.inserted_rows),
+            (sc.METRIC_CLICKHOUSE_INSERT_FAILURES, snap.insert_failures),
+            (sc.METRIC_CLICKHOUSE_SPILLED_ROWS, snap.spilled_rows),
+            (sc.METRIC_CLICKHOUSE_REPLAYED_ROWS, snap.replayed_rows),
+            (sc.METRIC_CLICKHOUSE_DROPPED_ROWS, snap.dropped_rows),
+            (sc.METRIC_CLICKHOUSE_REJECTED_ROWS, snap.rejected_rows),
+        ):
+            yield StateSample(metric, value, labels)
+
+    return source
+
+
+def intake_source(intake: RecordIntake) -> StateSource:
+    """From the record intake: journal backlog, refused records, masking failures."""
+
+    def source() -> Iterator[StateSample]:
+        stats = intake.stats
+        yield StateSample(sc.METRIC_JOURNAL_BACKLOG, intake.journal_backlog)
+        yield StateSample(sc.METRIC_JOURNAL_UNJOURNALED, stats.unjournaled)
+        yield StateSample(sc.METRIC_INTAKE_FINISH_ERRORS, stats.finish_errors)
+        yield StateSample(sc.METRIC_INTAKE_DROPPED, stats.dropped)
 
     return source
 

@@ -64,13 +64,12 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
     sc.METRIC_EXPORTER_DROPPED: FamilySpec(
         "counter", "Trace records dropped because an exporter's queue was full.", _E),
     sc.METRIC_EXPORTER_FAILED: FamilySpec(
-        "counter", "Trace records in batches an exporter reported as failed.", _E),
+        "counter", "Trace records lost because an exporter could neither deliver nor keep "
+        "them (for ClickHouse: the spill log was full or off).", _E),
     sc.METRIC_EXPORTER_EXPORTED: FamilySpec(
         "counter", "Trace records an exporter accepted.", _E),
     sc.METRIC_EXPORTER_UP: FamilySpec("gauge", "1 while an exporter's worker thread runs.", _E),
     sc.METRIC_CLICKHOUSE_UP: FamilySpec("gauge", "1 while ClickHouse accepts inserts.", _E),
-    sc.METRIC_CLICKHOUSE_PENDING_ROWS: FamilySpec(
-        "gauge", "Rows buffered in memory for the next ClickHouse insert.", _E),
     sc.METRIC_CLICKHOUSE_BACKLOG_ROWS: FamilySpec(
         "gauge", "Rows in the spill log waiting to be replayed into ClickHouse.", _E),
     sc.METRIC_CLICKHOUSE_BACKLOG_BYTES: FamilySpec(
@@ -85,6 +84,14 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({
         "counter", "Rows lost (spill off or full while ClickHouse was down).", _E),
     sc.METRIC_CLICKHOUSE_REJECTED_ROWS: FamilySpec(
         "counter", "Rows ClickHouse rejected as invalid.", _E),
+    sc.METRIC_JOURNAL_BACKLOG: FamilySpec(
+        "gauge", "Trace records in the crash journal that not every exporter finished yet."),
+    sc.METRIC_JOURNAL_UNJOURNALED: FamilySpec(
+        "counter", "Trace records the crash journal refused (full or failing): not crash-safe."),
+    sc.METRIC_INTAKE_DROPPED: FamilySpec(
+        "counter", "Trace records dropped because the record intake's queue was full."),
+    sc.METRIC_INTAKE_FINISH_ERRORS: FamilySpec(
+        "counter", "Trace records whose masking failed; they were stored without text."),
     sc.METRIC_DETECTOR_INFO: FamilySpec(
         "gauge", "1 per configured detector, with its kind and backend.",
         (sc.LABEL_DETECTOR, sc.LABEL_KIND, sc.LABEL_BACKEND)),

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from sidecar.handoff.model import ConversationPart, Span
 from sidecar.masking import PLACEHOLDER_PATTERN, Masker
+from sidecar.privacy import StoragePrivacy
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +36,29 @@ class ContentPolicy:
     may run a model): call it off the event loop. Never raises on text."""
 
     def __init__(
-        self, capture: Capture = "raw", *, max_chars: int = 32_768, pii: PiiFinder | None = None
+        self, capture: Capture = "raw", *, max_chars: int = 32_768, pii: PiiFinder | None = None,
+        storage: StoragePrivacy | None = None,
     ) -> None:
         self.capture = capture
         self.max_chars = max_chars
         self.pii = pii
+        self.storage = storage  # identifiers (conversation id, tenant) as traces store them
 
     @classmethod
-    def from_privacy(cls, privacy: Any, pii: PiiFinder | None = None) -> ContentPolicy:
+    def from_privacy(
+        cls, privacy: Any, pii: PiiFinder | None = None, storage: StoragePrivacy | None = None
+    ) -> ContentPolicy:
         """From ``sidecar.settings.PrivacySettings`` (``capture``, ``max_text_chars``)."""
-        return cls(privacy.capture, max_chars=privacy.max_text_chars, pii=pii)
+        return cls(privacy.capture, max_chars=privacy.max_text_chars, pii=pii, storage=storage)
+
+    def identifiers(
+        self, conversation_id: str | None, tenant: str | None
+    ) -> tuple[str | None, str | None]:
+        """Conversation id and tenant as stored: pseudonym and masked under ``masked`` and
+        ``none``, like the trace's (blocking: the tenant may go through the detectors)."""
+        if self.storage is None:
+            return conversation_id, tenant
+        return self.storage.pseudonym(conversation_id), self.storage.tenant(tenant)
 
     @property
     def keeps_text(self) -> bool:
@@ -68,6 +82,16 @@ class ContentPolicy:
     def _part(self, part: ConversationPart, masker: Masker | None) -> ConversationPart:
         text, spans = part.text, part.spans
         if masker is not None:
+            # cut before masking (plus a margin, so no value at the cut is half-seen):
+            # the detectors' work stays bounded by max_chars, not by the prompt
+            reach = self.max_chars + 256
+            if len(text) > reach:
+                text = text[:reach]
+                spans = tuple(
+                    Span(s.start, min(s.end, reach), s.label, s.detector, s.score,
+                         s.stage, s.action)
+                    for s in spans if s.start < reach
+                )
             assert self.pii is not None
             text, spans = mask_with_spans(masker, text, self.pii(text), spans)
         if len(text) > self.max_chars:

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sidecar import semconv
 from sidecar.context import RequestContext
 from sidecar.handoff.conversation import parts_from_body
 from sidecar.handoff.model import ConversationPart, Span
@@ -102,7 +103,7 @@ def make_handoff_hook(service: HandoffService) -> Hook:
         ctx.status = 200
         ctx.finish_reasons = ["stop"]
         ctx.output_parts = [message]
-        ctx.attributes["railwatch.handoff.reason"] = reason
+        ctx.attributes[semconv.ATTR_HANDOFF_REASON] = reason
         return handoff_response(
             ctx.route, handoff.id, message, stream=ctx.stream,
             model=ctx.model_served or ctx.model_requested, trace_id=ctx.trace_id,

@@ -151,7 +151,10 @@ class HandoffService:
         """
         if isinstance(answer, str):
             answer = ConversationPart("assistant", answer)
-        kept = await asyncio.to_thread(self.content.apply, messages, answer)
+        raw_ids = (conversation_id, tenant)
+        kept, (conversation_id, tenant) = await asyncio.to_thread(
+            lambda: (self.content.apply(messages, answer),
+                     self.content.identifiers(*raw_ids)))
         now = time.time()
         stored_messages, stored_answer = kept if kept is not None else ((), None)
         handoff = Handoff(

@@ -50,6 +50,10 @@ class FeedbackStore(Protocol):
     def trace_exists(self, trace_id: str) -> bool: ...
 
 
+class ReviewStore(HandoffStore, FeedbackStore, Protocol):
+    """Both: what the sidecar keeps hand-offs and feedback in (ClickHouse or memory)."""
+
+
 class MemoryHandoffStore:
     """In-process store (bounded: oldest rows go first). Thread-safe."""
 

@@ -1,12 +1,13 @@
 """Emit stage: freeze the context into a TraceRecord and hand it to the exporters.
 
 Runs once per request, in the request's ``finally`` (also for errors and client
-disconnects). It never blocks and never raises into the request: the export
-pipeline only appends to bounded queues drained by worker threads.
+disconnects). It never blocks and never raises into the request: it appends to the
+record intake's queue, drained by a worker thread.
 
-Privacy (``privacy.capture``): ``raw`` keeps text as seen; ``masked`` keeps the
-text only after the PII masker (provided by the guard) replaced every finding,
-and keeps nothing when no masker is configured; ``none`` keeps no text.
+Privacy (``privacy.capture``, :mod:`sidecar.privacy`): ``raw`` keeps text as seen,
+cut at ``max_text_chars`` here (a slice); under ``masked`` and ``none`` the record
+leaves without text, and the intake's worker fills in what may be stored (text
+masked from the guard's findings, identifiers pseudonymised) off the event loop.
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import MappingProxyType
+from typing import Protocol
 
-from exporters.batch import ExportPipeline
 from sidecar.context import RequestContext
 from sidecar.pipeline.observe import note_response_format
+from sidecar.privacy import StoragePrivacy
 from sidecar.record import TraceRecord
-from sidecar.settings import PrivacySettings
 
 logger = logging.getLogger(__name__)
-_MASK_SLACK_CHARS = 256  # past privacy.max_text_chars: a value cut there still matches
 
-TextMasker = Callable[[str], str]
+
+class RecordSink(Protocol):
+    """Where records go (:class:`exporters.journal.RecordIntake`); never blocks."""
+
+    def submit(
+        self, record: TraceRecord, finish: Callable[[TraceRecord], TraceRecord] | None = None
+    ) -> None: ...
 
 
 def _utf8(value: str) -> str:
@@ -43,32 +49,16 @@ def _ms(start: float | None, end: float | None) -> float | None:
 
 
 class Emitter:
-    def __init__(
-        self,
-        exports: ExportPipeline,
-        privacy: PrivacySettings,
-        masker: TextMasker | None = None,
-    ) -> None:
-        self.exports = exports
+    def __init__(self, sink: RecordSink, privacy: StoragePrivacy) -> None:
+        self.sink = sink
         self.privacy = privacy
-        self.masker = masker
         self.emitted = 0
 
-    def _text(self, text: str | None) -> tuple[str | None, bool]:
-        mode = self.privacy.capture
-        if text is None or mode == "none":
-            return None, False
-        limit = self.privacy.max_text_chars
-        if mode == "masked":
-            if self.masker is None:
-                return None, False
-            # truncate first (a 3 MB prompt masked whole held the event loop for seconds),
-            # with slack so a value cut at the limit is still recognised and masked
-            if len(text) > limit + _MASK_SLACK_CHARS:
-                text = text[: limit + _MASK_SLACK_CHARS]
-            text = self.masker(text)
-            return (text[:limit] if len(text) > limit else text), True
-        return (text[:limit] if len(text) > limit else text), False
+    def _raw_text(self, text: str | None) -> str | None:
+        if text is None or self.privacy.capture != "raw":
+            return None
+        limit = self.privacy.max_chars
+        return text[:limit] if len(text) > limit else text
 
     def build(self, ctx: RequestContext) -> TraceRecord:
         note_response_format(ctx)  # report's JSON validity counts the requests that asked
@@ -81,8 +71,8 @@ class Emitter:
             tokens = ctx.usage.completion_tokens
             if tokens and tokens > 1 and ctx.last_token_at is not None:
                 tpot = round((ctx.last_token_at - ctx.first_token_at) * 1000.0 / (tokens - 1), 4)
-        prompt, masked_p = self._text(ctx.prompt_text)
-        output, masked_o = self._text(ctx.output_text)
+        prompt = self._raw_text(ctx.prompt_text)
+        output = self._raw_text(ctx.output_text)
         usage = ctx.usage
         total_tokens = usage.total_tokens
         if total_tokens is None and usage.prompt_tokens is not None:
@@ -128,7 +118,7 @@ class Emitter:
             usage_source=usage.source,
             prompt_text=prompt,
             output_text=output,
-            text_masked=masked_p or masked_o,
+            text_masked=False,
             findings=tuple(ctx.findings),
             detector_runs=tuple(ctx.detector_runs),
             decisions=tuple(ctx.decisions),
@@ -142,10 +132,10 @@ class Emitter:
     def emit_record(self, record: TraceRecord) -> None:
         """Submit a record built elsewhere (the SDK's, received by the sidecar): this
         sidecar's privacy setting applies to its text whatever the sender did."""
-        prompt, masked_p = self._text(record.prompt_text)
-        output, masked_o = self._text(record.output_text)
-        self.exports.submit(replace(record, prompt_text=prompt, output_text=output,
-                                    text_masked=masked_p or masked_o))
+        finish = self.privacy.finisher(record.prompt_text, record.output_text, ())
+        self.sink.submit(replace(record, prompt_text=self._raw_text(record.prompt_text),
+                                 output_text=self._raw_text(record.output_text),
+                                 text_masked=False), finish)
         self.emitted += 1
 
     def emit(self, ctx: RequestContext) -> None:
@@ -155,5 +145,6 @@ class Emitter:
         except Exception:
             logger.exception("could not build the trace record for request %s", ctx.request_id)
             return
-        self.exports.submit(record)
+        finish = self.privacy.finisher(ctx.prompt_text, ctx.output_text, ctx.privacy_checked)
+        self.sink.submit(record, finish)
         self.emitted += 1

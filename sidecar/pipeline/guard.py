@@ -42,6 +42,7 @@ from sidecar import semconv
 from sidecar.context import RequestContext
 from sidecar.errors import GuardrailIncompleteError
 from sidecar.masking import Masker
+from sidecar.privacy import PRIVACY_KINDS, CheckedText
 from sidecar.policy import PASS, SEVERITY, Decision, Policy, Route, decide, merge
 from sidecar.record import DecisionRecord, DetectorRunRecord, FindingRecord
 
@@ -79,6 +80,8 @@ class StageResult:
     started: float = 0.0  # perf_counter when the stage's detectors were called
     outcomes: list[dict[str, DetectionOutcome]] = field(default_factory=list)  # per segment
     decisions: list[Decision] = field(default_factory=list)  # per segment
+    segments: Sequence[Segment] = ()  # what was checked, in ``outcomes`` order
+    privacy: frozenset[str] = frozenset()  # the policy's PII and secrets detectors
 
 
 def _get(doc: Any, path: Path) -> Any:
@@ -168,6 +171,9 @@ class Guard:
         self.runner = runner
         self.detectors = dict(detectors)  # name -> instance, as added to the runner
         self._routes: dict[tuple[str, str | None, str | None], Route | None] = {}
+        self.privacy = frozenset(
+            name for name, spec in policy.detectors.items() if spec.kind in PRIVACY_KINDS
+        )
 
     def route_for(self, path: str, model: str | None, tenant: str | None) -> Route | None:
         key = (path, model, tenant)
@@ -191,7 +197,7 @@ class Guard:
         results = await asyncio.gather(
             *(self.runner.run_many(names, s.text, s.context) for s in segments)
         )
-        stage_result = StageResult(PASS, started)
+        stage_result = StageResult(PASS, started, segments=segments, privacy=self.privacy)
 
         def decide_all() -> StageResult:
             for outcomes in results:
@@ -262,7 +268,8 @@ class Guard:
                     )
                 )
                 if outcome.error:
-                    ctx.attributes[f"railwatch.detector.{outcome.detector}.error"] = outcome.error
+                    ctx.attributes[semconv.attr_detector_error(outcome.detector)] = outcome.error
+        _remember_privacy_findings(ctx, stage, result)
         decision = result.decision
         ctx.decisions.append(DecisionRecord(stage, decision.action, decision.reasons))
         if SEVERITY[decision.action] > SEVERITY.get(ctx.decision, 0):
@@ -411,6 +418,26 @@ def refuse_incomplete(ctx: RequestContext, failed: Sequence[tuple[str, str]]) ->
     error.status = 503
     error.error_type = "server_error"
     raise error
+
+
+def _remember_privacy_findings(ctx: RequestContext, stage: str, result: StageResult) -> None:
+    """Keep each segment the privacy detectors checked without error, with all their
+    findings (triggered or not) and which of them ran, so stored text is masked
+    without running those detectors again."""
+    names = result.privacy
+    if not names or len(result.segments) != len(result.outcomes):
+        return
+    for segment, outcomes in zip(result.segments, result.outcomes, strict=True):
+        found: list[Finding] = []
+        ran = []
+        for name in names:
+            outcome = outcomes.get(name)
+            if outcome is not None and not outcome.error:
+                found.extend(outcome.findings)
+                ran.append(name)
+        if ran:
+            ctx.privacy_checked.append(
+                CheckedText(stage, segment.text, tuple(found), frozenset(ran)))
 
 
 def _restore_tool_calls(doc: dict[str, Any], restore: Callable[[str], str]) -> bool:

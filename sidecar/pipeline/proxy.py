@@ -27,6 +27,7 @@ from aiohttp import web
 from sidecar import semconv
 from sidecar.context import RequestContext
 from sidecar.errors import BadRequestError, OverloadedError, RequestError
+from sidecar.feedback import ImplicitSignals
 from sidecar.pipeline import ingress
 from sidecar.pipeline.ingress import GUARDED_PATHS, canonical_path
 from sidecar.pipeline.actions import UpstreamSet
@@ -65,6 +66,8 @@ class Proxy:
         emitter: Emitter,
         guard: Guard | None = None,
         limiter: RateLimiter | None = None,
+        *,
+        signals: ImplicitSignals | None = None,
     ) -> None:
         self.server = server
         self.limiter = limiter
@@ -76,7 +79,7 @@ class Proxy:
         self.completions = CompletionFlow(server, upstreams, guard, self.streams)
         self.in_flight = 0
         self._upstream_label = upstreams.primary.label
-        self.signals: Any = None  # ImplicitSignals: regeneration, abandonment, turns
+        self.signals = signals  # regeneration, abandonment, turns
         self._overloaded_headers = {"Retry-After": str(server.retry_after_s)}
 
     # --- context --------------------------------------------------------------------------
@@ -117,7 +120,8 @@ class Proxy:
         from sidecar.feedback import prompt_hash
 
         messages = ctx.body.get("messages") if ctx.body is not None else None
-        result: dict[str, str] = self.signals.observe(
+        assert self.signals is not None
+        return self.signals.observe(
             user=ctx.user,
             conversation_id=ctx.conversation_id,
             prompt_hash=prompt_hash(ctx.body),
@@ -125,7 +129,6 @@ class Proxy:
             message_count=len(messages) if isinstance(messages, list) else 1,
             trace_id=ctx.trace_id,
         )
-        return result
 
     def error_response(self, ctx: RequestContext, exc: RequestError) -> web.Response:
         return error_response(ctx, exc)

@@ -112,7 +112,7 @@ def blocked_response(
     answer, streamed as SSE when the request asked for a stream."""
     block = route.block
     message = block_message(route, stage)
-    ctx.attributes["railwatch.block.stage"] = stage
+    ctx.attributes[semconv.ATTR_BLOCK_STAGE] = stage
     ctx.decision = "block"
     if block.mode == "refusal" and ctx.route in ("chat", "text_completion"):
         ctx.status = 200

@@ -18,6 +18,8 @@ Thread-safe: start and shutdown take a lock.
 
 from __future__ import annotations
 
+import asyncio
+
 import atexit
 import logging
 import os
@@ -95,8 +97,7 @@ class SdkRuntime:
 
     async def _start(self) -> None:
         from exporters.batch import ExportPipeline
-        from sidecar.app import build_exporters, build_guard, privacy_masker, start_exporters
-        from sidecar.pipeline.emit import Emitter
+        from sidecar.app import build_exporters, build_guard, build_records, start_exporters
         from sidecar.policy import load_policy
         from sidecar.settings import load_settings
 
@@ -105,7 +106,6 @@ class SdkRuntime:
         settings = load_settings(config.config, overrides=overrides)
         self.settings = settings
         exports = ExportPipeline()
-        self._exports = exports
         if config.mode == "local":
             policy = load_policy(config.policy or settings.guardrails.policy)
             guard = build_guard(policy)
@@ -113,8 +113,11 @@ class SdkRuntime:
             self._closers.append(guard.runner.close)
             self.guard = guard
             pairs = build_exporters(settings)
+            intake, _, self.emitter = build_records(settings, guard, exports,
+                                                    [e for e, _ in pairs])
+            self._exports = intake
             await start_exporters(pairs, exports, {})
-            self.emitter = Emitter(exports, settings.privacy, privacy_masker(guard))
+            await asyncio.to_thread(intake.start)
             self._feedback_store([e for e, _ in pairs])
         else:
             from sidecar.sdk.remote import RemoteGuard, SidecarTraceExporter
@@ -129,7 +132,11 @@ class SdkRuntime:
 
             await start_exporters([(exporter, ExporterSettings(kind=exporter.name))], exports, {})
             # the sidecar applies its own privacy setting to what it receives; raw here
-            self.emitter = Emitter(exports, settings.privacy.model_copy(update={"capture": "raw"}))
+            raw = settings.model_copy(update={
+                "privacy": settings.privacy.model_copy(update={"capture": "raw"})})
+            intake, _, self.emitter = build_records(raw, None, exports, [exporter])
+            self._exports = intake
+            await asyncio.to_thread(intake.start)
 
     def _feedback_store(self, exporters: list[Any]) -> None:
         """Feedback goes where the sidecar puts it: the ClickHouse exporter's tables."""

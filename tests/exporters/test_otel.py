@@ -553,7 +553,7 @@ def test_sidecar_request_with_traceparent_yields_a_continuing_span(
 
         assert asyncio.run(call()) == 200
         (record,) = sc_.memory.wait_for(lambda rs: len(rs) >= 1)
-        assert sc_.runtime.exports.force_flush(5)
+        assert sc_.runtime.intake.force_flush(5)
         span = server_span(spans_of(otel))
         assert span.context.trace_id == int(TRACE_ID, 16)
         assert span.parent is not None and span.parent.span_id == int(PARENT_ID, 16)

@@ -14,11 +14,13 @@ from prometheus_client.samples import Sample
 
 from exporters.base import ExportResult
 from exporters.batch import BatchProcessor, ExportPipeline
+from exporters.clickhouse.exporter import ClickHouseSnapshot
 from exporters.memory import MemoryExporter
 from exporters.prometheus import (
     FAMILIES,
     PrometheusExporter,
     StateSample,
+    clickhouse_source,
     detector_runner_source,
     export_pipeline_source,
     proxy_source,
@@ -260,29 +262,22 @@ def test_process_metrics_in_its_own_registry() -> None:
 # -- state sources ---------------------------------------------------------------------------
 
 
-CLICKHOUSE_STATE = {
-    "name": "clickhouse", "dsn": "chdb:///data", "ready": False, "pending_rows": 12,
-    "inserted_rows": 1000, "insert_failures": 3, "spilled_rows": 40, "replayed_rows": 30,
-    "dropped_rows": 0, "rejected_rows": 1, "backlog_rows": 10, "backlog_bytes": 40960,
-    "last_error": "Connection refused",
-}
+CLICKHOUSE_SNAPSHOT = ClickHouseSnapshot(
+    ready=False, inserted_rows=1000, insert_failures=3, spilled_rows=40, replayed_rows=30,
+    dropped_rows=0, rejected_rows=1, backlog_rows=10, backlog_bytes=40960,
+)
 
 
-class FakeClickHouse(MemoryExporter):
-    name = "clickhouse"
-
-    def state(self) -> dict[str, Any]:
-        return dict(CLICKHOUSE_STATE)
-
-
-def test_exporter_and_clickhouse_gauges_from_the_pipeline(prom: PrometheusExporter) -> None:
-    mem, ch = MemoryExporter(), FakeClickHouse()
-    pipeline = ExportPipeline([BatchProcessor(mem, max_queue=4), BatchProcessor(ch)])
+def test_exporter_and_clickhouse_gauges_from_typed_snapshots(prom: PrometheusExporter) -> None:
+    mem, other = MemoryExporter(), MemoryExporter()
+    other.name = "clickhouse"
+    pipeline = ExportPipeline([BatchProcessor(mem, max_queue=4), BatchProcessor(other)])
     try:
         pipeline.processors[0]._stopping = True  # a stopped worker drops what it is given
         for i in range(3):
             pipeline.submit(record(i))
-        prom.add_state_source("exports", export_pipeline_source(pipeline.state))
+        prom.add_state_source("exports", export_pipeline_source(pipeline.snapshots))
+        prom.add_state_source("clickhouse", clickhouse_source(lambda: CLICKHOUSE_SNAPSHOT))
         m = scrape(prom)
     finally:
         pipeline.processors[0]._stopping = False
@@ -295,10 +290,10 @@ def test_exporter_and_clickhouse_gauges_from_the_pipeline(prom: PrometheusExport
     assert value(m[sc.METRIC_CLICKHOUSE_BACKLOG_BYTES], sc.METRIC_CLICKHOUSE_BACKLOG_BYTES,
                  **ch_) == 40960
     assert value(m[sc.METRIC_CLICKHOUSE_UP], sc.METRIC_CLICKHOUSE_UP, **ch_) == 0
-    for metric, key in ((sc.METRIC_CLICKHOUSE_SPILLED_ROWS, "spilled_rows"),
-                        (sc.METRIC_CLICKHOUSE_REPLAYED_ROWS, "replayed_rows"),
-                        (sc.METRIC_CLICKHOUSE_DROPPED_ROWS, "dropped_rows")):
-        assert value(m[metric], f"{metric}_total", **ch_) == CLICKHOUSE_STATE[key]
+    for metric, got in ((sc.METRIC_CLICKHOUSE_SPILLED_ROWS, CLICKHOUSE_SNAPSHOT.spilled_rows),
+                        (sc.METRIC_CLICKHOUSE_REPLAYED_ROWS, CLICKHOUSE_SNAPSHOT.replayed_rows),
+                        (sc.METRIC_CLICKHOUSE_DROPPED_ROWS, CLICKHOUSE_SNAPSHOT.dropped_rows)):
+        assert value(m[metric], f"{metric}_total", **ch_) == got
     clickhouse_families = [f for f in m if f.startswith("railwatch_clickhouse_")]
     assert all(s.labels["exporter"] == "clickhouse" for f in clickhouse_families for s in m[f])
 
@@ -378,7 +373,7 @@ def test_sidecar_requests_reach_the_metrics(loop_thread: LoopThread, demo_upstre
                                               exporters=[prom]))
     try:
         prom.add_state_source("proxy", proxy_source(sc_.runtime.proxy.state))
-        prom.add_state_source("exports", export_pipeline_source(sc_.runtime.exports.state))
+        prom.add_state_source("exports", export_pipeline_source(sc_.runtime.exports.snapshots))
 
         async def call() -> None:
             async with aiohttp.ClientSession() as s:
@@ -389,7 +384,7 @@ def test_sidecar_requests_reach_the_metrics(loop_thread: LoopThread, demo_upstre
 
         asyncio.run(call())
         sc_.memory.wait_for(lambda rs: len(rs) >= 3)
-        assert sc_.runtime.exports.force_flush(5)
+        assert sc_.runtime.intake.force_flush(5)
         m = scrape(prom)
         assert value(m[sc.METRIC_REQUESTS], f"{sc.METRIC_REQUESTS}_total", route="chat",
                      model="railwatch-demo-scripted", status="200") == 3

@@ -57,6 +57,23 @@ def test_order_across_segments_and_reopen(tmp_path):
     assert len(segments(tmp_path)) == 1  # consumed segments are deleted
 
 
+def test_entries_reads_without_ack_and_discard_acks_by_count(tmp_path):
+    with SpillLog(tmp_path, segment_bytes=400) as log:
+        for i in range(30):
+            assert log.append(payload(i), rows=2)
+        assert [e.payload for e in log.entries()] == [payload(i) for i in range(30)]
+        assert log.backlog_entries == 30  # reading acknowledged nothing
+        assert log.discard(12) == 12
+        assert log.backlog_rows == 36 and log.stats.acked_rows == 24
+    with SpillLog(tmp_path, segment_bytes=400) as log:  # the cursor moved for good
+        assert [e.payload for e in log.entries()] == [payload(i) for i in range(12, 30)]
+        assert log.discard(100) == 18
+        assert log.is_empty() and log.entries() == []
+        assert log.append(payload(99), rows=1)
+        assert drain(log) == [payload(99)]
+    assert len(segments(tmp_path)) == 1  # consumed segments are deleted
+
+
 def test_peek_without_ack_returns_the_same_entry(tmp_path):
     with SpillLog(tmp_path) as log:
         log.append(b"a", 1)

@@ -8,6 +8,7 @@ exporter of the sidecar they started.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
@@ -69,10 +70,15 @@ async def start_sidecar_async(
 
 def sidecar_settings(upstream_url: str, **sections: dict[str, Any]) -> Settings:
     overrides: dict[str, Any] = {
+        # each sidecar its own data dir: crash journal, privacy key (never the cwd's)
+        "data_dir": tempfile.mkdtemp(prefix="railwatch-test-"),
         "upstream": {"url": upstream_url},
         "privacy": {"capture": "raw"},
         "guardrails": {"enabled": False},  # proxy tests; guard tests turn it on
     }
     for key, value in sections.items():
-        overrides.setdefault(key, {}).update(value)
+        if isinstance(value, dict):
+            overrides.setdefault(key, {}).update(value)
+        else:
+            overrides[key] = value
     return load_settings(env={}, overrides=overrides)

@@ -108,7 +108,7 @@ def test_rate_limits_answer_429_in_the_openai_shape(start_sidecar: Any, demo_ups
     assert {r.attributes[semconv.RAILWATCH_RATE_LIMIT_DIMENSION] for r in limited} == {
         "api_key", "tenant"}
     assert all(r.error_type == "rate_limit_exceeded" for r in limited)
-    sc.runtime.exports.force_flush(5)
+    sc.runtime.intake.force_flush(5)
     fams = _scrape(sc.url)
     assert _sample(fams, semconv.METRIC_RATE_LIMITED, dimension="api_key") == 2
     assert _sample(fams, semconv.METRIC_RATE_LIMITED, dimension="tenant") == 1
@@ -176,7 +176,7 @@ def test_junk_model_names_do_not_take_the_label_slots(start_sidecar: Any, demo_u
 
     asyncio.run(go())
     sc.memory.wait_for(lambda rs: len(rs) == 50)
-    sc.runtime.exports.force_flush(5)
+    sc.runtime.intake.force_flush(5)
     fams = _scrape(sc.url)
     models = {s.labels["model"] for s in fams[semconv.METRIC_REQUESTS].samples}
     assert len(models) == 1 and not any("junk" in m for m in models)  # what was served

@@ -31,7 +31,7 @@ def test_metrics_after_traffic(start_sidecar: Any, demo_upstream: Any) -> None:
     except openai.BadRequestError:
         pass
     sc.memory.wait_for(lambda rs: len(rs) == 2)
-    sc.runtime.exports.force_flush(5)
+    sc.runtime.intake.force_flush(5)
     fams = _scrape(sc.url)
     requests = fams[semconv.METRIC_REQUESTS]
     samples = {(s.labels["route"], s.labels["status"], s.labels["decision"]): s.value

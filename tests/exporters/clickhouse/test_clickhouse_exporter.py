@@ -217,13 +217,24 @@ def test_config_database_and_credentials_from_the_dsn():
         ClickHouseConfig(dsn="chdb:///tmp/x", cluster="c")
 
 
-def test_a_small_batch_is_written_by_age_without_a_flush(backend, database, make_exporter, wait):
+def test_export_inserts_at_once_and_the_processor_feeds_its_preferred_batches(
+    backend, database, make_exporter, wait
+):
     exporter = make_exporter(insert_max_rows=1000, insert_max_age_s=0.05)
     assert exporter.export([full_record(i) for i in range(3)]) is ExportResult.SUCCESS
     count = f"SELECT count() FROM {database}.traces"
-    wait(lambda: backend.admin.query(count).result_rows[0][0] == 3, what="age-based insert")
-    wait(lambda: exporter.inserted_rows == 3, what="insert counted")
-    assert exporter.pending_rows == 0 and exporter.spilled_rows == 0
+    assert backend.admin.query(count).result_rows[0][0] == 3  # no buffer of its own
+    assert exporter.inserted_rows == 3 and exporter.spilled_rows == 0
+    processor = BatchProcessor(exporter, max_batch=1, schedule_delay_s=30)
+    try:
+        assert (processor.max_batch, processor.schedule_delay_s) == (1000, 0.05)
+        for i in range(3, 8):
+            processor.submit(full_record(i))
+        wait(lambda: processor.stats.exported == 5, what="age-based batch")
+        assert backend.admin.query(count).result_rows[0][0] == 8
+        assert processor.stats.batches < 5  # fed as it prefers, not one by one
+    finally:
+        processor.shutdown(5)
 
 
 def test_export_before_start_starts_and_after_shutdown_fails(backend, database, make_exporter):

@@ -74,8 +74,8 @@ def _traffic(sidecar: RunningSidecar, texts: list[str], system: str = SYSTEM) ->
 
 
 def _flush(sidecar: RunningSidecar) -> None:
-    assert sidecar.runtime.exports.force_flush(20)
-    assert sidecar.runtime.exports.force_flush(20)  # the drift rows the first flush produced
+    assert sidecar.runtime.intake.force_flush(20)
+    assert sidecar.runtime.intake.force_flush(20)  # the drift rows the first flush produced
 
 
 def _store(backend: Backend, database: str) -> DriftStore:
