@@ -89,7 +89,8 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
     router.add_post("/v1/guardrails/check", guardrails_check)
     from sidecar.sdk.ingest import setup_sdk_routes
 
-    setup_sdk_routes(app, runtime.settings, runtime.guard, runtime.emitter)
+    setup_sdk_routes(app, runtime.settings, runtime.guard, runtime.emitter,
+                     runtime.signals.issued.add)
     from sidecar.feedback import setup_feedback_routes
     from sidecar.feedback_gate import FeedbackGate
 

@@ -8,7 +8,8 @@
   token is configured, 401 for a wrong one (compared in constant time), 400 for a
   record that does not validate (naming its index, never its content), 413 past
   ``server.max_body_bytes`` or ``sdk.max_records``. Records are marked
-  ``railwatch.source=sdk`` and stored under this sidecar's privacy setting.
+  ``railwatch.source=sdk``, stored under this sidecar's privacy setting, and their trace
+  ids are accepted by ``POST /v1/feedback`` like those the sidecar issued itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import replace
 from types import MappingProxyType
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -68,7 +70,10 @@ def parse_records(body: dict[str, Any], max_records: int) -> list[TraceRecord]:
 
 
 def setup_sdk_routes(app: web.Application, settings: Settings, guard: Guard | None,
-                     emitter: Emitter) -> None:
+                     emitter: Emitter, issued: Callable[[str], None] | None = None) -> None:
+    """``issued`` is told each ingested trace id, so feedback for an SDK call is accepted
+    like feedback for a request this sidecar answered."""
+
     def error(exc: RequestError) -> web.Response:
         return web.Response(body=error_json(exc.message, exc.error_type, exc.param, exc.code),
                             status=exc.status, content_type="application/json")
@@ -94,6 +99,8 @@ def setup_sdk_routes(app: web.Application, settings: Settings, guard: Guard | No
             return error(exc)
         for record in records:
             emitter.emit_record(record)
+            if issued is not None:
+                issued(record.trace_id)
         return web.json_response({"accepted": len(records)})
 
     app.router.add_get("/v1/guardrails/policy", get_policy)

@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from sidecar.errors import GuardrailViolation
+from sidecar.errors import GuardrailViolation, SdkRemoteError
 from tests.sidecar.sdk.conftest import seen
 
 EMAIL = "alice@example.com"
@@ -103,6 +103,31 @@ def test_a_remote_check_that_fails_fails_closed(closed_port: int) -> None:
         rt.configure(mode="remote", sidecar_url=f"http://127.0.0.1:{closed_port}", token=TOKEN)
         with pytest.raises((SdkRemoteError, ConfigError)):
             rt.start()
+    finally:
+        rt.shutdown()
+        rt._config = None
+
+
+def test_feedback_for_a_remote_sdk_trace_is_accepted(remote_sidecar: Any) -> None:
+    from sidecar.sdk import current_trace_id, guard, record_feedback
+    from sidecar.sdk import runtime as rt
+
+    ids: list[str | None] = []
+
+    @guard(input=["prompt"])
+    def answer(prompt: str) -> str:
+        ids.append(current_trace_id())
+        return "fine"
+
+    rt.shutdown()
+    try:
+        rt.configure(mode="remote", sidecar_url=remote_sidecar.url, token=TOKEN)
+        answer("hello")
+        rt.shutdown()  # the trace reaches the sidecar, which now knows the id
+        assert ids[0] is not None
+        record_feedback(ids[0], thumbs="up")  # raises SdkRemoteError on a 404
+        with pytest.raises(SdkRemoteError):
+            record_feedback("ab" * 16, thumbs="up")  # an id nobody issued
     finally:
         rt.shutdown()
         rt._config = None
