@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_traces.add_parsers(sub)
     drift_commands.register(sub, cli_traces._storage)  # railwatch drift ... (issue 12)
+    from sidecar.dashboard.cli import add_parser as add_dashboards  # its own module
+
+    add_dashboards(sub)
     return parser
 
 
