@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -91,9 +91,9 @@ def line_chart(rows: Sequence[Sequence[Any]], *, unit: str = "", width: int = 56
         f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end" font-size="10">'
         f'{escape(format_number(lo, unit))}</text>',
         f'<text x="{left}" y="{top + plot_h + 12}" font-size="10">'
-        f'{escape(datetime.fromtimestamp(t0).strftime("%H:%M"))}</text>',
+        f'{escape(datetime.fromtimestamp(t0, UTC).strftime("%H:%M UTC"))}</text>',
         f'<text x="{left + plot_w}" y="{top + plot_h + 12}" text-anchor="end" font-size="10">'
-        f'{escape(datetime.fromtimestamp(t1).strftime("%H:%M"))}</text>',
+        f'{escape(datetime.fromtimestamp(t1, UTC).strftime("%H:%M UTC"))}</text>',
     ]
     legend_x = left
     for i, (name, pts) in enumerate(series.items()):
