@@ -121,7 +121,7 @@ def _alerts(t: Thresholds) -> list[dict[str, Any]]:
     rules += [
         _alert(t, "RailwatchOverheadHigh",
                f"{_q(0.99, sc.METRIC_OVERHEAD, '5m')} > {t.overhead_p99_s}", "warning",
-               "Sidecar overhead p99 above {} s ({{{{ $labels.job }}}})".format(t.overhead_p99_s),
+               f"Sidecar overhead p99 above {t.overhead_p99_s} s ({{{{ $labels.job }}}})",
                "The time railwatch itself adds to requests (detectors, policy, recording) "
                f"has a p99 above {t.overhead_p99_s} s for 10 minutes.", "10m"),
     ]
@@ -148,17 +148,17 @@ def _alerts(t: Thresholds) -> list[dict[str, Any]]:
         _alert(t, "RailwatchBlockRateHigh",
                f'sum by (job) (rate({REQ}{{decision="block"}}[10m])) / '
                f"sum by (job) (rate({REQ}[10m])) > {t.block_ratio}", "warning",
-               "More than {:.0%} of requests are blocked".format(t.block_ratio),
+               f"More than {t.block_ratio:.0%} of requests are blocked",
                f"Over 10 minutes more than {t.block_ratio:.0%} of the requests of "
                "{{ $labels.job }} were blocked by the policy.", "10m"),
         _alert(t, "RailwatchHandoffBacklog",
                f"max by (job) ({sc.METRIC_HANDOFFS_OPEN}) > {t.handoff_backlog}", "warning",
-               "Hand-off queue above {} open items".format(t.handoff_backlog),
+               f"Hand-off queue above {t.handoff_backlog} open items",
                f"More than {t.handoff_backlog} hand-offs wait for a reviewer at /review.",
                "15m"),
         _alert(t, "RailwatchHandoffStale",
                f"max by (job) ({sc.METRIC_HANDOFF_OLDEST_AGE}) > {t.handoff_age_s}", "warning",
-               "A hand-off has waited over {:.0f} s".format(t.handoff_age_s),
+               f"A hand-off has waited over {t.handoff_age_s:.0f} s",
                f"The oldest open hand-off has waited more than {t.handoff_age_s:.0f} s for a "
                "reviewer.", "5m"),
         _alert(t, "RailwatchExporterBacklog",
