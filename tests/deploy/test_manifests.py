@@ -133,6 +133,9 @@ def test_ports_and_paths_are_served() -> None:
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["path"] in served
         assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    policy = _docs(BASE / "networkpolicy.yaml")[0]
+    open_ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert open_ports == list(ports.values())  # vLLM's port stays inside the pod
     assert "/dashboard" in served and "/review" in served
     assert "/nonexistent" not in served
 
@@ -157,6 +160,7 @@ def test_config_files_are_valid() -> None:
     load_policy(str(EXAMPLE / "policy.yaml"))
     settings = load_settings(EXAMPLE / "railwatch.example.yaml", env={})
     assert settings.exporters[0].kind == "clickhouse"
+    assert settings.handoff.review.token is not None  # the Secret carries the review token
     from exporters.clickhouse import ClickHouseConfig
 
     ClickHouseConfig.model_validate(settings.exporters[0].options)
