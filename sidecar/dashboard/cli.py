@@ -76,7 +76,7 @@ def add_parser(sub: Any) -> None:
     render_p.add_argument("--database", default="railwatch",
                           help="ClickHouse database of the traces (default: railwatch)")
     render_p.add_argument("--thresholds", metavar="FILE",
-                          help="YAML file of alert thresholds (see dashboards/README.md)")
+                          help="YAML file of alert thresholds (keys of Thresholds in sidecar/dashboard/rules.py)")
     render_p.set_defaults(func=_render)
 
     def show_help(_args: argparse.Namespace) -> int:

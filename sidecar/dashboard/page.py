@@ -39,7 +39,7 @@ from sidecar.dashboard import panels as catalog
 from sidecar.dashboard.sql import TimeRange, expand, with_database
 from sidecar.dashboard.svg import format_number, line_chart
 from sidecar.errors import error_json
-from sidecar.handoff.auth import TOKEN_REVIEWER, ReviewAuth
+from sidecar.handoff.auth import ReviewAuth
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
         reviewer = auth.check_header(request.headers.get("Authorization"))
         if reviewer is None:
             return unauthorized()
-        ticket = auth.issue_ticket(reviewer or TOKEN_REVIEWER)
+        ticket = auth.issue_ticket(reviewer)
         return web.Response(body=orjson.dumps({"login_url": f"/dashboard/login?ticket={ticket}"}),
                             status=201, content_type="application/json",
                             headers={"Cache-Control": "no-store"})

@@ -184,15 +184,16 @@ def _pip_targets(text: str) -> list[str]:
     for part in re.split(r"&&|\\\n", text):
         words = shlex.split(part)
         if "pip" in " ".join(words) and "install" in words:
-            out += [w.removeprefix("-e") for w in words[words.index("install") + 1:]
-                    if not w.startswith("-") and w != "-e"]
-    return [t.replace("-e ", "") for t in out]
+            out += [w for w in words[words.index("install") + 1:]
+                    if not w.startswith("-") and "$" not in w]  # options, build args
+    return out
 
 
 def test_dockerfile_install_matches_the_readme() -> None:
     text = _dockerfile()
     run = next(block for block in re.findall(r"^RUN (.*?)(?<!\\)\n", text, re.M | re.S)
                if "pip install" in block)
+    assert "${TORCH_INDEX_URL:+" in run  # the cuda variant: the same pin from a CUDA index
     assert _pip_targets(run) == _readme_install()
 
 
