@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sys
 from contextlib import suppress
 from typing import Any
 
@@ -22,6 +21,32 @@ from sidecar.handoff.auth import ReviewAuth
 
 REFRESH_INTERVAL_S = 30.0
 _TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("railwatch_dashboard_refresher", asyncio.Task)
+
+
+class GeneratedToken:
+    """A token generated because no credential was configured: the command line prints it
+    once at start-up (:func:`startup_notice`); nothing logs it."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    def take(self) -> str | None:
+        token, self._token = self._token, None
+        return token
+
+
+_GENERATED: web.AppKey[GeneratedToken] = web.AppKey("railwatch_dashboard_token", GeneratedToken)
+
+
+def startup_notice(app: web.Application, base_url: str) -> str | None:
+    """The line to print once when the dashboard's token was generated; ``None`` otherwise
+    and on every later call."""
+    holder = app.get(_GENERATED)
+    token = holder.take() if holder is not None else None
+    if token is None:
+        return None
+    return (f"railwatch dashboard: {base_url.rstrip('/')}/dashboard/login  "
+            f"token (generated, valid until restart): {token}")
 
 
 def dashboard_auth(runtime: Any) -> tuple[ReviewAuth, str | None]:
@@ -40,12 +65,7 @@ def setup(app: web.Application, runtime: Any) -> None:
     """Add ``/dashboard`` and, with metrics on, the hand-off backlog gauges."""
     auth, generated = dashboard_auth(runtime)
     setup_dashboard(app, auth, clickhouse_runner(runtime.exports))
-    if generated is not None:
-        async def notice(_app: web.Application) -> None:
-            sys.stdout.write("railwatch dashboard: /dashboard/login  token (generated, valid "
-                             f"until restart): {generated}\n")
-            sys.stdout.flush()
-        app.on_startup.append(notice)
+    app[_GENERATED] = GeneratedToken(generated)
     if runtime.metrics is None or runtime.feedback_store is None:
         return
     gauges = BacklogGauges(runtime.feedback_store)

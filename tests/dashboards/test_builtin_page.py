@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -124,3 +125,18 @@ def test_dashboard_in_headless_chromium(traffic: Traffic, tmp_path: Path) -> Non
     keep = os.environ.get("RAILWATCH_TEST_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, Path(keep) / "dashboard.png")
+
+
+def test_generated_token_is_shown_once_and_works(start_sidecar: Any, demo_upstream: Any) -> None:
+    from sidecar.dashboard.wiring import startup_notice
+
+    sc = start_sidecar(demo_upstream.url)  # no hand-off, no review credential configured
+    app = sc.runner.app
+    notice = startup_notice(app, sc.url)
+    assert notice is not None and notice.startswith(f"railwatch dashboard: {sc.url}/dashboard/login")
+    assert startup_notice(app, sc.url) is None
+    token = notice.rsplit(" ", 1)[1]
+    status, _, _ = asyncio.run(_get(sc.url + "/dashboard", Authorization=f"Bearer {token}"))
+    assert status == 200
+    status, _, _ = asyncio.run(_get(sc.url + "/dashboard", Authorization="Bearer " + "x" * 40))
+    assert status == 401
