@@ -18,6 +18,7 @@ from sidecar.dashboard import panels
 from sidecar.dashboard.svg import PALETTE
 from tests.dashboards.png import colour_counts, read_png
 from tests.dashboards.traffic import TOKEN, Traffic
+from tests.helpers.chromium import SKIP_REASON, find_chromium, run_chromium
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -81,39 +82,15 @@ def test_search_and_login_form(traffic: Traffic) -> None:
     assert handoff_id in section and 'data-rows="1"' in section
 
 
-def _chromium() -> str | None:
-    for name in (os.environ.get("RAILWATCH_TEST_CHROMIUM"), "chromium", "chromium-browser",
-                 "google-chrome", "/usr/bin/chromium"):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
-
-
 def test_dashboard_in_headless_chromium(traffic: Traffic, tmp_path: Path) -> None:
-    binary = _chromium()
+    binary = find_chromium()
     if binary is None:
-        pytest.skip("no Chromium binary found (apt-get install -y chromium, or set "
-                    "RAILWATCH_TEST_CHROMIUM)")
+        pytest.skip(SKIP_REASON)
     auth = traffic.sidecar.runtime.review_auth
     shot = tmp_path / "dashboard.png"
-
-    async def run() -> tuple[int, bytes]:
-        link = f"{traffic.sidecar.url}/dashboard/login?ticket={auth.issue_ticket()}"
-        proc = await asyncio.create_subprocess_exec(
-            binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}", "--window-size=1280,900", "--hide-scrollbars", link,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), 90)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            pytest.fail("chromium did not finish within 90 s")
-        return proc.returncode or 0, err
-
-    rc, err = asyncio.run(run())
+    link = f"{traffic.sidecar.url}/dashboard/login?ticket={auth.issue_ticket()}"
+    rc, _, err = asyncio.run(run_chromium(binary, tmp_path / "profile", f"--screenshot={shot}",
+                                          "--window-size=1280,900", "--hide-scrollbars", link))
     assert rc == 0, err.decode(errors="replace")[-2000:]
     width, height, rows = read_png(shot.read_bytes())
     assert (width, height) == (1280, 900)

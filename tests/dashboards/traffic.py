@@ -54,6 +54,7 @@ class Traffic:
     requests: int
     handoff_ids: list[str]
     metrics_text: str
+    demo: Any  # the demo upstream behind the sidecar
 
 
 def _chat(client: openai.OpenAI, content: str, model: str = "demo-a", **kw: Any) -> Any:
@@ -128,7 +129,6 @@ def run_traffic(loop_thread: LoopThread, dsn: str, database: str, tmp: Path) -> 
         handoff={"enabled": True, "review": {"token": TOKEN}},
     )
     sc = loop_thread.run(start_sidecar_async(settings, [clickhouse]))
-    sc.demo = demo  # type: ignore[attr-defined]
     client = openai.OpenAI(base_url=sc.base_url, api_key="x", max_retries=0)
     n = drive(client)
     records = sc.memory.wait_for(lambda rs: len(rs) >= n, timeout_s=30)
@@ -148,9 +148,9 @@ def run_traffic(loop_thread: LoopThread, dsn: str, database: str, tmp: Path) -> 
     else:
         raise AssertionError(f"ClickHouse holds {got} of {n} traces")
     metrics_text = asyncio.run(_scrape(sc.url))
-    return Traffic(sc, database, n, handoff_ids, metrics_text)
+    return Traffic(sc, database, n, handoff_ids, metrics_text, demo)
 
 
 def stop_traffic(loop_thread: LoopThread, traffic: Traffic) -> None:
     loop_thread.run(traffic.sidecar.runner.cleanup())
-    loop_thread.run(traffic.sidecar.demo.close())  # type: ignore[attr-defined]
+    loop_thread.run(traffic.demo.close())
