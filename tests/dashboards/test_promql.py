@@ -97,3 +97,28 @@ def test_every_panel_expression_parses(tmp_path: Path) -> None:
     bad = subprocess.run([promtool, "check", "rules", str(tmp_path / "bad.yml")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0  # the check can fail
+
+
+_SELECTOR = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\{([^}]*)\}")
+_EQUALS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"([^"]*)"')
+
+
+def test_equality_matchers_name_live_labels_and_values(traffic: Traffic) -> None:
+    """``name{label="value"}``: the label exists on that metric and the traffic produced
+    the value (``le="2.5"`` is a real bucket, ``decision="block"`` a real decision)."""
+    seen: dict[str, dict[str, set[str]]] = {}
+    for family in text_string_to_metric_families(traffic.metrics_text):
+        for sample in family.samples:
+            labels = seen.setdefault(sample.name, {})
+            for key, value in sample.labels.items():
+                labels.setdefault(key, set()).add(value)
+    checked = 0
+    for where, expr in _expressions():
+        for name, body in _SELECTOR.findall(expr):
+            if name not in seen:
+                continue  # declared without samples yet (detector errors...)
+            for label, value in _EQUALS.findall(body):
+                assert label in seen[name], f"{where}: {name} has no label {label}"
+                assert value in seen[name][label], f"{where}: {name}{{{label}={value!r}}} unseen"
+                checked += 1
+    assert checked >= 5
