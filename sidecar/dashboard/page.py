@@ -36,6 +36,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from sidecar.dashboard import panels as catalog
+from sidecar.dashboard.live import LiveTable, live_tables
 from sidecar.dashboard.sql import TimeRange, expand, with_database
 from sidecar.dashboard.svg import format_number, line_chart
 from sidecar.errors import error_json
@@ -128,8 +129,10 @@ def clickhouse_runner(exports: Any) -> RunnerLookup:
     return lookup
 
 
-def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup) -> None:
-    """Add the ``/dashboard`` routes to ``app`` (before its catch-all route)."""
+def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup,
+                    registry: Any = None) -> None:
+    """Add the ``/dashboard`` routes to ``app`` (before its catch-all route). ``registry``:
+    this sidecar's Prometheus registry, for the page's "now" tables (``None``: none)."""
     env = templates()
 
     def page(name: str, status: int = 200, **context: Any) -> web.Response:
@@ -183,8 +186,11 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
         rendered: Sequence[RenderedPanel] = []
         if run is not None:
             rendered = await asyncio.to_thread(query_panels, run, window, search)
+        live: list[LiveTable] = []
+        if registry is not None:
+            live = await asyncio.to_thread(live_tables, registry)
         boards = [(b, [p for p in rendered if p.board == b.uid]) for b in catalog.BOARDS]
-        return page("dashboard.html", boards=boards, storage=run is not None,
+        return page("dashboard.html", boards=boards, storage=run is not None, live=live,
                     ranges=list(RANGES), range_key=range_key, search=search,
                     reviewer=reviewer)
 

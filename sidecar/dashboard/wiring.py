@@ -64,7 +64,8 @@ def dashboard_auth(runtime: Any) -> tuple[ReviewAuth, str | None]:
 def setup(app: web.Application, runtime: Any) -> None:
     """Add ``/dashboard`` and, with metrics on, the hand-off backlog gauges."""
     auth, generated = dashboard_auth(runtime)
-    setup_dashboard(app, auth, clickhouse_runner(runtime.exports))
+    registry = runtime.metrics.registry if runtime.metrics is not None else None
+    setup_dashboard(app, auth, clickhouse_runner(runtime.exports), registry)
     app[_GENERATED] = GeneratedToken(generated)
     if runtime.metrics is None or runtime.feedback_store is None:
         return

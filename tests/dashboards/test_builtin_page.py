@@ -90,10 +90,10 @@ def test_dashboard_in_headless_chromium(traffic: Traffic, tmp_path: Path) -> Non
     shot = tmp_path / "dashboard.png"
     link = f"{traffic.sidecar.url}/dashboard/login?ticket={auth.issue_ticket()}"
     rc, _, err = asyncio.run(run_chromium(binary, tmp_path / "profile", f"--screenshot={shot}",
-                                          "--window-size=1280,900", "--hide-scrollbars", link))
+                                          "--window-size=1280,1200", "--hide-scrollbars", link))
     assert rc == 0, err.decode(errors="replace")[-2000:]
     width, height, rows = read_png(shot.read_bytes())
-    assert (width, height) == (1280, 900)
+    assert (width, height) == (1280, 1200)
     counts = colour_counts(rows)
     palette = {tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in PALETTE}
     drawn = sum(n for colour, n in counts.items() if colour in palette)
@@ -117,3 +117,14 @@ def test_generated_token_is_shown_once_and_works(start_sidecar: Any, demo_upstre
     assert status == 200
     status, _, _ = asyncio.run(_get(sc.url + "/dashboard", Authorization="Bearer " + "x" * 40))
     assert status == 401
+
+
+def test_dashboard_shows_this_sidecars_live_state(traffic: Traffic) -> None:
+    status, _, html = asyncio.run(_get(traffic.sidecar.url + "/dashboard",
+                                       Authorization=f"Bearer {TOKEN}"))
+    assert status == 200
+    now = html[html.index('id="now"'):html.index('id="railwatch-overview"')]
+    for row in (("pii", "PiiDetector", "patterns"), ("toxicity", "ToxicityDetector", "profanity")):
+        assert "".join(f"<td>{v}</td>" for v in (*row, "up")) in now, row
+    assert "<td>primary</td><td>closed</td>" in now
+    assert "<td>clickhouse</td>" in now and "<td>requests in flight</td>" in now
