@@ -10,7 +10,8 @@ on ``/metrics`` are read; nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from sidecar import semconv as sc
 
@@ -22,7 +23,7 @@ class LiveTable:
     rows: list[list[str]]
 
 
-def _samples(registry: Any) -> dict[str, list[tuple[dict[str, str], float]]]:
+def _samples(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in registry.collect():
         for sample in family.samples:
@@ -34,7 +35,7 @@ def _num(value: float) -> str:
     return str(int(value)) if value == int(value) else f"{value:.1f}"
 
 
-def live_tables(registry: Any) -> list[LiveTable]:
+def live_tables(registry: CollectorRegistry) -> list[LiveTable]:
     """Tables of the current gauges in ``registry`` (a prometheus-client registry)."""
     got = _samples(registry)
     up = {labels.get(sc.LABEL_DETECTOR, ""): v for labels, v in got.get(sc.METRIC_DETECTOR_UP, [])}

@@ -34,7 +34,9 @@ import jinja2
 import orjson
 from aiohttp import web
 from markupsafe import Markup
+from prometheus_client import CollectorRegistry
 
+from exporters.batch import ExportPipeline
 from sidecar.dashboard import panels as catalog
 from sidecar.dashboard.live import LiveTable, live_tables
 from sidecar.dashboard.sql import TimeRange, expand, with_database
@@ -115,14 +117,14 @@ def query_panels(run: QueryRunner, window: TimeRange, search: str) -> list[Rende
     return out
 
 
-def clickhouse_runner(exports: Any) -> RunnerLookup:
-    """The ``run_query`` of the started ClickHouse exporter in an export pipeline, if any."""
+def clickhouse_runner(exports: ExportPipeline) -> RunnerLookup:
+    """The ``run_query`` of the started ClickHouse exporter in ``exports``, if any (looked up
+    per call: exporters join the pipeline as they start)."""
 
     def lookup() -> QueryRunner | None:
-        for processor in getattr(exports, "processors", ()):
-            exporter = getattr(processor, "exporter", None)
-            run = getattr(exporter, "run_query", None)
-            if getattr(exporter, "name", None) == "clickhouse" and callable(run):
+        for processor in exports.processors:
+            run = getattr(processor.exporter, "run_query", None)
+            if processor.exporter.name == "clickhouse" and callable(run):
                 return run  # type: ignore[no-any-return]
         return None
 
@@ -130,7 +132,7 @@ def clickhouse_runner(exports: Any) -> RunnerLookup:
 
 
 def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup,
-                    registry: Any = None) -> None:
+                    registry: CollectorRegistry | None = None) -> None:
     """Add the ``/dashboard`` routes to ``app`` (before its catch-all route). ``registry``:
     this sidecar's Prometheus registry, for the page's "now" tables (``None``: none)."""
     env = templates()

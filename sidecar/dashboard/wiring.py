@@ -61,7 +61,7 @@ def dashboard_auth(runtime: Any) -> tuple[ReviewAuth, str | None]:
     return ReviewAuth(token=token, session_ttl_s=review.session_ttl_s), token
 
 
-def setup(app: web.Application, runtime: Any) -> None:
+def setup(app: web.Application, runtime: Any) -> None:  # sidecar.app.Runtime (being moved)
     """Add ``/dashboard`` and, with metrics on, the hand-off backlog gauges."""
     auth, generated = dashboard_auth(runtime)
     registry = runtime.metrics.registry if runtime.metrics is not None else None
