@@ -124,7 +124,10 @@ def test_dashboard_shows_this_sidecars_live_state(traffic: Traffic) -> None:
                                        Authorization=f"Bearer {TOKEN}"))
     assert status == 200
     now = html[html.index('id="now"'):html.index('id="railwatch-overview"')]
-    for row in (("pii", "PiiDetector", "patterns"), ("toxicity", "ToxicityDetector", "profanity")):
-        assert "".join(f"<td>{v}</td>" for v in (*row, "up")) in now, row
+    info = re.findall(r'railwatch_detector_info\{backend="([^"]*)",detector="([^"]*)",'
+                      r'kind="([^"]*)"\}', traffic.metrics_text)
+    assert len(info) >= 4
+    for backend, detector, kind in info:  # as /metrics says, e.g. toxicity on its fallback
+        assert "".join(f"<td>{v}</td>" for v in (detector, kind, backend, "up")) in now
     assert "<td>primary</td><td>closed</td>" in now
     assert "<td>clickhouse</td>" in now and "<td>requests in flight</td>" in now
