@@ -67,7 +67,9 @@ def add_parser(sub: Any) -> None:
                                 description="Render Grafana dashboards and Prometheus rules.")
     dsub = dashboards.add_subparsers(dest="dashboards_command", metavar="ACTION")
     render_p = dsub.add_parser("render", help="write Grafana JSON and Prometheus rule files",
-                               description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                               description="Write grafana/<board>.json, "
+                               "prometheus/railwatch.rules.yml and prometheus/prometheusrule.yaml "
+                               "(Prometheus Operator) into DIR.")
     render_p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     render_p.add_argument("--prometheus-uid", default="prometheus",
                           help="uid of the Prometheus datasource (default: prometheus)")
