@@ -8,9 +8,10 @@ Routes (registered by :func:`setup_dashboard` before the catch-all pass-through)
     POST /dashboard/tickets    API: a one-time login link (Authorization)
 
 Protected like the review UI, with the same credentials (``handoff.review``) and the
-same :class:`~sidecar.handoff.auth.ReviewAuth` machinery: an ``Authorization`` header
-(bearer or basic), or a signed session cookie ``railwatch_dashboard`` (HttpOnly,
-SameSite=Strict, Path=/dashboard). Unauthenticated page views go to the sign-in form,
+same :class:`~sidecar.handoff.auth.ReviewAuth` machinery, its sign-in lockout included
+(failures here and at ``/review`` count together; a locked-out client gets 429): an
+``Authorization`` header (bearer or basic), or a signed session cookie
+``railwatch_dashboard`` (HttpOnly, SameSite=Strict, Path=/dashboard). Unauthenticated page views go to the sign-in form,
 anything else gets a 401 in the OpenAI error shape. Pages carry a CSP that allows no
 script and no external asset; charts are inline SVG (:mod:`.svg`).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -148,11 +150,29 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
                             samesite="Strict", secure=auth.secure_cookies,
                             max_age=int(auth.session_ttl_s))
 
-    def who(request: web.Request) -> str | None:
+    def locked_out(request: web.Request, user: str | None) -> web.Response | None:
+        """429 while the address or ``user`` is locked out after failed sign-ins (the
+        review UI's lockout: failures here and at /review count together)."""
+        wait = auth.lockout_s(request.remote, user)
+        if wait <= 0.0:
+            return None
+        return web.Response(
+            body=error_json("too many failed sign-ins; try again later", "rate_limit_error",
+                            None, "login_locked"),
+            status=429, content_type="application/json",
+            headers={"Retry-After": str(max(1, math.ceil(wait))), "Cache-Control": "no-store"})
+
+    def who(request: web.Request) -> tuple[str | None, web.Response | None]:
+        """The reviewer (session cookie or ``Authorization``), or a refusal (locked out)."""
         session = auth.session(request.cookies.get(SESSION_COOKIE))
         if session is not None:
-            return session.reviewer
-        return auth.check_header(request.headers.get("Authorization"))
+            return session.reviewer, None
+        authorization = request.headers.get("Authorization")
+        if authorization:
+            refused = locked_out(request, auth.header_user(authorization))
+            if refused is not None:
+                return None, refused
+        return auth.check_header(authorization, request.remote), None
 
     def unauthorized() -> web.Response:
         return web.Response(
@@ -174,7 +194,9 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
         return response
 
     async def dashboard(request: web.Request) -> web.StreamResponse:
-        reviewer = who(request)
+        reviewer, refused = who(request)
+        if refused is not None:
+            return refused
         if reviewer is None:
             if "text/html" in request.headers.get("Accept", ""):
                 return redirect("/dashboard/login")
@@ -212,8 +234,11 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
         with suppress(UnicodeDecodeError):
             form = dict(parse_qsl(raw.decode("utf-8"), max_num_fields=10))
             if auth.check_login_csrf(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
-                reviewer = auth.check_login(form.get("token"), form.get("username"),
-                                            form.get("password"))
+                user = form.get("username") or None
+                if locked_out(request, user) is not None:
+                    return login_page("Too many failed sign-ins; try again later.", 429)
+                reviewer = auth.check_login(form.get("token"), user, form.get("password"),
+                                            request.remote)
                 if reviewer is not None:
                     response = redirect("/dashboard")
                     set_session(response, reviewer)
@@ -222,7 +247,9 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
         return login_page("Sign-in failed.", 403)
 
     async def issue_ticket(request: web.Request) -> web.StreamResponse:
-        reviewer = auth.check_header(request.headers.get("Authorization"))
+        reviewer, refused = who(request)
+        if refused is not None:
+            return refused
         if reviewer is None:
             return unauthorized()
         ticket = auth.issue_ticket(reviewer)

@@ -131,3 +131,13 @@ def test_dashboard_shows_this_sidecars_live_state(traffic: Traffic) -> None:
         assert "".join(f"<td>{v}</td>" for v in (detector, kind, backend, "up")) in now
     assert "<td>primary</td><td>closed</td>" in now
     assert "<td>clickhouse</td>" in now and "<td>requests in flight</td>" in now
+
+
+def test_failed_sign_ins_lock_the_dashboard_out(start_sidecar: Any, demo_upstream: Any) -> None:
+    sc = start_sidecar(demo_upstream.url, handoff={"review": {
+        "token": TOKEN, "login_free_failures": 0, "login_backoff_s": 30}})
+    url = sc.url + "/dashboard"
+    status, _, _ = asyncio.run(_get(url, Authorization="Bearer " + "w" * 40))
+    assert status == 401
+    status, headers, body = asyncio.run(_get(url, Authorization=f"Bearer {TOKEN}"))
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and "login_locked" in body
