@@ -255,7 +255,46 @@ GROUP BY status
 ORDER BY status""", ("status", "handoffs", "p50_s", "p90_s")),
 ))
 
-BOARDS: tuple[Board, ...] = (OVERVIEW, GUARDRAILS, TRACES, FEEDBACK)
+DRIFT = Board("railwatch-drift", "railwatch / drift",
+              "Drift statistics with their thresholds, model, fingerprint and system prompt "
+              "changes, canary results (tables of sidecar/drift).", (
+    PromPanel("live_drifted", "Statistics drifted in the last window (live)", "table",
+              (("", f"max by (model, route, metric, statistic) ({sc.METRIC_DRIFT_DRIFTED}) == 1"),)),
+    PromPanel("live_canary", "Canary similarity to baseline (live)", "timeseries",
+              (("{{upstream}} {{prompt}}",
+                f"min by (upstream, prompt) ({sc.METRIC_DRIFT_CANARY_SIMILARITY})"),), "percentunit"),
+    PromPanel("live_drift_events", "Drift events by kind (live)", "timeseries",
+              (("{{kind}}", f"sum by (kind) (increase({sc.METRIC_DRIFT_EVENTS}_total{_R}))"),)),
+    SqlPanel("drift_scores", "Drift statistics relative to their thresholds (1 = threshold)",
+             "timeseries", """SELECT time, series, ratio AS value FROM (
+    SELECT window_end AS time, concat(metric, ' ', statistic) AS series,
+           if(threshold > 0, value / threshold, 0) AS ratio
+    FROM {db}.drift_windows FINAL
+    WHERE $__timeFilter(window_end)
+)
+ORDER BY time, series"""),
+    SqlPanel("drift_windows", "Latest windows", "table", """SELECT window_end, model, route, metric, statistic, round(value, 4) AS statistic_value,
+       round(threshold, 4) AS threshold, drifted, explanation
+FROM {db}.drift_windows FINAL
+WHERE $__timeFilter(window_end)
+ORDER BY window_end DESC, drifted DESC, metric
+LIMIT 100""", ("window_end", "model", "route", "metric", "statistic", "statistic_value",
+               "threshold", "drifted", "explanation")),
+    SqlPanel("drift_events", "Model, fingerprint, system prompt and canary changes", "table",
+             """SELECT ts, kind, model, route, subject, old_value, new_value
+FROM {db}.drift_events FINAL
+WHERE $__timeFilter(ts)
+ORDER BY ts DESC
+LIMIT 100""", ("ts", "kind", "model", "route", "subject", "old_value", "new_value")),
+    SqlPanel("canaries", "Canary probes", "table", """SELECT ts, upstream, model, prompt_id, similarity, exact, is_baseline, system_fingerprint
+FROM {db}.drift_canaries
+WHERE $__timeFilter(ts)
+ORDER BY ts DESC
+LIMIT 100""", ("ts", "upstream", "model", "prompt_id", "similarity", "exact", "is_baseline",
+               "system_fingerprint")),
+))
+
+BOARDS: tuple[Board, ...] = (OVERVIEW, GUARDRAILS, TRACES, FEEDBACK, DRIFT)
 
 
 def sql_panels() -> list[tuple[Board, SqlPanel]]:

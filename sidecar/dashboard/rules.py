@@ -50,6 +50,7 @@ class Thresholds(BaseModel):
     clickhouse_backlog_rows: int = Field(default=100_000, ge=1)
     detector_errors_per_s: float = Field(default=0.1, gt=0)
     degraded_backends: tuple[str, ...] = ("profanity",)  # a model detector on its fallback
+    drift_event_window: str = Field(default="30m", pattern=r"^[0-9]+[smhd]$")
     runbook_base: str = "dashboards/RUNBOOK.md"
 
     @field_validator("latency_slo_seconds")
@@ -210,7 +211,37 @@ def _alerts(t: Thresholds) -> list[dict[str, Any]]:
                f"Detector {{{{ $labels.detector }}}} errs or times out more than "
                f"{t.detector_errors_per_s} times per second.", "10m"),
     ]
-    return rules
+    return rules + _drift_alerts(t)
+
+
+def _drift_alerts(t: Thresholds) -> list[dict[str, Any]]:
+    """Drift (sidecar/drift): a window statistic over its threshold, model or fingerprint
+    changes and canary answers that moved (events counted by each sidecar)."""
+    events = f"{sc.METRIC_DRIFT_EVENTS}_total"
+    w = t.drift_event_window
+    return [
+        _alert(t, "RailwatchDriftDetected",
+               f"max by (job, model, route, metric, statistic) ({sc.METRIC_DRIFT_DRIFTED}) == 1",
+               "warning", "{{ $labels.metric }} drifted for model {{ $labels.model }}",
+               "The {{ $labels.statistic }} test of {{ $labels.metric }} on route "
+               "{{ $labels.route }} crossed its threshold in the last drift window."),
+        _alert(t, "RailwatchModelChanged",
+               f'sum by (job, kind) (increase({events}{{kind=~"'
+               f'{sc.DRIFT_EVENT_MODEL}|{sc.DRIFT_EVENT_FINGERPRINT}"}}[{w}])) > 0',
+               "warning", "The model behind the upstream changed ({{ $labels.kind }})",
+               f"A new served model or system_fingerprint was seen in the last {w}: the "
+               "upstream was redeployed or swapped."),
+        _alert(t, "RailwatchCanaryChanged",
+               f'sum by (job) (increase({events}{{kind="{sc.DRIFT_EVENT_CANARY}"}}[{w}])) > 0',
+               "warning", "A canary answer moved away from its baseline",
+               f"A fixed canary prompt got a different answer in the last {w} (temperature 0, "
+               "fixed seed): the model behind the API changed silently."),
+        _alert(t, "RailwatchDriftJobFailing",
+               f'sum by (job) (increase({sc.METRIC_DRIFT_RUNS}_total{{outcome="error"}}[1h])) > 0',
+               "warning", "The drift job fails",
+               "A drift window job failed in the last hour; drift goes unmeasured until it "
+               "runs again."),
+    ]
 
 
 def rule_groups(t: Thresholds | None = None) -> list[dict[str, Any]]:

@@ -59,6 +59,9 @@ def _overhead(le: str) -> dict[str, str]:
 TRIG = 'railwatch_guardrail_triggers_total{job="rw",detector="pii",label="EMAIL_ADDRESS",stage="input",action="mask"}'
 INFO = 'railwatch_detector_info{job="rw",detector="toxicity",kind="toxicity",backend="%s"}'
 E = {"exporter": "clickhouse"}
+DRIFTED = ('railwatch_drift_drifted{job="rw",model="m",route="chat",metric="output_chars",'
+           'statistic="ks"}')
+EVENTS = 'railwatch_drift_events_total{job="rw",kind="%s"}'
 
 CASES: tuple[Case, ...] = (
     Case("RailwatchErrorBudgetBurnFast", _req(10), "70m", {}),
@@ -145,6 +148,20 @@ CASES: tuple[Case, ...] = (
     Case("RailwatchDetectorErrors", {
         f'railwatch_detector_errors_total{{{J},detector="toxicity",error="timeout"}}': "0+1x20"},
          "20m", None),
+    Case("RailwatchDriftDetected", {DRIFTED: "1x10"}, "5m",
+         {"model": "m", "route": "chat", "metric": "output_chars", "statistic": "ks"}),
+    Case("RailwatchDriftDetected", {DRIFTED: "0x10"}, "5m", None),
+    Case("RailwatchModelChanged", {EVENTS % "fingerprint_changed": "0 0 0 1 1 1 1 1 1 1"}, "6m",
+         {"kind": "fingerprint_changed"}),
+    Case("RailwatchModelChanged", {EVENTS % "fingerprint_changed": "0x10",
+                                   EVENTS % "system_prompt_new": "0+1x10"}, "6m", None),
+    Case("RailwatchCanaryChanged", {EVENTS % "canary_changed": "0 0 1 1 1 1 1 1"}, "5m", {}),
+    Case("RailwatchCanaryChanged", {EVENTS % "canary_changed": "2x8"}, "5m", None),
+    Case("RailwatchDriftJobFailing",
+         {f'railwatch_drift_runs_total{{{J},outcome="error"}}': "0 0 1 1 1 1"}, "4m", {}),
+    Case("RailwatchDriftJobFailing",
+         {f'railwatch_drift_runs_total{{{J},outcome="ok"}}': "0+1x6",
+          f'railwatch_drift_runs_total{{{J},outcome="error"}}': "0x6"}, "4m", None),
 )
 
 

@@ -57,6 +57,53 @@ class Traffic:
     demo: Any  # the demo upstream behind the sidecar
 
 
+DRIFT: dict[str, Any] = {
+    "min_window_size": 10, "pod": "dash-test", "max_rows_per_s": 1e6, "schedule_s": 3600,
+    "canaries": {"enabled": True, "interval_s": 1,
+                 "prompts": [{"id": "capital", "prompt": "What is the capital of France?"}]},
+}
+
+
+async def _behave(url: str, **body: Any) -> None:
+    async with aiohttp.ClientSession() as s, s.put(f"{url}/_demo/behaviour", json=body) as r:
+        assert r.status == 200, await r.text()
+
+
+def drive_drift(loop_thread: LoopThread, sc: RunningSidecar, demo: Any) -> None:
+    """Two windows of chats, the second with longer answers from a new build, then the
+    window job and three canary probes (the last one after the answers changed)."""
+    from exporters.clickhouse.drift_store import DriftStore
+    from sidecar.drift.analysis import Windows
+    from sidecar.drift.service import run_job
+
+    client = openai.OpenAI(base_url=sc.base_url, api_key="x", max_retries=0)
+
+    def window(tag: str) -> tuple[float, float]:
+        start = time.time()
+        for i in range(24):
+            client.chat.completions.create(model="demo-a", messages=[
+                {"role": "system", "content": "You are a support assistant."},
+                {"role": "user", "content": f"{tag} question number {i} about my order"}])
+        return start, time.time() + 0.001
+
+    ref = window("first")
+    loop_thread.run(_behave(demo.url, pad_words=40, system_fingerprint="fp_new_build"))
+    cur = window("second")
+    for _ in range(2):
+        assert sc.runtime.exports.force_flush(20)
+    exporter = next(p.exporter for p in sc.runtime.exports.processors
+                    if p.exporter.name == "clickhouse")
+    store = exporter.run_query(lambda client_, db: DriftStore.for_client(client_, db))
+    drift = sc.runtime.drift
+    run_job(store, sc.runtime.settings.drift, drift.state, pod="dash-test", store_text=True,
+            windows=Windows(ref, cur))
+    now = time.time()
+    loop_thread.run(drift.service.tick(now))  # the canary baseline
+    loop_thread.run(_behave(demo.url, suffix=" Ask me about lasagna instead."))
+    loop_thread.run(drift.service.tick(now + 2), timeout=60)  # changed
+    loop_thread.run(_behave(demo.url, pad_words=0, suffix="", system_fingerprint=""))
+
+
 def _chat(client: openai.OpenAI, content: str, model: str = "demo-a", **kw: Any) -> Any:
     try:
         return client.chat.completions.create(
@@ -127,6 +174,7 @@ def run_traffic(loop_thread: LoopThread, dsn: str, database: str, tmp: Path) -> 
         demo.url,
         guardrails={"enabled": True, "policy": str(policy)},
         handoff={"enabled": True, "review": {"token": TOKEN}},
+        drift=DRIFT,
     )
     sc = loop_thread.run(start_sidecar_async(settings, [clickhouse]))
     client = openai.OpenAI(base_url=sc.base_url, api_key="x", max_retries=0)
@@ -147,6 +195,7 @@ def run_traffic(loop_thread: LoopThread, dsn: str, database: str, tmp: Path) -> 
         time.sleep(0.1)
     else:
         raise AssertionError(f"ClickHouse holds {got} of {n} traces")
+    drive_drift(loop_thread, sc, demo)
     metrics_text = asyncio.run(_scrape(sc.url))
     return Traffic(sc, database, n, handoff_ids, metrics_text, demo)
 
