@@ -166,6 +166,10 @@ async def _serve(args: argparse.Namespace) -> int:
             notice = runtime.review_auth.startup_notice(url)
             if notice:  # a generated review token: shown once, here, never logged
                 print(notice, flush=True)
+        from sidecar.dashboard.wiring import startup_notice as dashboard_notice
+
+        if notice := dashboard_notice(app, url):  # the same, for /dashboard
+            print(notice, flush=True)
         await _wait_for_signal()
         logger.info("shutting down: finishing in-flight requests, flushing exporters")
     finally:
@@ -323,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_traces.add_parsers(sub)
     drift_commands.register(sub, cli_traces._storage)  # railwatch drift ... (issue 12)
+    from sidecar.dashboard.cli import add_parser as add_dashboards  # its own module
+
+    add_dashboards(sub)
     return parser
 
 

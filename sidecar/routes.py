@@ -113,6 +113,9 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
             "login_lockouts": review_auth.throttle.lockouts if review_auth is not None else 0,
         }))
     router.add_get("/openapi.json", openapi)
+    from sidecar.dashboard import wiring as dashboard
+
+    dashboard.setup(app, runtime)  # /dashboard and the hand-off backlog gauges
     # last: everything else ([\s\S]: a path with a decoded newline must reach the proxy,
     # which refuses it in the OpenAI shape, not aiohttp's text/plain 404)
     router.add_route("*", "/{tail:[\\s\\S]*}", proxy.passthrough_handler())

@@ -245,3 +245,9 @@ METRIC_JOURNAL_BACKLOG = "railwatch_journal_backlog_records"  # gauge: not yet e
 METRIC_JOURNAL_UNJOURNALED = "railwatch_journal_unjournaled_records"  # counter: not crash-safe
 METRIC_INTAKE_FINISH_ERRORS = "railwatch_intake_finish_errors"  # counter: stored without text
 METRIC_INTAKE_DROPPED = "railwatch_intake_dropped_records"  # counter: intake queue full
+
+# --- Dashboards and alerts (sidecar/dashboard): hand-off backlog gauges, refreshed from the
+# hand-off store in the background (never on the scrape)
+METRIC_HANDOFFS_OPEN = "railwatch_handoffs_open"  # gauge: pending hand-offs (capped scan)
+METRIC_HANDOFF_OLDEST_AGE = "railwatch_handoff_oldest_open_age_seconds"  # gauge, seconds
+METRIC_HANDOFF_REFRESH_ERRORS = "railwatch_handoff_gauge_refresh_errors"  # counter

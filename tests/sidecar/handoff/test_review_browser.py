@@ -6,7 +6,6 @@ only when no Chromium binary can be found.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import struct
@@ -18,35 +17,11 @@ from urllib.parse import quote
 import pytest
 
 from sidecar.handoff.model import ConversationPart, Span
+from tests.helpers.chromium import SKIP_REASON, find_chromium, run_chromium
 from tests.sidecar.handoff._support import ReviewApp
 
 MakeApp = Callable[..., Awaitable[ReviewApp]]
 HOSTILE = "<script>document.title='pwned'</script> reach me at jane@doe.com, you idiot"
-
-
-def _chromium() -> str | None:
-    for name in (os.environ.get("RAILWATCH_TEST_CHROMIUM"), "chromium", "chromium-browser",
-                 "google-chrome", "/usr/bin/chromium"):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
-
-
-async def _run_chromium(binary: str, profile: Path, *args: str) -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
-        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 90)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        pytest.fail("chromium did not finish within 90 s")
-    assert proc.returncode is not None
-    return proc.returncode, out, err
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -62,10 +37,9 @@ def _png_size(data: bytes) -> tuple[int, int]:
 async def test_review_page_renders_in_headless_chromium(
     make_review_app: MakeApp, tmp_path: Path
 ) -> None:
-    binary = _chromium()
+    binary = find_chromium()
     if binary is None:
-        pytest.skip("no Chromium binary found (apt-get install -y chromium, or set "
-                    "RAILWATCH_TEST_CHROMIUM)")
+        pytest.skip(SKIP_REASON)
     app = await make_review_app()
     email = HOSTILE.index("jane@doe.com")
     insult = HOSTILE.index("idiot")
@@ -89,7 +63,7 @@ async def test_review_page_renders_in_headless_chromium(
         return f"{app.url}/review/login?ticket={ticket}&next={quote(f'/review/{h.id}')}"
 
     # 1. the DOM after sign-in and redirect: the detail page, content escaped and marked
-    rc, dom, err = await _run_chromium(binary, tmp_path / "profile-dom", "--dump-dom", link())
+    rc, dom, err = await run_chromium(binary, tmp_path / "profile-dom", "--dump-dom", link())
     assert rc == 0, err.decode(errors="replace")[-2000:]
     html = dom.decode()
     assert h.id in html and "Approve answer" in html
@@ -100,7 +74,7 @@ async def test_review_page_renders_in_headless_chromium(
 
     # 2. a screenshot of the same page
     shot = tmp_path / "review.png"
-    rc, _, err = await _run_chromium(binary, tmp_path / "profile-shot",
+    rc, _, err = await run_chromium(binary, tmp_path / "profile-shot",
                                      f"--screenshot={shot}", "--window-size=1280,900",
                                      "--hide-scrollbars", link())
     assert rc == 0, err.decode(errors="replace")[-2000:]
