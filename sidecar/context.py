@@ -131,10 +131,10 @@ class RequestContext:
         self.response_id = facts.response_id or self.response_id
         self.finish_reasons = [*facts.finish_reasons, *self.finish_reasons]
         self.usage = facts.usage
-        if self.first_token_at is None:
-            self.first_token_at = facts.first_token_at
-        if self.last_token_at is None:
-            self.last_token_at = facts.last_token_at
+        if self.first_token_at is None and self.last_token_at is None:
+            # the upstream's arrival times, only as a pair and only when the transport
+            # marked no client-side times itself (never one of each: TPOT would mix clocks)
+            self.first_token_at, self.last_token_at = facts.first_token_at, facts.last_token_at
         if facts.output_parts:
             self.output_parts = list(facts.output_parts)
         if facts.upstream_done_at is not None:

@@ -12,7 +12,6 @@ batching, so padding stays small.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -56,9 +55,8 @@ class Embedder:
         """Load the model from the package directory. Blocks; raises EmbedderUnavailable."""
         if self._model is not None:
             return
-        path = model_dir()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        path = model_dir()  # a local folder, loaded with local_files_only: no hub is asked;
+        # no process-wide HF_HUB_OFFLINE either, which would forbid other detectors' fetches
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer

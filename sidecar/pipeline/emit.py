@@ -69,8 +69,10 @@ class Emitter:
         if ctx.stream and ctx.first_token_at is not None:
             ttft = _ms(ctx.t0, ctx.first_token_at)
             tokens = ctx.usage.completion_tokens
-            if tokens and tokens > 1 and ctx.last_token_at is not None:
-                tpot = round((ctx.last_token_at - ctx.first_token_at) * 1000.0 / (tokens - 1), 4)
+            last = ctx.last_token_at
+            # both marks from one side (the client's); never negative whatever set them
+            if tokens and tokens > 1 and last is not None and last >= ctx.first_token_at:
+                tpot = round((last - ctx.first_token_at) * 1000.0 / (tokens - 1), 4)
         prompt = self._raw_text(ctx.prompt_text)
         output = self._raw_text(ctx.output_text)
         usage = ctx.usage
