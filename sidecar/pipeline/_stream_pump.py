@@ -54,7 +54,8 @@ STREAM_INVALID_EVENTS = {  # StreamObserver.broken -> the client's last event
     "upstream_broken_response": _error_event(
         "the upstream sent a malformed stream event", "upstream_broken_response"),
     "upstream_response_too_large": _error_event(
-        "the upstream sent a stream event over the size limit", "upstream_response_too_large"),
+        "the upstream's stream (or one of its events) is over the size limit",
+        "upstream_response_too_large"),
 }
 _DONE = b"data: [DONE]\n\n"
 

@@ -196,8 +196,13 @@ class StreamObserver:
     """
 
     def __init__(self, ctx: Sink, max_event_bytes: int = 8 * 1024 * 1024, *,
-                 request: RequestContext | None = None, mark_tokens: bool = True) -> None:
+                 request: RequestContext | None = None, mark_tokens: bool = True,
+                 max_total_bytes: int | None = None) -> None:
         self.ctx = ctx
+        # the whole stream, like a unary answer (``upstream.max_response_bytes``): an
+        # endless stream of valid events must not grow the text kept for checks and trace
+        self.max_total_bytes = max_total_bytes
+        self.total_bytes = 0
         self.mark = mark_tokens
         self.request = request if request is not None else (
             ctx if isinstance(ctx, RequestContext) else None)
@@ -210,7 +215,14 @@ class StreamObserver:
         self.events = 0
         self.counted = 0
 
+    def _count(self, chunk: bytes) -> None:
+        self.total_bytes += len(chunk)
+        limit = self.max_total_bytes
+        if limit is not None and self.total_bytes > limit and self.broken is None:
+            self.broken = TOO_LARGE
+
     def feed(self, chunk: bytes) -> None:
+        self._count(chunk)
         events = self.parser.feed(chunk)
         if self.parser.overflowed and self.broken is None:
             self.broken = TOO_LARGE
@@ -224,7 +236,9 @@ class StreamObserver:
 
     def limit(self, chunk: bytes) -> None:
         """For a stream someone else parses (the stream guard): mark it broken once a
-        line or event runs past ``max_event_bytes``. Never raises."""
+        line or event runs past ``max_event_bytes``, or the stream past ``max_total_bytes``.
+        Never raises."""
+        self._count(chunk)
         if not self.size_limit.feed(chunk) and self.broken is None:
             self.broken = TOO_LARGE
 

@@ -82,7 +82,8 @@ class StreamFlow:
             out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
             await out.prepare(request)
             ctx.status = 200
-            observer = StreamObserver(ctx, client.settings.max_sse_event_bytes)
+            observer = StreamObserver(ctx, client.settings.max_sse_event_bytes,
+                                      max_total_bytes=client.settings.max_response_bytes)
             content = resp.content
             tail: bytes | None = None
             try:
@@ -321,6 +322,7 @@ class StreamStrategy:
                 return await self._unary_answer(resp, raw, last_chance, facts)
             # tokens are marked on the request as the client gets them, not on arrival
             observer = StreamObserver(facts, client.settings.max_sse_event_bytes, request=ctx,
+                                      max_total_bytes=client.settings.max_response_bytes,
                                       mark_tokens=False)
             result = await pump(call.request, ctx, resp, self._guard(last_chance, observer),
                                 observer, early_headers=call.route.stream.early_headers)

@@ -73,6 +73,20 @@ async def _endless_line(request: web.Request) -> web.StreamResponse:
     return out
 
 
+async def _endless_events(request: web.Request) -> web.StreamResponse:
+    """Valid, small chat chunks that never end: only the stream's total size stops it."""
+    await request.read()
+    out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await out.prepare(request)
+    event = CHUNK % (b"0", b"All work and no play. " * 40)
+    try:
+        for _ in range(20_000):  # about 20 MB if nobody stops it
+            await out.write(event)
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return out
+
+
 async def _malformed(request: web.Request) -> web.StreamResponse:
     await request.read()
     out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -89,7 +103,8 @@ async def _malformed(request: web.Request) -> web.StreamResponse:
 
 
 ROUTES: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
-    "big": _unary_big, "huge": _unary_huge, "bomb": _gzip_bomb, "endless": _endless_line, "malformed": _malformed,
+    "big": _unary_big, "huge": _unary_huge, "bomb": _gzip_bomb, "endless": _endless_line, "endless_events": _endless_events,
+    "malformed": _malformed,
 }
 
 
@@ -192,6 +207,22 @@ def test_an_endless_sse_line_ends_the_stream_with_an_error_event(
         b'"code":"upstream_response_too_large"}}\n\n'
     ), body[-200:]
     assert len(body) < 8 * 1024 * 1024  # stopped soon after the limit, not at 128 MB
+    rec = _record(sc)
+    assert rec.error_type == "upstream_response_too_large"
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_an_endless_stream_of_valid_events_stops_at_the_answer_limit(
+    guarded: bool, scripted: str, start_sidecar: Any
+) -> None:
+    """Every event is small and valid; the text kept for checks and the trace is bounded
+    by ``upstream.max_response_bytes`` all the same."""
+    sc = start_sidecar(f"{scripted}/endless_events", guardrails={"enabled": guarded},
+                       upstream={"max_response_bytes": 512 * 1024})
+    status, body = _post(sc, stream=True)
+    assert status == 200
+    assert body.endswith(b'"code":"upstream_response_too_large"}}\n\n'), body[-200:]
+    assert len(body) < 2 * 1024 * 1024
     rec = _record(sc)
     assert rec.error_type == "upstream_response_too_large"
 
