@@ -36,14 +36,14 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
-__all__ = ["PLACEHOLDER_PATTERN", "Masker"]
+__all__ = ["PLACEHOLDER_PATTERN", "Masker", "Span"]
 
 # What a placeholder looks like: "<" LABEL "_" number ">", LABEL upper-case.
 PLACEHOLDER_PATTERN = re.compile(r"<[A-Z][A-Z0-9_]*_[0-9]+>")
 _NOT_LABEL = re.compile(r"[^A-Z0-9]+")
 
 
-class _Span(Protocol):
+class Span(Protocol):
     """What the masker needs of a finding (``detectors.base.Finding`` has it)."""
 
     @property
@@ -78,7 +78,7 @@ class Masker:
 
     # -- masking -------------------------------------------------------------------
 
-    def mask(self, text: str, findings: Iterable[_Span]) -> str:
+    def mask(self, text: str, findings: Iterable[Span]) -> str:
         """``text`` with the kept spans replaced by placeholders.
 
         Findings may come from several detectors, in any order, overlapping.
@@ -150,7 +150,7 @@ class Masker:
         return restore, frozenset(p[:i] for p in table for i in range(1, len(p)))
 
 
-def _resolve(text: str, findings: Iterable[_Span]) -> list[tuple[str, int, int]]:
+def _resolve(text: str, findings: Iterable[Span]) -> list[tuple[str, int, int]]:
     """Non-overlapping (label, start, end) spans in text order.
 
     Greedy by priority: higher score, then longer span, then earlier start. Empty

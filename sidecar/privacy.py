@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from detectors.base import Finding, TextContext
-from sidecar.masking import Masker
+from sidecar.masking import Masker, Span
 from sidecar.record import TraceRecord
 from sidecar.settings import PrivacySettings
 
@@ -72,17 +72,6 @@ _API_WORDS = frozenset({
 })
 
 
-class _Span(Protocol):
-    @property
-    def label(self) -> str: ...
-    @property
-    def score(self) -> float: ...
-    @property
-    def start(self) -> int: ...
-    @property
-    def end(self) -> int: ...
-
-
 @runtime_checkable
 class SyncDetector(Protocol):
     """A detector that can also run synchronously (pattern PII, secrets)."""
@@ -92,7 +81,7 @@ class SyncDetector(Protocol):
     ) -> list[list[Finding]]: ...
 
 
-Finder = Callable[[str], Sequence[_Span]]  # every PII/secret finding in a text (blocking)
+Finder = Callable[[str], Sequence[Span]]  # every PII/secret finding in a text (blocking)
 
 
 class PrivacyDetectors:
@@ -122,7 +111,7 @@ class CheckedText:
 
     stage: str  # "input" | "output"
     text: str
-    findings: tuple[_Span, ...]
+    findings: tuple[Span, ...]
     detectors: frozenset[str] = frozenset()
 
 
@@ -223,7 +212,7 @@ class StoragePrivacy:
             return None
         limit = self.max_chars
         window = text[: limit + _MARGIN_CHARS]
-        spans: list[_Span] = []
+        spans: list[Span] = []
         covered: list[tuple[int, int]] = []
         cursor = 0
         for seg in checked:
