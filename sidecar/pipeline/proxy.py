@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from sidecar import semconv
@@ -34,6 +33,7 @@ from sidecar.pipeline.actions import UpstreamSet
 from sidecar.pipeline.completions import CompletionFlow
 from sidecar.pipeline.emit import Emitter
 from sidecar.pipeline.guard import Guard
+from sidecar.pipeline.relay import BROKEN, CLIENT_GONE, relay
 from sidecar.pipeline.responses import error_response
 from sidecar.pipeline.streaming import StreamFlow
 from sidecar.pipeline.upstream import forward_request_headers, response_headers
@@ -266,21 +266,9 @@ class Proxy:
             )
             out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
             await out.prepare(request)
-            content = resp.content
-            while True:
-                try:
-                    chunk = await content.readany()
-                except (TimeoutError, aiohttp.ClientError, OSError):
-                    ctx.error_type = "upstream_stream_broken"
-                    break
-                if not chunk:
-                    break
-                try:
-                    await out.write(chunk)
-                except ConnectionResetError:
-                    ctx.client_disconnected = True
-                    ctx.error_type = "client_disconnected"
-                    break
+            stopped = await relay(resp.content, out, ctx)
+            if stopped is not None:  # a stalled pass-through body is a broken one here
+                ctx.error_type = stopped if stopped == CLIENT_GONE else BROKEN
             ctx.upstream_done_at = time.perf_counter()
             if ctx.error_type == "upstream_stream_broken" and request.transport is not None:
                 # Cut the connection so the client sees a truncated body, not a complete one.

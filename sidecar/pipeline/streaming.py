@@ -37,6 +37,7 @@ from sidecar.pipeline.actions import Upstream, UpstreamSet
 from sidecar.pipeline.call import GuardedCall
 from sidecar.pipeline.engine import AttemptLog, AttemptSpec, Engine, Outcome, Verdict
 from sidecar.pipeline.guard import Guard, Segment, incomplete_decision
+from sidecar.pipeline.relay import BROKEN, CLIENT_GONE, TIMEOUT, relay
 from sidecar.pipeline.observe import StreamObserver, decode_body, observe_answer, observe_unary
 from sidecar.pipeline.responses import upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, WindowCheck, WindowVerdict
@@ -84,30 +85,18 @@ class StreamFlow:
             ctx.status = 200
             observer = StreamObserver(ctx, client.settings.max_sse_event_bytes,
                                       max_total_bytes=client.settings.max_response_bytes)
-            content = resp.content
             tail: bytes | None = None
+
+            def observe(chunk: bytes) -> str | None:
+                observer.feed(chunk)  # after the write: observing never delays delivery
+                return observer.broken
+
             try:
-                while True:
-                    try:
-                        chunk = await content.readany()
-                    except (TimeoutError, aiohttp.ServerTimeoutError):
-                        ctx.error_type, tail = "upstream_timeout", STREAM_TIMEOUT_EVENT
-                        break
-                    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError):
-                        ctx.error_type, tail = "upstream_stream_broken", STREAM_BROKEN_EVENT
-                        break
-                    if not chunk:
-                        break
-                    try:
-                        await out.write(chunk)
-                    except ConnectionResetError:
-                        ctx.client_disconnected = True
-                        ctx.error_type = "client_disconnected"
-                        break
-                    observer.feed(chunk)  # after the write: observing never delays delivery
-                    if observer.broken is not None:
-                        ctx.error_type, tail = observer.broken, STREAM_INVALID_EVENTS[observer.broken]
-                        break
+                stopped = await relay(resp.content, out, ctx, observe)
+                if stopped is not None:
+                    ctx.error_type = stopped
+                    tail = {TIMEOUT: STREAM_TIMEOUT_EVENT, BROKEN: STREAM_BROKEN_EVENT,
+                            CLIENT_GONE: None}.get(stopped) or STREAM_INVALID_EVENTS.get(stopped)
             except BaseException:  # cancelled (the client left): record what it got
                 observer.close()
                 raise
