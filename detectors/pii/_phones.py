@@ -34,7 +34,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import phonenumbers
 from phonenumbers import Leniency, NumberParseException, PhoneNumberMatcher
@@ -353,18 +353,11 @@ class PhoneValidator:
             digits = digits[2:]
         elif not stripped.startswith("+"):
             return False
-        if not digits or digits[0] == "0":
+        split = self._calling_code_of(digits)
+        if split is None:
             return False
-        for size in (1, 2, 3):
-            if int(digits[:size]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-                entry = self._calling_code(int(digits[:size]))
-                break
-        else:
-            return False
-        if entry is None:
-            return False
-        meta = entry[0]
-        nsn = meta.strip_prefix(digits[size:])
+        meta, rest = split
+        nsn = meta.strip_prefix(rest)
         return nsn is not None and len(nsn) in meta.valid_lengths | meta.local_lengths
 
     def possible_national(self, candidate: str) -> bool:
@@ -419,20 +412,23 @@ class PhoneValidator:
         self._by_calling_code[cc] = entry
         return entry
 
-    def _international(self, digits: str) -> bool:
+    def _calling_code_of(self, digits: str) -> tuple[Any, str] | None:
+        """(metadata of the calling code ``digits`` start with, the digits after it), or
+        None. Like ``parse()``, the first prefix that is a known calling code wins."""
         if not digits or digits[0] == "0":
-            return False  # no calling code starts with 0
+            return None  # no calling code starts with 0
         for size in (1, 2, 3):
-            # parse() takes the first prefix that is a known calling code
             if int(digits[:size]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
                 entry = self._calling_code(int(digits[:size]))
-                break
-        else:
+                return None if entry is None else (entry[0], digits[size:])
+        return None
+
+    def _international(self, digits: str) -> bool:
+        split = self._calling_code_of(digits)
+        if split is None:
             return False
-        if entry is None:
-            return False
-        meta = entry[0]
-        nsn = meta.strip_prefix(digits[size:])
+        meta, rest = split
+        nsn = meta.strip_prefix(rest)
         if nsn is None:
             return self._accept("+" + digits, None)
         return meta.may_be_valid(nsn) and self._valid(meta.country_code, nsn)
