@@ -46,17 +46,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _data import HATECHECK  # noqa: E402 - bench/ is the script's own folder
+
 from detectors.toxicity import ToxicityDetector
 
-DATA = (
-    next(
-        (p for p in (REPO / "..", REPO / ".." / "..") if (p / "shared" / "benchdata").is_dir()),
-        REPO / "..",
-    )
-    / "shared"
-    / "benchdata"
-    / "hatecheck_test_suite_cases.csv"
-)  # main checkout or a worktree
+DATA = HATECHECK
 SIZES = {
     "tiny": {
         "hidden_size": 32,

@@ -34,18 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _data import HATECHECK  # noqa: E402 - bench/ is the script's own folder
+
 from detectors.runner import DetectorRunner, RunSettings  # noqa: E402
 from detectors.toxicity import ToxicityDetector  # noqa: E402
 
-DATA = (
-    next(
-        (p for p in (REPO / "..", REPO / ".." / "..") if (p / "shared" / "benchdata").is_dir()),
-        REPO / "..",
-    )
-    / "shared"
-    / "benchdata"
-    / "hatecheck_test_suite_cases.csv"
-)
+DATA = HATECHECK
 
 
 def load_texts(chars: int, n: int) -> list[str]:

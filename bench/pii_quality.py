@@ -62,6 +62,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _data import benchdata  # noqa: E402 - bench/ is the script's own folder
+
 from detectors.pii import PiiDetector
 
 DATASET_MAP = {"GPE": "LOCATION", "DOMAIN_NAME": "URL"}
@@ -224,15 +226,6 @@ COVERED["presidio"] = COVERED["patterns"] | {"DATE_TIME", "US_DRIVER_LICENSE"}
 COVERED["presidio+spacy"] = COVERED["presidio"] | {"PERSON", "LOCATION", "NRP"}
 
 
-def _default_data(name: str) -> Path:
-    """``shared/benchdata/NAME`` beside the checkout (main) or two levels up (a worktree)."""
-    for base in (ROOT.parent, ROOT.parent.parent):
-        path = base / "shared" / "benchdata" / name
-        if path.exists():
-            return path
-    return ROOT.parent / "shared" / "benchdata" / name
-
-
 def no_pii_sets(cases: Path, data_dir: Path) -> list[tuple[str, list[str]]]:
     """Texts that hold no PII, by source (see the module docstring)."""
     import csv
@@ -302,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--data",
         type=Path,
-        default=_default_data("presidio_synth_dataset_v2.json"),
+        default=benchdata("presidio_synth_dataset_v2.json"),
     )
     ap.add_argument("--cases", type=Path, default=ROOT / "bench" / "data" / "pii_cases.jsonl")
     ap.add_argument("--systems", default=",".join(SYSTEMS))

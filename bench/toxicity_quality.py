@@ -36,17 +36,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _data import HATECHECK  # noqa: E402 - bench/ is the script's own folder
+
 from detectors.toxicity import ToxicityDetector
 
-DEFAULT_DATA = (
-    next(
-        (p for p in (REPO / "..", REPO / ".." / "..") if (p / "shared" / "benchdata").is_dir()),
-        REPO / "..",
-    )
-    / "shared"
-    / "benchdata"
-    / "hatecheck_test_suite_cases.csv"
-)  # main checkout or a worktree
+DEFAULT_DATA = HATECHECK
 OWN_CASES = REPO / "bench" / "data" / "toxicity_cases.jsonl"
 
 
