@@ -203,3 +203,74 @@ def test_an_insult_after_benign_padding_is_still_caught() -> None:
     assert diluted.score > 0.9 and abs(diluted.score - alone.score) < 0.05
     (benign,) = detector.detect_sync(["calm " * 120])[0]
     assert benign.score < 0.5
+
+
+def _window_texts() -> list[str]:
+    """Texts that exercise every windowing branch: short, long sentences of every length
+    around the block edges, many sentences, odd whitespace, case, and truncation."""
+    import random
+
+    rng = random.Random(7)
+    vocab = [
+        "fucking",
+        "idiot",
+        "calm",
+        "Shit",
+        "report",
+        "the",
+        "I",
+        "hate",
+        "you",
+        "a",
+        "x",
+        "don't",
+        "e-mail",
+        "naïve",
+        "ÉCOLE",
+        "stupid",
+        "bitch",
+        "42",
+        "__init__",
+    ]
+    texts = ["", "short and calm", "." * 300, " \n\t " * 80, "word " * 4000]
+    for n in range(20, 60):  # one long sentence of n words, insult somewhere
+        words = [rng.choice(vocab) for _ in range(n)]
+        texts.append(("\t" if n % 3 else "  ").join(words))
+    for _ in range(40):  # several sentences, some short, some long, mixed separators
+        parts = []
+        for _ in range(rng.randint(1, 8)):
+            words = [rng.choice(vocab) for _ in range(rng.randint(1, 45))]
+            parts.append(" ".join(words) + rng.choice([".", "!", "?", "\n", "...", ""]))
+        texts.append(" ".join(parts))
+    return texts
+
+
+def test_windowed_fast_path_equals_scoring_each_window() -> None:
+    """The block-wise scorer gives the same per-text maximum and truncation as scoring
+    every window string of ``_windows`` with scikit-learn's vectorizer and model."""
+    import numpy as np
+
+    from detectors.toxicity import _profanity
+
+    scorer = _profanity.ProfanityScorer.load()
+    assert scorer._fast is not None
+    texts = _window_texts()
+    got, cut = scorer.score(texts)
+    for index, text in enumerate(texts):
+        windows = _profanity._windows(text)
+        expect_cut = len(windows) > _profanity.MAX_WINDOWS
+        windows = windows[: _profanity.MAX_WINDOWS]
+        exact = scorer._model.predict_proba(scorer._vectorizer.transform(windows))[:, 1]
+        assert got[index, 0] == pytest.approx(float(np.max(exact)), abs=1e-9), text[:80]
+        assert bool(cut[index]) == expect_cut
+    assert cut.any()  # "word " * 4000 has more windows than the bound
+
+
+def test_word_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detectors.toxicity import _profanity
+
+    monkeypatch.setattr(_profanity, "_WORD_CACHE", 50)
+    scorer = _profanity.ProfanityScorer.load()
+    assert scorer._fast is not None
+    scorer.score([" ".join(f"w{i}" for i in range(400))])
+    assert 0 < len(scorer._fast._words) <= 50
