@@ -73,6 +73,23 @@ class DurableExporter(Protocol):
 
 
 @runtime_checkable
+class DeclaresText(Protocol):
+    """Says whether ``export`` reads the records' ``prompt_text`` / ``output_text``.
+
+    Under ``privacy.capture: masked`` the intake masks stored text (PII detectors, off
+    the event loop) only when some exporter reads it; one that does not declare this is
+    taken to read it."""
+
+    reads_text: bool
+
+
+def reads_text(exporter: Exporter) -> bool:
+    """Does ``exporter`` read record text (see :class:`DeclaresText`)? True unless it
+    says otherwise."""
+    return bool(exporter.reads_text) if isinstance(exporter, DeclaresText) else True
+
+
+@runtime_checkable
 class StartableExporter(Protocol):
     """Opens its backend in ``start()`` (blocking; a coroutine result is awaited)."""
 

@@ -26,7 +26,7 @@ from detectors.base import Detector
 from detectors.errors import DetectorError
 from detectors.runner import DetectorRunner
 from exporters import registry as exporter_registry
-from exporters.base import DurableExporter, Exporter, StartableExporter
+from exporters.base import DurableExporter, Exporter, StartableExporter, reads_text
 from exporters.batch import BatchProcessor, ExportPipeline
 from exporters.errors import SpillError
 from exporters.journal import JournalSettings as IntakeJournal
@@ -176,7 +176,8 @@ def build_records(
 ) -> tuple[RecordIntake, StoragePrivacy, Emitter]:
     """The path of trace records (sidecar and SDK alike): storage privacy from the
     guard's detectors, the record intake (with its crash journal when an exporter is
-    durable) in front of ``exports``, and the emitter. Reads the pseudonym key (disk)."""
+    durable) in front of ``exports``, and the emitter (records carry text only when one
+    of ``exporters`` reads it). Reads the pseudonym key (disk)."""
     key = (b"" if settings.privacy.capture == "raw"
            else load_pseudonym_key(settings.privacy.pseudonym_key, settings.data_path()))
     privacy = StoragePrivacy(settings.privacy, privacy_finder(guard), key)
@@ -186,7 +187,8 @@ def build_records(
         journal=_journal(settings, exporters),
         strip_text=strip_text,
     )
-    return intake, privacy, Emitter(intake, privacy)
+    keep_text = any(reads_text(e) for e in exporters)
+    return intake, privacy, Emitter(intake, privacy, keep_text=keep_text)
 
 
 def _check_fallbacks(policy: Policy, settings: Settings) -> None:
@@ -272,7 +274,8 @@ def create_app(
     drift = build_drift(settings, exporter_list)
     if drift is not None:
         pairs.append((drift.exporter, ExporterSettings(kind="drift")))
-    intake, privacy, emitter = build_records(settings, guard, exports, exporter_list)
+    # every record consumer, drift's included (it reads the stored, masked prompt)
+    intake, privacy, emitter = build_records(settings, guard, exports, [e for e, _ in pairs])
     signals = ImplicitSignals(issued=IssuedTraces(
         settings.feedback.issued_window_s, settings.feedback.max_issued))
     feedback_store = _feedback_store(clickhouse)

@@ -112,6 +112,7 @@ class OtelExporter:
             _sdk.check_protocols()
         self.exporter_kind = exporter
         self.capture_content = bool(capture_content)
+        self.reads_text = self.capture_content  # message content only when captured
         self.provider_name = str(provider_name)
         self.span_processor = span_processor
         self.max_models = max_models

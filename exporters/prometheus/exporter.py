@@ -89,6 +89,7 @@ class PrometheusExporter:
     """
 
     name = "prometheus"
+    reads_text = False  # counts and durations only: the intake need not mask text for it
 
     def __init__(
         self,

@@ -49,13 +49,23 @@ def _ms(start: float | None, end: float | None) -> float | None:
 
 
 class Emitter:
-    def __init__(self, sink: RecordSink, privacy: StoragePrivacy) -> None:
+    """Builds and submits trace records.
+
+    ``keep_text`` is False when no exporter reads record text (Prometheus alone, OTLP
+    without content capture, no exporter): records then never carry text, and nothing is
+    masked for them (masking runs the PII detectors on every prompt and answer).
+    """
+
+    def __init__(
+        self, sink: RecordSink, privacy: StoragePrivacy, *, keep_text: bool = True
+    ) -> None:
         self.sink = sink
         self.privacy = privacy
+        self.keep_text = keep_text
         self.emitted = 0
 
     def _raw_text(self, text: str | None) -> str | None:
-        if text is None or self.privacy.capture != "raw":
+        if text is None or not self.keep_text or self.privacy.capture != "raw":
             return None
         limit = self.privacy.max_chars
         return text[:limit] if len(text) > limit else text
@@ -134,7 +144,9 @@ class Emitter:
     def emit_record(self, record: TraceRecord) -> None:
         """Submit a record built elsewhere (the SDK's, received by the sidecar): this
         sidecar's privacy setting applies to its text whatever the sender did."""
-        finish = self.privacy.finisher(record.prompt_text, record.output_text, ())
+        keep = self.keep_text
+        finish = self.privacy.finisher(record.prompt_text if keep else None,
+                                       record.output_text if keep else None, ())
         self.sink.submit(replace(record, prompt_text=self._raw_text(record.prompt_text),
                                  output_text=self._raw_text(record.output_text),
                                  text_masked=False), finish)
@@ -147,6 +159,9 @@ class Emitter:
         except Exception:
             logger.exception("could not build the trace record for request %s", ctx.request_id)
             return
-        finish = self.privacy.finisher(ctx.prompt_text, ctx.output_text, ctx.privacy_checked)
+        if self.keep_text:
+            finish = self.privacy.finisher(ctx.prompt_text, ctx.output_text, ctx.privacy_checked)
+        else:  # identifiers are still pseudonymised; there is no text to mask
+            finish = self.privacy.finisher(None, None, ())
         self.sink.submit(record, finish)
         self.emitted += 1
