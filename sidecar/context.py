@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from sidecar.policy import SEVERITY
 from sidecar.privacy import CheckedText
 from sidecar.record import AttemptRecord, DecisionRecord, DetectorRunRecord, FindingRecord
 
@@ -103,7 +104,8 @@ class RequestContext:
     findings: list[FindingRecord] = field(default_factory=list)
     detector_runs: list[DetectorRunRecord] = field(default_factory=list)
     decisions: list[DecisionRecord] = field(default_factory=list)
-    decision: str = "pass"
+    # the final action: read through ``decision``, written only by escalate/settle/override
+    _decision: str = field(default="pass", init=False)
     retries: int = 0
     attempts: list[AttemptRecord] = field(default_factory=list)
     handoff_id: str | None = None
@@ -111,6 +113,39 @@ class RequestContext:
     # texts the guard checked with every privacy detector, and their findings: stored
     # text is masked from these instead of running the detectors again
     privacy_checked: list[CheckedText] = field(default_factory=list)
+
+    # --- the final decision: one place writes it ----------------------------------------
+
+    @property
+    def decision(self) -> str:
+        """The request's final action, a :data:`~sidecar.policy.SEVERITY` key (``pass``
+        until a stage decides otherwise). Read-only: it changes only through
+        :meth:`escalate`, :meth:`settle` and :meth:`override`."""
+        return self._decision
+
+    def escalate(self, action: str) -> None:
+        """A guard stage decided ``action`` (input, an attempt's output, a stream window):
+        the final decision rises to it when it is more severe (``SEVERITY``), never falls.
+        Provisional: :meth:`settle` and :meth:`override` replace it. Raises ``KeyError``
+        for an action the policy does not know."""
+        if SEVERITY[action] > SEVERITY[self._decision]:
+            self._decision = action
+
+    def settle(self, *actions: str) -> None:
+        """The chosen outcome is delivered: the most severe of ``actions`` (the input
+        stage's and the delivered attempt's output verdict) *replaces* what stages
+        escalated, so the verdict of a discarded attempt (a retried answer) is not the
+        request's. Raises ``KeyError`` for an unknown action, ``ValueError`` for none."""
+        self._decision = max(actions, key=SEVERITY.__getitem__)
+
+    def override(self, action: Literal["block", "handoff"]) -> None:
+        """The sidecar itself ended the request: ``block`` (a block response, a cut
+        stream, a rewrite that could not be applied) or ``handoff`` (a person takes
+        over). *Replaces* the decision whatever its severity: a hand-off taken after an
+        input block is a hand-off. Raises ``ValueError`` for another action."""
+        if action not in ("block", "handoff"):
+            raise ValueError(f"not a final override: {action!r}")
+        self._decision = action
 
     def fail(self, status: int, error_type: str) -> None:
         self.status = status

@@ -99,7 +99,7 @@ def make_handoff_hook(service: HandoffService) -> Hook:
             model=ctx.model_served or ctx.model_requested or "",
         )
         ctx.handoff_id = handoff.id
-        ctx.decision = "handoff"
+        ctx.override("handoff")
         ctx.status = 200
         ctx.finish_reasons = ["stop"]
         ctx.output_parts = [message]

@@ -238,7 +238,7 @@ async def _finish(ctx: RequestContext, sg: StreamGuard, writer: _Writer,
         ctx.finish_reasons.append("content_filter")
         ctx.attributes[semconv.ATTR_STREAM_CUT] = "1"
         ctx.attributes[semconv.ATTR_STREAM_CUT_ACTION] = step.verdict.action
-        ctx.decision = "block"
+        ctx.override("block")
     elif step is not None and step.verdict is not None:
         ctx.attributes[semconv.ATTR_STREAM_VERDICT] = step.verdict.action  # passthrough
     if sg.late_spans:

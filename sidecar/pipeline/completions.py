@@ -34,7 +34,7 @@ from sidecar.pipeline.observe import decode_body, observe_answer, observe_unary
 from sidecar.pipeline.responses import blocked_response, upstream_response
 from sidecar.pipeline.streaming import StreamFlow
 from sidecar.pipeline.upstream import UpstreamClient, forward_request_headers
-from sidecar.policy import PASS, SEVERITY, Decision, Route
+from sidecar.policy import PASS, Decision, Route
 from sidecar.settings import ServerSettings
 
 # (ctx, route, reason, the answer the model gave or None, the decision) -> the client's response
@@ -266,7 +266,7 @@ class CompletionFlow:
             ctx.adopt(answer.facts)
         if verdict.action != "deliver":
             return await self._act(call, verdict, ctx.output_text, conversation)
-        ctx.decision = max(input_decision, verdict.decision.action, key=SEVERITY.__getitem__)
+        ctx.settle(input_decision, verdict.decision.action)
         if verdict.exhausted:
             ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
         assert answer is not None

@@ -43,7 +43,7 @@ from sidecar.context import RequestContext
 from sidecar.errors import GuardrailIncompleteError
 from sidecar.masking import Masker
 from sidecar.privacy import PRIVACY_KINDS, CheckedText
-from sidecar.policy import PASS, SEVERITY, Decision, Policy, Route, decide, merge
+from sidecar.policy import PASS, Decision, Policy, Route, decide, merge
 from sidecar.record import DecisionRecord, DetectorRunRecord, FindingRecord
 
 # A place in a JSON body that holds text: keys and indexes from the root.
@@ -272,8 +272,7 @@ class Guard:
         _remember_privacy_findings(ctx, stage, result)
         decision = result.decision
         ctx.decisions.append(DecisionRecord(stage, decision.action, decision.reasons))
-        if SEVERITY[decision.action] > SEVERITY.get(ctx.decision, 0):
-            ctx.decision = decision.action
+        ctx.escalate(decision.action)
 
     # --- the pipeline's two stages -----------------------------------------------------
 

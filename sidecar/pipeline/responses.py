@@ -113,7 +113,7 @@ def blocked_response(
     block = route.block
     message = block_message(route, stage)
     ctx.attributes[semconv.ATTR_BLOCK_STAGE] = stage
-    ctx.decision = "block"
+    ctx.override("block")
     if block.mode == "refusal" and ctx.route in ("chat", "text_completion"):
         ctx.status = 200
         ctx.finish_reasons = ["content_filter"]

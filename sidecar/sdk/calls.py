@@ -168,13 +168,13 @@ async def input_stage(gf: GuardedFunction, rt: SdkRuntime, ctx: RequestContext, 
     decision, _changed = await rt.loop.call(guard.check_input(ctx, route, body, masker))
     if decision.action in ("block", "handoff"):
         ctx.fail(400, "content_blocked")
-        ctx.decision = decision.action
+        ctx.override("handoff" if decision.action == "handoff" else "block")
         raise _violation(decision, "input")
     try:
         gf.shape.with_body(args, kwargs, body)
     except TypeError:  # the masked text has nowhere to go: never call with the raw one
         ctx.fail(400, "content_blocked")
-        ctx.decision = "block"
+        ctx.override("block")
         raise GuardrailViolation("block", "input", ("railwatch:mask_not_applicable",)) from None
     return masker, decision.action
 
@@ -196,8 +196,6 @@ async def _run(gf: GuardedFunction, rt: SdkRuntime, ctx: RequestContext, route: 
 
 def _settle(gf: GuardedFunction, ctx: RequestContext, verdict: Verdict[CallAnswer],
             input_decision: str) -> Any:
-    from sidecar.policy import SEVERITY
-
     answer = verdict.outcome.result
     if verdict.action == "fail":
         ctx.fail(502, verdict.outcome.error.code if verdict.outcome.error else "call_failed")
@@ -210,10 +208,10 @@ def _settle(gf: GuardedFunction, ctx: RequestContext, verdict: Verdict[CallAnswe
         ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
     if verdict.action != "deliver":
         ctx.fail(400, "content_blocked")
-        ctx.decision = verdict.action if verdict.action in ("block", "handoff") else "block"
+        ctx.override("handoff" if verdict.action == "handoff" else "block")
         raise _violation(verdict.decision, "output", action=ctx.decision)
     ctx.status = 200
-    ctx.decision = max(input_decision, verdict.decision.action, key=SEVERITY.__getitem__)
+    ctx.settle(input_decision, verdict.decision.action)
     if not answer.changed or answer.doc is None:
         return answer.result
     try:
@@ -222,7 +220,7 @@ def _settle(gf: GuardedFunction, ctx: RequestContext, verdict: Verdict[CallAnswe
         # a rewrite was due (a mask, a restore) but the result cannot take it: an answer
         # that would leak what the policy masks is never returned
         ctx.fail(400, "content_blocked")
-        ctx.decision = "block"
+        ctx.override("block")
         raise GuardrailViolation("block", "output", ("railwatch:mask_not_applicable",)) from None
 
 

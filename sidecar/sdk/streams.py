@@ -108,7 +108,7 @@ class GuardedStream:
         ctx = self.ctx
         ctx.status = 200 if self.released else 400
         ctx.error_type = None if self.released else "content_blocked"
-        ctx.decision = "block"
+        ctx.override("block")
         triggered = tuple(t for d in self.decisions for t in d.triggered)
         findings = tuple(
             {"detector": t.finding.detector, "label": t.finding.label,
