@@ -1,7 +1,8 @@
 """Application factory and lifespan.
 
 ``create_app`` builds every service first (exporters and the ClickHouse store,
-privacy, the record intake, feedback storage and signals, the guard, the proxy)
+privacy, the record intake, feedback storage and signals, the guard, the hand-off
+service, the proxy)
 and passes each to the constructors that need it; the typed
 :class:`~sidecar.runtime.Runtime` holds them. They start in the app's start-up, in
 dependency order, and stop in reverse at clean-up (in-flight requests finish
@@ -57,6 +58,8 @@ from sidecar.settings import ExporterSettings, Settings
 if TYPE_CHECKING:
     from exporters.clickhouse.exporter import ClickHouseExporter
     from exporters.prometheus.exporter import PrometheusExporter
+    from sidecar.handoff.auth import ReviewAuth
+    from sidecar.handoff.service import HandoffService
 
 __all__ = ["RUNTIME", "Runtime", "build_exporters", "build_guard", "create_app", "readiness"]
 
@@ -279,20 +282,20 @@ def create_app(
     signals = ImplicitSignals(issued=IssuedTraces(
         settings.feedback.issued_window_s, settings.feedback.max_issued))
     feedback_store = _feedback_store(clickhouse)
+    handoff, review_auth = (_build_handoff(settings, feedback_store, privacy)
+                            if settings.handoff.enabled else (None, None))
     proxy = Proxy(settings.server, upstreams, emitter, guard, RateLimiter(settings.rate_limits),
-                  signals=signals)
+                  signals=signals, handoff=handoff)
     runtime = Runtime(
         settings=settings, upstreams=upstreams, exports=exports, intake=intake,
         privacy=privacy, emitter=emitter, proxy=proxy, signals=signals,
         feedback_store=feedback_store, guard=guard, metrics=metrics, clickhouse=clickhouse,
-        drift=drift,
+        handoff=handoff, review_auth=review_auth, drift=drift,
     )
     if metrics is not None:
         _register_state_sources(metrics, runtime)
         if drift is not None:
             metrics.add_state_source("drift", drift.state.samples)
-    if settings.handoff.enabled:
-        _build_handoff(runtime)
 
     # aiohttp's own body limit is ours plus slack; ingress enforces the exact limit (413).
     app = web.Application(client_max_size=settings.server.max_body_bytes + 1024)
@@ -302,8 +305,8 @@ def create_app(
 
     async def stop() -> None:
         """Stop whatever started, in reverse order; safe after a partial start."""
-        if runtime.handoff is not None and runtime.components.get("handoff") == "ok":
-            await runtime.handoff.close()
+        if handoff is not None and runtime.components.get("handoff") == "ok":
+            await handoff.close()
             runtime.components["handoff"] = "stopped"
         if drift is not None and drift.service is not None and runtime.components.get("drift"):
             await drift.service.close()
@@ -348,8 +351,8 @@ def create_app(
                 runtime.components["intake"] = "failed"
                 raise StartupError(f"record journal failed to start: {exc}") from exc
             runtime.components["intake"] = "ok"
-            if runtime.handoff is not None:
-                await runtime.handoff.start()
+            if handoff is not None:
+                await handoff.start()
                 runtime.components["handoff"] = "ok"
         except BaseException:
             await stop()
@@ -404,25 +407,21 @@ def _feedback_store(clickhouse: ClickHouseExporter | None) -> ReviewStore:
     return ClickHouseHandoffStore(clickhouse.store.run, store_text=clickhouse.store.store_text)
 
 
-def _build_handoff(runtime: Runtime) -> None:
-    """The hand-off queue and the review UI's auth, on the runtime's storage."""
+def _build_handoff(
+    settings: Settings, store: ReviewStore, privacy: StoragePrivacy
+) -> tuple[HandoffService, ReviewAuth]:
+    """The hand-off queue (on the feedback storage, its content kept as the privacy
+    settings say) and the review UI's auth. Built (not started) before the proxy,
+    whose completions flow takes the service; the lifespan starts it last."""
     from sidecar.handoff.auth import ReviewAuth
     from sidecar.handoff.content import ContentPolicy
-    from sidecar.handoff.hook import make_handoff_hook
     from sidecar.handoff.service import HandoffService
 
-    settings = runtime.settings
     service = HandoffService(
-        settings.handoff, runtime.feedback_store,
-        content=ContentPolicy.from_privacy(settings.privacy, runtime.privacy.finder,
-                                           storage=runtime.privacy),
+        settings.handoff, store,
+        content=ContentPolicy.from_privacy(settings.privacy, privacy.finder, storage=privacy),
     )
-    runtime.handoff = service
-    runtime.review_auth = ReviewAuth.from_settings(settings.handoff.review)
-    # the attempt engine's hand-off hook (the engine's constructors take it once they
-    # are rebuilt; until then it is attached here)
-    runtime.proxy.completions.handoff = make_handoff_hook(service)
-    runtime.proxy.completions.handoff_service = service
+    return service, ReviewAuth.from_settings(settings.handoff.review)
 
 
 def _register_state_sources(prom: PrometheusExporter, runtime: Runtime) -> None:

@@ -1,7 +1,7 @@
 """The pipeline's hand-off hook: turn a request into a stored hand-off and the client's answer.
 
 :func:`make_handoff_hook` returns the callable the completions stage calls as
-``hook(ctx, route, reason, answer, decision)`` (``sidecar.pipeline.completions.HandoffHook``):
+``hook(ctx, route, reason, answer, decision)`` (a :data:`Hook`):
 it records the hand-off (conversation from ``ctx.body``, findings from
 ``ctx.findings``, the model's withheld ``answer``), marks the context (decision
 ``handoff``, ``handoff_id``, status 200, the message as output) and returns the

@@ -12,7 +12,6 @@ engine's verdict to the client's response (deliver, block, hand off, fail).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from multidict import CIMultiDictProxy
 from sidecar import jsonio, semconv
 from sidecar.context import AnswerFacts, RequestContext
 from sidecar.errors import UpstreamError
+from sidecar.handoff.hook import Hook, make_handoff_hook
 from sidecar.handoff.service import HandoffService
 from sidecar.masking import Masker
 from sidecar.pipeline import ingress
@@ -37,10 +37,6 @@ from sidecar.pipeline.upstream import UpstreamClient, forward_request_headers
 from sidecar.policy import PASS, Decision, Route
 from sidecar.settings import ServerSettings
 
-# (ctx, route, reason, the answer the model gave or None, the decision) -> the client's response
-HandoffHook = Callable[
-    [RequestContext, Route, str, str | None, Decision], Awaitable[web.StreamResponse]
-]
 FAILURES = frozenset({"block", "retry", "fallback", "handoff"})
 UNCHECKED_REASON = "railwatch:unparseable_answer"
 
@@ -143,15 +139,16 @@ class CompletionFlow:
         upstreams: UpstreamSet,
         guard: Guard | None,
         streams: StreamFlow,
-        handoff: HandoffHook | None = None,
-        handoff_service: HandoffService | None = None,
+        handoff: HandoffService | None = None,
     ) -> None:
+        """``handoff``: the hand-off service (``handoff.enabled``); without it, requests
+        the policy hands off are blocked (marked ``handoff_unavailable``)."""
         self.server = server
         self.upstreams = upstreams
         self.guard = guard
         self.streams = streams
-        self.handoff = handoff
-        self.handoff_service = handoff_service
+        self.handoff_service = handoff
+        self.handoff: Hook | None = make_handoff_hook(handoff) if handoff is not None else None
 
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         raw, body = await ingress.parse_request(request, ctx, self.server.max_body_bytes)

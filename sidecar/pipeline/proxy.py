@@ -27,6 +27,7 @@ from sidecar import semconv
 from sidecar.context import RequestContext
 from sidecar.errors import BadRequestError, OverloadedError, RequestError
 from sidecar.feedback import ImplicitSignals
+from sidecar.handoff.service import HandoffService
 from sidecar.pipeline import ingress
 from sidecar.pipeline.ingress import GUARDED_PATHS, canonical_path
 from sidecar.pipeline.actions import UpstreamSet
@@ -68,6 +69,7 @@ class Proxy:
         limiter: RateLimiter | None = None,
         *,
         signals: ImplicitSignals | None = None,
+        handoff: HandoffService | None = None,
     ) -> None:
         self.server = server
         self.limiter = limiter
@@ -76,7 +78,7 @@ class Proxy:
         self.emitter = emitter
         self.guard = guard
         self.streams = StreamFlow(upstreams, guard, upstreams.primary.client.settings.stream_usage)
-        self.completions = CompletionFlow(server, upstreams, guard, self.streams)
+        self.completions = CompletionFlow(server, upstreams, guard, self.streams, handoff)
         self.in_flight = 0
         self._upstream_label = upstreams.primary.label
         self.signals = signals  # regeneration, abandonment, turns
