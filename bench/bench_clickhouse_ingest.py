@@ -131,7 +131,7 @@ def bench_exporter(
     )
     exporter = ClickHouseExporter(cfg)
     exporter.start()
-    client = exporter._client
+    client = exporter.store.client
     assert client is not None
     if broken:
         client.command(f"RENAME TABLE {database}.traces TO {database}.traces_away")
