@@ -322,9 +322,10 @@ class _Lane:
 
     # -- submission ------------------------------------------------------------------
 
-    def can_run_inline(self) -> bool:
+    def can_run_inline(self, solo: bool = False) -> bool:
+        """Idle, and inline (or ``solo``: nothing else could join a batch now)."""
         return (
-            self.inline
+            (self.inline or solo)
             and self.in_flight == 0
             and not self.queue
             and self.started
@@ -696,38 +697,53 @@ class DetectorRunner:
     async def run_many(
         self, detectors: Iterable[str], text: str, context: TextContext | None = None
     ) -> list[DetectionOutcome]:
-        """Run several detectors on one text concurrently; outcomes in the given order.
+        """Run several detectors on one text concurrently; outcomes in the given order."""
+        return (await self.run_segments(detectors, ((text, context),)))[0]
 
-        Queued detectors are submitted first, so their batches and threads make
-        progress while the inline ones run in this task.
+    async def run_segments(
+        self,
+        detectors: Iterable[str],
+        texts: Sequence[tuple[str, TextContext | None]],
+        *,
+        solo: bool = False,
+    ) -> list[list[DetectionOutcome]]:
+        """Run several detectors on each of several texts: per text, outcomes in the
+        given order.
+
+        Every text is submitted to the queued detectors first (so they batch together
+        and their threads make progress), then the inline ones run in this task, then
+        the queued results are collected. No task is created here. ``solo``: the caller
+        knows no other request could join a batch now, so an idle queued detector runs
+        directly like an inline one (its timeout, errors and thread, if any, are the
+        same; only the queue's loop turns and task are skipped).
         """
         lanes = [self._lane(name) for name in detectors]
-        outcomes: list[DetectionOutcome | None] = [None] * len(lanes)
-        waiting: list[tuple[int, _Lane, _Item]] = []
+        outcomes: list[list[DetectionOutcome | None]] = [[None] * len(lanes) for _ in texts]
+        waiting: list[tuple[int, int, _Lane, _Item]] = []
         inline: list[tuple[int, _Lane]] = []
         for index, lane in enumerate(lanes):
-            if lane.inline and not lane.unavailable():
+            if (lane.inline or solo) and not lane.unavailable():
                 inline.append((index, lane))
                 continue
-            item = lane.new_item(text, context)
-            if lane.unavailable():
-                outcomes[index] = lane.error_outcome(item, UNAVAILABLE, 0)
-            else:
-                lane.submit(item)
-                waiting.append((index, lane, item))
-        for index, lane in inline:
-            item = lane.new_item(text, context)
-            if lane.can_run_inline():
-                outcomes[index] = await lane.run_inline(item)
-            elif lane.unavailable():
-                outcomes[index] = lane.error_outcome(item, UNAVAILABLE, 0)
-            else:
-                lane.submit(item)
-                waiting.append((index, lane, item))
-        if waiting:
-            results = await asyncio.gather(*(lane.wait(item) for _, lane, item in waiting))
-            for (index, _, _), outcome in zip(waiting, results, strict=True):
-                outcomes[index] = outcome
+            for row, (text, context) in enumerate(texts):
+                item = lane.new_item(text, context)
+                if lane.unavailable():
+                    outcomes[row][index] = lane.error_outcome(item, UNAVAILABLE, 0)
+                else:
+                    lane.submit(item)
+                    waiting.append((row, index, lane, item))
+        for row, (text, context) in enumerate(texts):
+            for index, lane in inline:
+                item = lane.new_item(text, context)
+                if lane.can_run_inline(solo):
+                    outcomes[row][index] = await lane.run_inline(item)
+                elif lane.unavailable():
+                    outcomes[row][index] = lane.error_outcome(item, UNAVAILABLE, 0)
+                else:
+                    lane.submit(item)
+                    waiting.append((row, index, lane, item))
+        for row, index, lane, item in waiting:  # each wait keeps its own deadline
+            outcomes[row][index] = await lane.wait(item)
         return outcomes  # type: ignore[return-value]
 
     async def close(self) -> None:

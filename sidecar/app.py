@@ -39,6 +39,7 @@ from sidecar.handoff.store import ReviewStore
 from sidecar.pipeline.actions import UpstreamSet
 from sidecar.pipeline.emit import Emitter
 from sidecar.pipeline.guard import Guard
+from sidecar.pipeline.inflight import InFlight
 from sidecar.pipeline.ingress import BODY_TIMEOUT
 from sidecar.pipeline.proxy import Proxy
 from sidecar.pipeline.upstream import UpstreamClient, public_url
@@ -136,8 +137,9 @@ async def start_exporters(
         components[key] = "ok"
 
 
-def build_guard(policy: Policy) -> Guard:
-    """Create (not start) every detector the policy names, in a runner."""
+def build_guard(policy: Policy, in_flight: InFlight | None = None) -> Guard:
+    """Create (not start) every detector the policy names, in a runner. ``in_flight``:
+    the proxy's request counter, when the guard serves a proxy."""
     runner = DetectorRunner()
     detectors = {}
     for name, spec in policy.detectors.items():
@@ -147,7 +149,7 @@ def build_guard(policy: Policy) -> Guard:
             raise ConfigError(f"invalid policy detector '{name}': {exc}") from None
         runner.add(detector, spec.run)
         detectors[name] = detector
-    return Guard(policy, runner, detectors)
+    return Guard(policy, runner, detectors, in_flight=in_flight)
 
 
 def privacy_finder(guard: Guard | None) -> PrivacyDetectors | None:
@@ -264,10 +266,11 @@ def create_app(
         if spec.url is None:
             raise ConfigError(f"invalid setting 'fallback_upstreams.{name}.url': required")
     guard = None
+    in_flight = InFlight()  # the proxy counts requests, the guard reads the count
     if settings.guardrails.enabled:
         policy = load_policy(settings.guardrails.policy)
         _check_fallbacks(policy, settings)
-        guard = build_guard(policy)
+        guard = build_guard(policy, in_flight)
     exporter_list = [e for e, _ in pairs]
     clickhouse = _clickhouse_exporter(exporter_list)
     metrics = _prometheus_exporter(exporter_list)
@@ -285,7 +288,7 @@ def create_app(
     handoff, review_auth = (_build_handoff(settings, feedback_store, privacy)
                             if settings.handoff.enabled else (None, None))
     proxy = Proxy(settings.server, upstreams, emitter, guard, RateLimiter(settings.rate_limits),
-                  signals=signals, handoff=handoff)
+                  signals=signals, handoff=handoff, in_flight=in_flight)
     runtime = Runtime(
         settings=settings, upstreams=upstreams, exports=exports, intake=intake,
         privacy=privacy, emitter=emitter, proxy=proxy, signals=signals,

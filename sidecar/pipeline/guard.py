@@ -42,6 +42,7 @@ from sidecar import semconv
 from sidecar.context import RequestContext
 from sidecar.errors import GuardrailIncompleteError
 from sidecar.masking import Masker
+from sidecar.pipeline.inflight import InFlight
 from sidecar.privacy import PRIVACY_KINDS, CheckedText
 from sidecar.policy import PASS, Decision, Policy, Route, decide, merge
 from sidecar.record import DecisionRecord, DetectorRunRecord, FindingRecord
@@ -165,10 +166,18 @@ class Guard:
     """Runs a policy's detectors for the pipeline, the check API and the CLI."""
 
     def __init__(
-        self, policy: Policy, runner: DetectorRunner, detectors: Mapping[str, Detector]
+        self,
+        policy: Policy,
+        runner: DetectorRunner,
+        detectors: Mapping[str, Detector],
+        *,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.policy = policy
         self.runner = runner
+        # the proxy's request count: alone, queued detectors run without waiting for a
+        # batch (see :mod:`sidecar.pipeline.inflight`); None (SDK, CLI): always queued
+        self.in_flight = in_flight
         self.detectors = dict(detectors)  # name -> instance, as added to the runner
         self._routes: dict[tuple[str, str | None, str | None], Route | None] = {}
         self.privacy = frozenset(
@@ -194,8 +203,9 @@ class Guard:
         if not names or not segments:
             return StageResult(PASS)
         started = time.perf_counter()
-        results = await asyncio.gather(
-            *(self.runner.run_many(names, s.text, s.context) for s in segments)
+        solo = self.in_flight is not None and self.in_flight.alone
+        results = await self.runner.run_segments(
+            names, [(s.text, s.context) for s in segments], solo=solo
         )
         stage_result = StageResult(PASS, started, segments=segments, privacy=self.privacy)
 

@@ -34,6 +34,7 @@ from sidecar.pipeline.actions import UpstreamSet
 from sidecar.pipeline.completions import CompletionFlow
 from sidecar.pipeline.emit import Emitter
 from sidecar.pipeline.guard import Guard
+from sidecar.pipeline.inflight import InFlight
 from sidecar.pipeline.relay import BROKEN, CLIENT_GONE, relay
 from sidecar.pipeline.responses import error_response
 from sidecar.pipeline.streaming import StreamFlow
@@ -70,6 +71,7 @@ class Proxy:
         *,
         signals: ImplicitSignals | None = None,
         handoff: HandoffService | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.server = server
         self.limiter = limiter
@@ -79,10 +81,15 @@ class Proxy:
         self.guard = guard
         self.streams = StreamFlow(upstreams, guard, upstreams.primary.client.settings.stream_usage)
         self.completions = CompletionFlow(server, upstreams, guard, self.streams, handoff)
-        self.in_flight = 0
+        self._in_flight = in_flight if in_flight is not None else InFlight()
         self._upstream_label = upstreams.primary.label
         self.signals = signals  # regeneration, abandonment, turns
         self._overloaded_headers = {"Retry-After": str(server.retry_after_s)}
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight now (their bodies read, not yet answered)."""
+        return self._in_flight.count
 
     # --- context --------------------------------------------------------------------------
 
@@ -176,11 +183,11 @@ class Proxy:
             ctx.fail(499, "client_disconnected")
             self._finish(ctx)
             raise
-        if self.in_flight >= self.server.max_in_flight:
+        if self._in_flight.count >= self.server.max_in_flight:
             return self._refuse(ctx, OverloadedError(
                 "too many requests in flight; retry later", headers=self._overloaded_headers
             ))
-        self.in_flight += 1
+        self._in_flight.count += 1
         try:
             try:
                 return await run(request, ctx)
@@ -203,7 +210,7 @@ class Proxy:
                 ctx.error_type = "client_disconnected"  # gone mid-stream
             raise
         finally:
-            self.in_flight -= 1
+            self._in_flight.count -= 1
             self._finish(ctx)
 
     def reject(self, status: int, code: str) -> None:

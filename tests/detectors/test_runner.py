@@ -633,3 +633,50 @@ async def test_huge_texts_leave_the_event_loop_for_a_thread() -> None:
     await runner.close()
     main = threading.main_thread().name
     assert rec.threads[0] == main and rec.threads[1] != main
+
+
+async def test_run_segments_batches_queued_detectors_across_texts(runner: DetectorRunner) -> None:
+    queued = Recorder("queued")
+    regex = Recorder("regex")
+    await started(runner, (queued, RunSettings(inline=False)), (regex, RunSettings()))
+    sent = texts(3)
+    rows = await runner.run_segments(["queued", "regex"], [(t, None) for t in sent])
+    assert queued.calls == [sent]  # one batch for the three texts
+    assert regex.calls == [[t] for t in sent]  # inline: one call per text
+    for text, (from_queued, from_regex) in zip(sent, rows, strict=True):
+        assert_answers([from_queued, from_regex], [text, text])
+
+
+async def test_solo_runs_an_idle_queued_detector_without_a_loop_turn(
+    runner: DetectorRunner,
+) -> None:
+    """``solo`` (no other request in flight): the queued detector is called directly;
+    the whole call finishes on its first step, where the queue needs several turns."""
+    queued = Recorder("queued")
+    await started(runner, (queued, RunSettings(inline=False)))
+    call = runner.run_segments(["queued"], [("abc", None)], solo=True)
+    with pytest.raises(StopIteration) as done:
+        call.send(None)
+    (row,) = done.value.value
+    assert_answers(row, ["abc"])
+    task = asyncio.ensure_future(runner.run_segments(["queued"], [("abcd", None)]))
+    await asyncio.sleep(0)  # its first step: submitted, now waiting for the batch
+    assert not task.done()
+    (row,) = await task
+    assert_answers(row, ["abcd"])
+    assert queued.calls == [["abc"], ["abcd"]]
+
+
+async def test_solo_still_queues_behind_a_busy_detector(runner: DetectorRunner) -> None:
+    model = Recorder("model", blocking=True)
+    await started(runner, (model, RunSettings()))
+    model.hold = True
+    first = asyncio.ensure_future(runner.run("model", "a"))
+    await wait_thread_entered(model)
+    second = asyncio.ensure_future(runner.run_segments(["model"], [("bb", None)], solo=True))
+    await asyncio.sleep(0.01)
+    assert not second.done()  # the lane is busy: solo waits its turn in the queue
+    model.gate.set()
+    assert_answers([await first], ["a"])
+    assert_answers((await second)[0], ["bb"])
+    assert model.calls == [["a"], ["bb"]]
