@@ -38,6 +38,7 @@ import importlib.metadata
 import importlib.util
 import itertools
 import logging
+import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -58,6 +59,15 @@ _PROBES = ["you are a fucking idiot", "have a nice day", "shit happens", "", "I 
 
 MAX_WINDOWS = 512
 _WORD_CACHE = 65536  # words of long sentences, memoised with their vocabulary columns
+_SMALL_TERMS = 96  # up to this many (window, term) pairs per call: plain floats, no arrays
+
+
+def _expit(x: float) -> float:
+    """The logistic function, without overflow for large ``-x``."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
 WINDOW_CHARS = 160  # texts up to this long are scored whole
 WINDOW_WORDS, WINDOW_STEP = 12, 6  # long sentences: 12-word windows, 6 words apart
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*")
@@ -191,6 +201,9 @@ class _FastTfidf:
         self._weights = weights
         self._bias = bias
         self._words: dict[str, tuple[int, ...]] = {}
+        self._terms: dict[int, tuple[float, tuple[float, ...]]] = {}
+        self._bias_l = [float(b) for b in bias]
+        self._empty = float(expit(bias).mean())  # the score of a text without vocabulary words
 
     @classmethod
     def build(cls, vec: Any, weights: np.ndarray, bias: np.ndarray) -> _FastTfidf | None:
@@ -268,8 +281,12 @@ class _FastTfidf:
                 if count < 0:  # more windows than room: the first ``room`` were kept
                     truncated[index] = True
                     count = room
-                long_rows.append(window_rows)
-                long_cols.append(window_cols)
+                if isinstance(window_rows, list):
+                    rows.extend(window_rows)
+                    cols.extend(window_cols)
+                else:
+                    long_rows.append(window_rows)
+                    long_cols.append(np.asarray(window_cols))
                 owners.extend([index] * count)
             if len(owners) == first:  # nothing but sentence ends and spaces: score it whole
                 self._add(rows, cols, len(owners), text)
@@ -278,9 +295,50 @@ class _FastTfidf:
             all_rows = np.concatenate([np.asarray(rows, dtype=np.int64), *long_rows])
             all_cols = np.concatenate([np.asarray(cols, dtype=np.int64), *long_cols])
             positive = self._probability(len(owners), all_rows, all_cols)
+        elif len(cols) <= _SMALL_TERMS:
+            return self._best_small(len(texts), owners, rows, cols), truncated
         else:
             positive = self._probability(len(owners), rows, cols)
         return _best_per_text(len(texts), owners, positive), truncated
+
+    def _best_small(
+        self, n: int, owners: list[int], rows: list[int], cols: list[int]
+    ) -> np.ndarray:
+        """:func:`_best_per_text` of :meth:`_probability`, in plain floats: for a few
+        dozen terms, a score costs less than the array calls' fixed cost (and is the
+        same arithmetic, to rounding)."""
+        by_row: list[dict[int, int]] = [{} for _ in owners]
+        for row, col in zip(rows, cols, strict=True):
+            counts = by_row[row]
+            counts[col] = counts.get(col, 0) + 1
+        best = [0.0] * n
+        bias, term = self._bias_l, self._term
+        for owner, counts in zip(owners, by_row, strict=True):
+            if counts:
+                squares = 0.0
+                sums = [0.0] * len(bias)
+                for col, count in counts.items():
+                    idf, weights = term(col)
+                    value = count * idf
+                    squares += value * value
+                    for j, w in enumerate(weights):
+                        sums[j] += value * w
+                norm = math.sqrt(squares)
+                score = sum(_expit(b + s / norm) for b, s in zip(bias, sums, strict=True))
+                score /= len(bias)
+            else:
+                score = self._empty
+            if score > best[owner]:
+                best[owner] = score
+        return np.asarray(best, dtype=np.float64).reshape(-1, 1)
+
+    def _term(self, col: int) -> tuple[float, tuple[float, ...]]:
+        """(idf, folded weights) of one vocabulary column as floats (memoised)."""
+        found = self._terms.get(col)
+        if found is None:
+            found = (float(self._idf[col]), tuple(float(w) for w in self._weights[col]))
+            self._terms[col] = found  # bounded by the vocabulary
+        return found
 
     def _add(self, rows: list[int], cols: list[int], row: int, text: str) -> None:
         vocab_get = self._vocab.get
@@ -290,7 +348,9 @@ class _FastTfidf:
                 rows.append(row)
                 cols.append(col)
 
-    def _long(self, words: list[str], base: int, room: int) -> tuple[int, np.ndarray, np.ndarray]:
+    def _long(
+        self, words: list[str], base: int, room: int
+    ) -> tuple[int, np.ndarray | list[int], np.ndarray | list[int]]:
         """The word windows of one long sentence, numbered from ``base``: count, rows, cols.
 
         Windows start every ``WINDOW_STEP`` words while fewer than ``WINDOW_STEP`` words
@@ -309,8 +369,20 @@ class _FastTfidf:
             if None in memo
             else memo  # type: ignore[assignment]  # no None in it
         )
+        lengths = list(map(len, found))
+        if sum(lengths) <= _SMALL_TERMS:  # few terms: plain lists, no array calls
+            rows_l: list[int] = []
+            cols_l: list[int] = []
+            for index, cols_of_word in enumerate(found):
+                if cols_of_word:
+                    first = index // step
+                    for row in (first - 1, first):
+                        if 0 <= row < windows:
+                            rows_l.extend([base + row] * len(cols_of_word))
+                            cols_l.extend(cols_of_word)
+            return (-1 if cut else windows), rows_l, cols_l
         flat = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int64)
-        block = np.repeat(np.arange(len(words), dtype=np.int64) // step, list(map(len, found)))
+        block = np.repeat(np.arange(len(words), dtype=np.int64) // step, lengths)
         own = block < windows  # the window that starts with this block
         prev = block > 0  # and the one before it
         rows = np.concatenate([block[own], block[prev] - 1]) + base
