@@ -322,9 +322,15 @@ def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace,
             cpu_s = f"{cpu[name]:.3f}" if name != "direct" else "-"
             print(f"{name:<14} {cpu_s:>10} {rps:>8.0f} {p50 * 1000:>8.3f} {p99 * 1000:>8.3f} "
                   f"{(p50 - d50) * 1000:>10.3f} {(p99 - d99) * 1000:>10.3f}")
+        if not args.policy:
+            target = "<= 1.5x: guardrails off"
+        elif Path(args.policy).name == "default.yaml":
+            target = ("<= 2.5x at c=1, <= 2x at c=32: the shipped default policy, "
+                      "profanity fallback (issue 8)")
+        else:
+            target = "no target for this policy"
         for name in sidecars:
-            print(f"CPU per request, {name}/floor: {cpu[name] / cpu['floor']:.2f}x "
-                  "(target <= 1.5x with tracing and no detectors)")
+            print(f"CPU per request, {name}/floor: {cpu[name] / cpu['floor']:.2f}x ({target})")
     if ("stream", "direct") not in results:
         return
     print(f"\nstream ({args.streams} streams per round, chunks paced {args.pace_ms} ms)")

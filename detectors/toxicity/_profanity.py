@@ -253,73 +253,82 @@ class _FastTfidf:
         Same windows, same counts, same scores as scoring the window strings one by one,
         without building or re-tokenising them.
         """
-        rows: list[int] = []  # short texts and sentences: one row each
-        cols: list[int] = []
-        long_rows: list[np.ndarray] = []  # windows of long sentences, as arrays
-        long_cols: list[np.ndarray] = []
-        owners: list[int] = []
+        best = np.zeros(len(texts), dtype=np.float64)
         truncated = np.zeros(len(texts), dtype=bool)
+        batch_rows: list[np.ndarray] = []  # texts scored with arrays, gathered for one call
+        batch_cols: list[np.ndarray] = []
+        batch_owners: list[int] = []
         for index, text in enumerate(texts):
-            first = len(owners)
+            # this text's rows: short pieces as lists, long sentences' windows as arrays
+            rows: list[int] = []
+            cols: list[int] = []
+            long_rows: list[np.ndarray] = []
+            long_cols: list[np.ndarray] = []
+            count = 0
             if len(text) <= WINDOW_CHARS:
-                self._add(rows, cols, len(owners), text)
-                owners.append(index)
+                self._add(rows, cols, 0, text)
+                count = 1
+            else:
+                for match in _SENTENCE.finditer(text):
+                    sentence = match.group().strip()
+                    if not sentence:
+                        continue
+                    room = MAX_WINDOWS - count
+                    if room <= 0:
+                        truncated[index] = True
+                        break
+                    if len(sentence) <= WINDOW_CHARS:
+                        self._add(rows, cols, count, sentence)
+                        count += 1
+                        continue
+                    windows, window_rows, window_cols = self._long(sentence.split(), count, room)
+                    if windows < 0:  # more windows than room: the first ``room`` were kept
+                        truncated[index] = True
+                        windows = room
+                    if isinstance(window_rows, list):
+                        rows.extend(window_rows)
+                        cols.extend(window_cols)
+                    else:
+                        long_rows.append(window_rows)
+                        long_cols.append(np.asarray(window_cols))
+                    count += windows
+                if count == 0:  # nothing but sentence ends and spaces: score it whole
+                    self._add(rows, cols, 0, text)
+                    count = 1
+            # per text, so a text's score never depends on the rest of the batch
+            if not long_rows and len(cols) <= _SMALL_TERMS:
+                best[index] = self._best_small(count, rows, cols)
                 continue
-            for match in _SENTENCE.finditer(text):
-                sentence = match.group().strip()
-                if not sentence:
-                    continue
-                room = MAX_WINDOWS - (len(owners) - first)
-                if room <= 0:
-                    truncated[index] = True
-                    break
-                if len(sentence) <= WINDOW_CHARS:
-                    self._add(rows, cols, len(owners), sentence)
-                    owners.append(index)
-                    continue
-                count, window_rows, window_cols = self._long(sentence.split(), len(owners), room)
-                if count < 0:  # more windows than room: the first ``room`` were kept
-                    truncated[index] = True
-                    count = room
-                if isinstance(window_rows, list):
-                    rows.extend(window_rows)
-                    cols.extend(window_cols)
-                else:
-                    long_rows.append(window_rows)
-                    long_cols.append(np.asarray(window_cols))
-                owners.extend([index] * count)
-            if len(owners) == first:  # nothing but sentence ends and spaces: score it whole
-                self._add(rows, cols, len(owners), text)
-                owners.append(index)
-        if long_rows:
-            all_rows = np.concatenate([np.asarray(rows, dtype=np.int64), *long_rows])
-            all_cols = np.concatenate([np.asarray(cols, dtype=np.int64), *long_cols])
-            positive = self._probability(len(owners), all_rows, all_cols)
-        elif len(cols) <= _SMALL_TERMS:
-            return self._best_small(len(texts), owners, rows, cols), truncated
-        else:
-            positive = self._probability(len(owners), rows, cols)
-        return _best_per_text(len(texts), owners, positive), truncated
+            base = len(batch_owners)
+            batch_rows.append(np.asarray(rows, dtype=np.int64) + base)
+            batch_cols.append(np.asarray(cols, dtype=np.int64))
+            batch_rows.extend(r + base for r in long_rows)
+            batch_cols.extend(long_cols)
+            batch_owners.extend([index] * count)
+        if batch_owners:
+            positive = self._probability(
+                len(batch_owners), np.concatenate(batch_rows), np.concatenate(batch_cols)
+            )
+            np.maximum.at(best, np.asarray(batch_owners, dtype=np.intp), positive)
+        return best.reshape(-1, 1), truncated
 
-    def _best_small(
-        self, n: int, owners: list[int], rows: list[int], cols: list[int]
-    ) -> np.ndarray:
-        """:func:`_best_per_text` of :meth:`_probability`, in plain floats: for a few
-        dozen terms, a score costs less than the array calls' fixed cost (and is the
-        same arithmetic, to rounding)."""
-        by_row: list[dict[int, int]] = [{} for _ in owners]
+    def _best_small(self, count: int, rows: list[int], cols: list[int]) -> float:
+        """The highest of :meth:`_probability` over ``count`` rows, in plain floats: for
+        a few dozen terms, a score costs less than the array calls' fixed cost (and is
+        the same arithmetic, to rounding)."""
+        by_row: list[dict[int, int]] = [{} for _ in range(count)]
         for row, col in zip(rows, cols, strict=True):
             counts = by_row[row]
             counts[col] = counts.get(col, 0) + 1
-        best = [0.0] * n
+        best = 0.0
         bias, term = self._bias_l, self._term
-        for owner, counts in zip(owners, by_row, strict=True):
+        for counts in by_row:
             if counts:
                 squares = 0.0
                 sums = [0.0] * len(bias)
-                for col, count in counts.items():
+                for col, n in counts.items():
                     idf, weights = term(col)
-                    value = count * idf
+                    value = n * idf
                     squares += value * value
                     for j, w in enumerate(weights):
                         sums[j] += value * w
@@ -328,9 +337,8 @@ class _FastTfidf:
                 score /= len(bias)
             else:
                 score = self._empty
-            if score > best[owner]:
-                best[owner] = score
-        return np.asarray(best, dtype=np.float64).reshape(-1, 1)
+            best = max(best, score)
+        return best
 
     def _term(self, col: int) -> tuple[float, tuple[float, ...]]:
         """(idf, folded weights) of one vocabulary column as floats (memoised)."""

@@ -274,3 +274,17 @@ def test_word_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scorer._fast is not None
     scorer.score([" ".join(f"w{i}" for i in range(400))])
     assert 0 < len(scorer._fast._words) <= 50
+
+
+def test_a_text_scores_the_same_alone_and_in_any_batch() -> None:
+    """Exactly the same float, whatever else is in the batch (small texts are scored
+    in plain floats, large ones with arrays: the choice is made per text)."""
+    from detectors.toxicity import _profanity
+
+    scorer = _profanity.ProfanityScorer.load()
+    texts = _window_texts()[:30]
+    together, _ = scorer.score(texts)
+    alone = [scorer.score([t])[0][0, 0] for t in texts]
+    assert together[:, 0].tolist() == alone
+    reversed_batch, _ = scorer.score(texts[::-1])
+    assert reversed_batch[::-1, 0].tolist() == alone
