@@ -136,10 +136,11 @@ class Masker:
         table = self._by_placeholder
         return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
 
-    def snapshot(self) -> tuple[Callable[[str], str], frozenset[str]]:
+    def snapshot(self) -> tuple[Callable[[str], str], PlaceholderPrefixes]:
         """A restore function over the placeholders issued *so far*, and their proper
         prefixes (for streams holding back a tail that may still become one). Taken
-        after the input guard, it never restores masks issued later (output leaks)."""
+        after the input guard, it never restores masks issued later (output leaks).
+        Cheap: a copy of the table (the prefixes are looked up, not listed)."""
         table = dict(self._by_placeholder)
 
         def restore(text: str) -> str:
@@ -147,7 +148,34 @@ class Masker:
                 return text
             return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
 
-        return restore, frozenset(p[:i] for p in table for i in range(1, len(p)))
+        return restore, PlaceholderPrefixes(table)
+
+
+class PlaceholderPrefixes:
+    """``text in prefixes``: is ``text`` a proper, non-empty prefix of one of the
+    placeholders? A sorted list and a binary search: listing every prefix of every
+    placeholder cost 1-2 ms on the event loop for a prompt with 500 masked values."""
+
+    __slots__ = ("_sorted", "longest")
+
+    def __init__(self, placeholders: Iterable[str]) -> None:
+        self._sorted = sorted(placeholders)
+        self.longest = max(map(len, self._sorted), default=1) - 1  # of a proper prefix
+
+    def __len__(self) -> int:
+        return len(self._sorted)  # placeholders, not prefixes
+
+    def __contains__(self, text: object) -> bool:
+        if not isinstance(text, str) or not text:
+            return False
+        ordered = self._sorted
+        i = bisect.bisect_left(ordered, text)
+        # every placeholder starting with ``text`` sorts from ``i`` on; one equal to it
+        # (a whole placeholder) comes first
+        for candidate in ordered[i : i + 2]:
+            if len(candidate) > len(text) and candidate.startswith(text):
+                return True
+        return False
 
 
 def _resolve(text: str, findings: Iterable[Span]) -> list[tuple[str, int, int]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.masking import Masker
+from sidecar.masking import Masker, PlaceholderPrefixes
 from sidecar.pipeline._stream_sse import DONE, encode
 from sidecar.pipeline._stream_state import Choice, Item
 from sidecar.pipeline._stream_text import PlaceholderRestorer, apply_edits, whole_span
@@ -44,7 +44,7 @@ class Outbox:
         *,
         masker: Masker | None,
         restore: Callable[[str], str] | None,
-        prefixes: frozenset[str],
+        prefixes: PlaceholderPrefixes,
         open_: bool,
     ) -> None:
         self.choices = choices

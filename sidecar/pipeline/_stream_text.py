@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from detectors.base import Finding
+from sidecar.masking import PlaceholderPrefixes
 
 __all__ = [
     "Edit",
@@ -135,10 +136,10 @@ class PlaceholderRestorer:
 
     __slots__ = ("_held", "_longest", "_prefixes", "_restore")
 
-    def __init__(self, restore: Callable[[str], str], prefixes: frozenset[str]) -> None:
+    def __init__(self, restore: Callable[[str], str], prefixes: PlaceholderPrefixes) -> None:
         self._restore = restore
         self._prefixes = prefixes
-        self._longest = max(map(len, prefixes), default=0)
+        self._longest = prefixes.longest
         self._held = ""
 
     @property

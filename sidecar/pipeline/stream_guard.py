@@ -69,7 +69,7 @@ from typing import Any, Literal
 
 from sidecar import jsonio
 
-from sidecar.masking import Masker
+from sidecar.masking import Masker, PlaceholderPrefixes
 from sidecar.pipeline._stream_release import META_KEYS, Outbox
 from sidecar.pipeline._stream_sse import RawEvent, RawSplitter, drop_usage_null, encode
 from sidecar.pipeline._stream_state import Choice, Item
@@ -152,7 +152,7 @@ class StreamGuard:
         self._hold = max_hold_ms / 1000.0 if max_hold_ms is not None and self._windowed else None
         self._tokens = window_tokens is not None
         self._strip = strip_usage
-        restore, prefixes = None, frozenset[str]()
+        restore, prefixes = None, PlaceholderPrefixes(())
         if restore_input and masker is not None and len(masker):
             restore, prefixes = masker.snapshot()
         # Passthrough with nothing to rewrite forwards the caller's bytes as they are.

@@ -157,7 +157,7 @@ def window_guard(
 
     async def run(stage_route: Route, text: str) -> Decision:
         result = await guard.run_stage(stage_route, "output", [Segment((), text, context)])
-        guard.record(ctx, "output", result)
+        guard.record(ctx, "output", result)  # windows are small: on the loop
         decision = result.decision
         failed = guard.incomplete(stage_route, result, "output") if decision.action != "block" else []
         if failed:  # a leak the policy masks could not be looked for: cut, never release

@@ -220,3 +220,20 @@ def test_snapshot_of_an_empty_masker_changes_nothing() -> None:
     restore, prefixes = Masker().snapshot()
     assert restore("<EMAIL_ADDRESS_1> a < b") == "<EMAIL_ADDRESS_1> a < b" and not prefixes
 
+
+
+def test_placeholder_prefixes_answer_like_the_list_of_every_prefix() -> None:
+    """The binary search agrees with the set of every proper prefix, for every prefix
+    of every placeholder and for near misses."""
+    from sidecar.masking import PlaceholderPrefixes
+
+    placeholders = [f"<{t}_{n}>" for t in ("EMAIL_ADDRESS", "EMAIL", "PHONE_NUMBER", "IP")
+                    for n in (1, 2, 9, 10, 11, 100)]
+    every = {p[:i] for p in placeholders for i in range(1, len(p))}
+    found = PlaceholderPrefixes(placeholders)
+    probes = every | set(placeholders) | {"", "<", "<E", "<EMAIL_ADDRESS_3", "<IP_1>x",
+                                          "<EMAIL_12", "<PHONE", "<ZZ", "EMAIL", "<IP_10"}
+    for probe in sorted(probes):
+        assert (probe in found) == (probe in every), probe
+    assert found.longest == max(map(len, every))
+    assert len(found) == len(placeholders) and not PlaceholderPrefixes(())
