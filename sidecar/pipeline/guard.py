@@ -292,10 +292,15 @@ class Guard:
     async def record_off_loop(cls, ctx: RequestContext, stage: str, result: StageResult) -> None:
         """:meth:`record`, in a worker thread when the stage triggered many findings (the
         request's task waits for it, so nothing else touches ``ctx`` meanwhile)."""
-        if sum(len(d.triggered) for d in result.decisions) > RECORD_OFFLOAD_FINDINGS:
-            await asyncio.to_thread(cls.record, ctx, stage, result)
-        else:
+        if sum(len(d.triggered) for d in result.decisions) <= RECORD_OFFLOAD_FINDINGS:
             cls.record(ctx, stage, result)
+            return
+        done = asyncio.ensure_future(asyncio.to_thread(cls.record, ctx, stage, result))
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:  # the client left: let the thread finish with
+            await asyncio.wait({done})  # ``ctx`` before the trace record is built
+            raise
 
     # --- the pipeline's two stages -----------------------------------------------------
 
