@@ -742,8 +742,13 @@ class DetectorRunner:
                 else:
                     lane.submit(item)
                     waiting.append((row, index, lane, item))
-        for row, index, lane, item in waiting:  # each wait keeps its own deadline
-            outcomes[row][index] = await lane.wait(item)
+        try:
+            for row, index, lane, item in waiting:  # each wait keeps its own deadline
+                outcomes[row][index] = await lane.wait(item)
+        except asyncio.CancelledError:  # abandoned: the queue skips what nobody awaits
+            for _, _, _, item in waiting:
+                item.future.cancel()
+            raise
         return outcomes  # type: ignore[return-value]
 
     async def close(self) -> None:

@@ -680,3 +680,22 @@ async def test_solo_still_queues_behind_a_busy_detector(runner: DetectorRunner) 
     assert_answers([await first], ["a"])
     assert_answers((await second)[0], ["bb"])
     assert model.calls == [["a"], ["bb"]]
+
+
+async def test_cancelled_run_segments_abandons_every_queued_text(runner: DetectorRunner) -> None:
+    model = Recorder("model", blocking=True)
+    model.hold = True
+    await started(runner, (model, RunSettings(timeout_s=HANG_S)))
+    first = asyncio.ensure_future(runner.run("model", "a"))
+    await wait_thread_entered(model)  # the lane is busy: the next texts queue
+    waiting = asyncio.ensure_future(runner.run_segments(["model"], [("bb", None), ("ccc", None)]))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    model.hold = False
+    model.gate.set()
+    assert (await first).ok
+    (row,) = await runner.run_segments(["model"], [("dddd", None)])
+    assert_answers(row, ["dddd"])
+    assert model.calls == [["a"], ["dddd"]]  # "bb" and "ccc" were never scored
