@@ -201,13 +201,18 @@ class Guard:
     def route_named(self, name: str) -> Route | None:
         return next((r for r in self.policy.routes if r.name == name), None)
 
-    async def run_stage(self, route: Route, stage: str, segments: Sequence[Segment]) -> StageResult:
+    async def run_stage(
+        self, route: Route, stage: str, segments: Sequence[Segment], *, solo: bool | None = None
+    ) -> StageResult:
+        """Run the stage's detectors on ``segments`` and decide. ``solo`` (default: from
+        the proxy's request count) lets an idle queued detector run without its queue."""
         rules = route.input if stage == "input" else route.output
         names = route.detectors(stage)
         if not names or not segments:
             return StageResult(PASS)
         started = time.perf_counter()
-        solo = self.in_flight is not None and self.in_flight.alone
+        if solo is None:
+            solo = self.in_flight is not None and self.in_flight.alone
         results = await self.runner.run_segments(
             names, [(s.text, s.context) for s in segments], solo=solo
         )
@@ -382,7 +387,11 @@ class Guard:
         decision = PASS
         masked_text = None
         if route is not None:
-            result = await self.run_stage(route, stage, [Segment((), text, context)])
+            # never solo: concurrent checks (the remote SDK's) arrive as separate handler
+            # runs that only overlap while a queued detector waits for its batch
+            result = await self.run_stage(
+                route, stage, [Segment((), text, context)], solo=False
+            )
             decision = result.decision
             for outcomes in result.outcomes:
                 for outcome in outcomes.values():

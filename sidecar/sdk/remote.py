@@ -74,7 +74,10 @@ class RemoteGuard(Guard):
             raise SdkRemoteError(f"the sidecar could not be asked ({path}): "
                                  f"{type(exc).__name__}") from None
 
-    async def run_stage(self, route: Route, stage: str, segments: Sequence[Segment]) -> StageResult:
+    async def run_stage(
+        self, route: Route, stage: str, segments: Sequence[Segment], *, solo: bool | None = None
+    ) -> StageResult:
+        """The sidecar's check API per segment (``solo`` does not apply: it batches)."""
         if not segments:
             return StageResult(PASS)
         started = time.perf_counter()

@@ -50,3 +50,30 @@ async def test_record_off_loop_puts_every_finding_on_the_trace(units: int) -> No
         assert cancelled.findings == on_loop.findings  # finished before the task ended
     finally:
         await guard.runner.close()
+
+
+async def test_queued_detectors_batch_only_when_calls_overlap() -> None:
+    """Alone, a queued detector (the default policy's toxicity) is called directly;
+    concurrent requests and /v1/guardrails/check calls still form batches."""
+    from sidecar.pipeline.inflight import InFlight
+
+    in_flight = InFlight()
+    guard = build_guard(load_policy(str(default_policy_path())), in_flight)
+    await guard.runner.start()
+    lane = guard.runner._lanes["toxicity"]
+    try:
+        route = guard.route_for("/v1/chat/completions", None, None)
+        assert route is not None
+        in_flight.count = 1  # this request alone
+        await guard.run_stage(route, "input", [Segment(("x",), "hello there", TextContext())])
+        assert (lane.batches, lane.max_batch_size) == (1, 1)
+        in_flight.count = 0  # the proxy idle: checks still queue, and batch together
+        await asyncio.gather(*(guard.check_text(f"text number {i}", "input", route)
+                               for i in range(4)))
+        assert lane.max_batch_size == 4
+        in_flight.count = 2  # two requests: their stages queue and batch too
+        await asyncio.gather(*(guard.run_stage(route, "input", [Segment(("x",), t, TextContext())])
+                               for t in ("one", "two")))
+        assert lane.last_batch_size == 2
+    finally:
+        await guard.runner.close()
