@@ -93,13 +93,25 @@ class Run:
     gaps: list[float] = field(default_factory=list)  # largest gap between chunks, per stream
 
 
-async def load_unary(session: aiohttp.ClientSession, url: str, n: int, conc: int) -> Run:
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": BODY_2KB}]})
+_SENT = iter(range(1 << 62))
+
+
+def unary_body(repeat: bool) -> bytes:
+    """A 2 KB chat body; unless ``repeat``, its text differs from every other request's
+    (a memo of recent texts must not make the benchmark's single prompt free)."""
+    text = BODY_2KB if repeat else f"Request {next(_SENT)}. {BODY_2KB}"
+    return orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
+
+
+async def load_unary(
+    session: aiohttp.ClientSession, url: str, n: int, conc: int, repeat: bool = False
+) -> Run:
     run = Run()
     counter = iter(range(n))
 
     async def worker() -> None:
         for _ in counter:
+            body = unary_body(repeat)
             t = time.perf_counter()
             async with session.post(
                 url + "/v1/chat/completions",
@@ -253,8 +265,10 @@ async def main_async(args: argparse.Namespace) -> None:
         conn = aiohttp.TCPConnector(limit=256)
         async with aiohttp.ClientSession(connector=conn) as session:
             scenarios = [
-                ("unary c=1", lambda u: load_unary(session, u, args.requests // 4, 1)),
-                ("unary c=32", lambda u: load_unary(session, u, args.requests, 32)),
+                ("unary c=1",
+                 lambda u: load_unary(session, u, args.requests // 4, 1, args.repeat_prompt)),
+                ("unary c=32",
+                 lambda u: load_unary(session, u, args.requests, 32, args.repeat_prompt)),
                 ("stream", lambda u: load_stream(session, u, args.streams, args.pace_ms)),
             ]
             wanted = args.scenarios.split(",")
@@ -379,6 +393,9 @@ def main() -> None:
     )
     ap.add_argument("--scenarios", default="unary,stream",
                     help="comma list of unary, stream (default both)")
+    ap.add_argument("--repeat-prompt", action="store_true",
+                    help="send one identical 2 KB prompt (default: each request's differs, so "
+                    "the toxicity memo of recent texts cannot help)")
     ap.add_argument("--early-headers", choices=("off", "compare"), default="off",
                     help="compare: a second sidecar with stream.early_headers on every route")
     args = ap.parse_args()

@@ -48,6 +48,7 @@ from typing import Any
 
 from detectors.base import Finding, TextContext
 from detectors.errors import DetectorUnavailableError
+from detectors.toxicity._memo import ScoreMemo
 from detectors.toxicity.backends import BackendLoader, Scorer
 from detectors.toxicity.folder import default_model_dir
 from detectors.toxicity.options import ToxicityOptions
@@ -86,6 +87,7 @@ class ToxicityDetector:
             MappingProxyType({}),
             MappingProxyType({}),
         )
+        self._memo = ScoreMemo(opts.memo_entries) if opts.memo_entries else None
 
     def _default_folder(self) -> Path:
         return default_model_dir(self.options.checkpoint, self.options.models_root)
@@ -164,6 +166,23 @@ class ToxicityDetector:
             raise DetectorUnavailableError(f"toxicity detector {self.name!r} is not started")
         if not texts:
             return []
+        memo = self._memo
+        if memo is None:
+            return self._score(scorer, texts)
+        keys = [memo.key(scorer.checkpoint, text) for text in texts]
+        known = [memo.get(key) if key is not None else None for key in keys]
+        todo = [i for i, found in enumerate(known) if found is None]
+        if todo:
+            scored = self._score(scorer, [texts[i] for i in todo] if len(todo) < len(texts)
+                                 else texts)
+            for i, findings in zip(todo, scored, strict=True):
+                key, fresh = keys[i], tuple(findings)
+                known[i] = fresh
+                if key is not None:
+                    memo.put(key, fresh)
+        return [list(found) for found in known if found is not None]
+
+    def _score(self, scorer: Scorer, texts: Sequence[str]) -> list[list[Finding]]:
         scores, truncated = scorer.score(texts)
         name, labels, meta = self.name, scorer.labels, self._meta
         if meta[0].get("backend") != scorer.backend:  # switched while this call ran
@@ -210,6 +229,8 @@ class ToxicityDetector:
             state["fallback_reason"] = self._fallback_reason
         if self._fetch is not None:
             state["fetch"] = self._fetch.state()
+        if self._memo is not None:
+            state["memo"] = self._memo.state()
         return state
 
 

@@ -90,13 +90,16 @@ def test_labels_scores_and_spans(detox: ToxicityDetector) -> None:
 def test_state(detox: ToxicityDetector) -> None:
     assert detox.backend == "detoxify"
     assert detox.labels == ORIGINAL_LABELS
-    assert detox.state() == {
+    state = detox.state()
+    memo = state.pop("memo")
+    assert state == {
         "backend": "detoxify",
         "checkpoint": "original",
         "device": "cpu",
         "dtype": "float32",
         "labels": list(ORIGINAL_LABELS),
     }
+    assert memo["max_entries"] == 4096 and memo["entries"] <= memo["misses"]
 
 
 def test_same_scores_as_detoxify_predict(

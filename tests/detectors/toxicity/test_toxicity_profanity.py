@@ -288,3 +288,41 @@ def test_a_text_scores_the_same_alone_and_in_any_batch() -> None:
     assert together[:, 0].tolist() == alone
     reversed_batch, _ = scorer.score(texts[::-1])
     assert reversed_batch[::-1, 0].tolist() == alone
+
+
+def test_memo_scores_a_resent_text_once_and_keeps_no_text() -> None:
+    """A conversation re-sent every turn: earlier messages come from the memo, with the
+    same findings; short texts are not memoised; the memo is bounded and keyed by the
+    backend's checkpoint and a digest."""
+    from detectors.toxicity import _memo
+
+    det = ToxicityDetector(Options(backend="profanity", memo_entries=3))
+    asyncio.run(det.start())
+    scorer = det._scorer
+    assert scorer is not None
+    calls: list[list[str]] = []
+    real = scorer.score
+
+    def counting(texts: list[str]) -> object:
+        calls.append(list(texts))
+        return real(texts)
+
+    scorer.score = counting  # type: ignore[method-assign]
+    history = [f"message {i}: " + "you are a stupid idiot and I hate you " * 4 for i in range(3)]
+    first = det.detect_sync(history[:1])
+    second = det.detect_sync(history[:2])
+    assert second[0] == first[0]  # the same findings, from the memo
+    assert calls == [history[:1], history[1:2]]  # each message scored once
+    det.detect_sync(["short"] * 2)
+    assert calls[-1] == ["short", "short"]  # under MIN_CHARS: always scored
+    det.detect_sync(history + [h + "!" for h in history])  # more texts than entries
+    memo = det.state()["memo"]
+    assert memo["entries"] == 3 and memo["hits"] == 3
+    keys = list(det._memo._items)  # type: ignore[union-attr]
+    assert all(isinstance(d, bytes) and len(d) == 16 for _, d in keys)
+    assert {c for c, _ in keys} == {scorer.checkpoint}
+    assert _memo.ScoreMemo.key(scorer.checkpoint, "x" * (_memo.MIN_CHARS - 1)) is None
+    off = ToxicityDetector(Options(backend="profanity", memo_entries=0))
+    asyncio.run(off.start())
+    assert off.detect_sync(history) == det.detect_sync(history)
+    assert "memo" not in off.state()
