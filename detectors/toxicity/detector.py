@@ -169,7 +169,13 @@ class ToxicityDetector:
         memo = self._memo
         if memo is None:
             return self._score(scorer, texts)
-        keys = [memo.key(scorer.checkpoint, text) for text in texts]
+        # prompts only: they are what comes again (history, system prompts); answers and
+        # stream windows rarely do, and would push them out
+        keys = [
+            memo.key(scorer.checkpoint, text)
+            if contexts is None or contexts[i].stage == "input" else None
+            for i, text in enumerate(texts)
+        ]
         known = [memo.get(key) if key is not None else None for key in keys]
         todo = [i for i, found in enumerate(known) if found is None]
         if todo:

@@ -43,8 +43,8 @@ class ToxicityOptions(pydantic.BaseModel):
     batch_size: int = pydantic.Field(default=64, ge=1, le=4096)
     """Windows per forward pass."""
     memo_entries: int = pydantic.Field(default=4096, ge=0, le=1_000_000)
-    """Recent texts (128 characters or more) whose scores are kept, keyed by a hash of
-    the text: conversation history re-sent every turn and repeated system prompts are
-    scored once. 0: off."""
+    """Recent prompt texts (128 characters or more, input stage) whose scores are kept,
+    keyed by a hash of the text: conversation history re-sent every turn and repeated
+    system prompts are scored once. 0: off."""
     inline_chars: int | None = pydantic.Field(default=None, ge=0)
     """Batches up to this many characters run in the caller (None: the backend's default)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from detectors.base import Detector, Finding
+from detectors.base import Detector, Finding, TextContext
 from detectors.errors import DetectorStartError, DetectorUnavailableError
 from detectors.toxicity import ToxicityDetector
 
@@ -326,3 +326,13 @@ def test_memo_scores_a_resent_text_once_and_keeps_no_text() -> None:
     asyncio.run(off.start())
     assert off.detect_sync(history) == det.detect_sync(history)
     assert "memo" not in off.state()
+
+
+def test_memo_keeps_prompts_not_answers() -> None:
+    det = ToxicityDetector(Options(backend="profanity"))
+    asyncio.run(det.start())
+    text = "a long enough answer that might be memoised if nobody checked the stage " * 3
+    det.detect_sync([text], [TextContext(stage="output")])
+    assert det.state()["memo"]["entries"] == 0
+    det.detect_sync([text], [TextContext(stage="input")])
+    assert det.state()["memo"]["entries"] == 1
