@@ -39,9 +39,10 @@ def detect_in_chunks(
     """Findings of ``detector`` in ``text``, computed over overlapping chunks
     (blocking; for a worker thread).
 
-    Each chunk reports the findings that *start* before the next chunk does (about
-    ``chunk - overlap`` characters on, moved to a word boundary), and reaches
-    ``overlap`` characters past that point, so it holds them whole when they are at
+    Each chunk reports the findings that *start* in it, before the next chunk does
+    (about ``chunk - overlap`` characters on, moved to a word boundary); it is scanned
+    from ``overlap`` characters before its start (the words a finding's context needs)
+    to ``overlap`` characters past that point, so it holds them whole when they are at
     most ``overlap`` long. A finding that overlaps one reaching in from the previous
     chunk is a fragment of it (an IBAN's last groups read as a phone number), cut by
     the chunk's start, and is dropped: chunkable detectors resolve overlaps themselves,
@@ -60,12 +61,15 @@ def detect_in_chunks(
         last = start + chunk >= len(text)
         next_start = len(text) if last else _chunk_start(text, start + step, overlap // 2)
         end = len(text) if last else min(next_start + overlap, len(text))
+        # the chunk is scanned from ``overlap`` characters back: a finding may need the
+        # words before it (a phone's context word, a card word, a veto like "order")
+        lead = max(0, start - overlap)
         kept: list[Finding] = []
-        for finding in detector.detect_sync([text[start:end]], contexts)[0]:
-            begin = finding.start + start
-            if begin >= next_start:
-                continue  # the next chunk reports it, whole
-            shifted = replace(finding, start=begin, end=finding.end + start)
+        for finding in detector.detect_sync([text[lead:end]], contexts)[0]:
+            begin = finding.start + lead
+            if begin < start or begin >= next_start:
+                continue  # the previous chunk reported it, or the next one will, whole
+            shifted = replace(finding, start=begin, end=finding.end + lead)
             if any(r.start < shifted.end and shifted.start < r.end for r in reaching):
                 continue  # a fragment of a finding the previous chunk reported whole
             kept.append(shifted)

@@ -93,3 +93,19 @@ def test_a_chunked_detection_stops_when_its_caller_times_out() -> None:
     time.sleep(0.2)
     assert calls == settled  # stopped
     assert settled < 1_000_000 // (8192 - 4096) // 2  # far fewer chunks than the text holds
+
+
+def test_a_finding_just_after_a_chunk_start_keeps_its_context_words() -> None:
+    """A bare phone number needs a context word before it ("call"): it is found when
+    the chunk boundary falls between the word and the number, as in one call."""
+    detector = registry.create("pii", {}, name="pii")
+    asyncio.run(detector.start())
+    assert isinstance(detector, ChunkableDetector)
+    overlap = detector.max_span_chars
+    chunk = 2 * overlap
+    head = "x" * (chunk - overlap - len("please call ")) + " please call "
+    text = head + "4155552671 today " + "y " * chunk
+    whole = _spans(detector.detect_sync([text])[0])
+    assert any(label == "PHONE_NUMBER" for label, _, _ in whole)
+    chunked = detect_in_chunks(detector, text, None, chunk, overlap, threading.Event())
+    assert _spans(chunked) == whole
