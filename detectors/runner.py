@@ -437,7 +437,11 @@ class _Lane:
                 slot.release()
 
     async def _detect_on_loop(
-        self, texts: list[str], contexts: list[TextContext] | None, t_start: float
+        self,
+        texts: list[str],
+        contexts: list[TextContext] | None,
+        t_start: float,
+        timeout_s: float,
     ) -> Any:
         """Call a non-blocking ``detect``; arm the timeout only if it suspends.
 
@@ -445,7 +449,6 @@ class _Lane:
         yielding to the loop, and nothing could interrupt it anyway, so it skips the
         timer (``asyncio.timeout`` costs about 5 µs here, more than such a call).
         """
-        timeout_s = self.settings.timeout_for(sum(len(text) for text in texts))
         awaitable = self.detector.detect(texts, contexts)
         if not isinstance(awaitable, Coroutine):
             async with asyncio.timeout(timeout_s):
@@ -529,7 +532,7 @@ class _Lane:
                 finally:
                     stop.set()  # a thread still at work stops at its next chunk
             else:
-                results = await self._detect_on_loop(texts, contexts, t_start)
+                results = await self._detect_on_loop(texts, contexts, t_start, timeout_s)
         except TimeoutError:
             error = TIMEOUT
             self.warn(

@@ -59,6 +59,7 @@ _PROBES = ["you are a fucking idiot", "have a nice day", "shit happens", "", "I 
 
 MAX_WINDOWS = 512
 _WORD_CACHE = 65536  # words of long sentences, memoised with their vocabulary columns
+_WORD_CACHE_CHARS = 64  # longer words are not memoised (the memo's size stays bounded)
 _SMALL_TERMS = 96  # up to this many (window, term) pairs per call: plain floats, no arrays
 
 
@@ -235,13 +236,8 @@ class _FastTfidf:
         """Calibrated positive-class probability per text, shape ``(n,)``."""
         rows: list[int] = []
         cols: list[int] = []
-        vocab_get = self._vocab.get
         for row, text in enumerate(texts):
-            for token in self._findall(text.lower()):
-                col = vocab_get(token)
-                if col is not None:
-                    rows.append(row)
-                    cols.append(col)
+            self._add(rows, cols, row, text)
         return self._probability(len(texts), rows, cols)
 
     def score_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -401,9 +397,10 @@ class _FastTfidf:
         """Vocabulary columns of the tokens of one whitespace-free word (memoised)."""
         vocab_get = self._vocab.get
         found = tuple(c for c in map(vocab_get, self._findall(word.lower())) if c is not None)
-        if len(self._words) >= _WORD_CACHE:
-            self._words.clear()  # a bound, not an LRU: natural text refills it quickly
-        self._words[word] = found
+        if len(word) <= _WORD_CACHE_CHARS:  # a base64 blob is one "word": not kept
+            if len(self._words) >= _WORD_CACHE:
+                self._words.clear()  # a bound, not an LRU: natural text refills it quickly
+            self._words[word] = found
         return found
 
     def _probability(

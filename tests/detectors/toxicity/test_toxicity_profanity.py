@@ -274,6 +274,9 @@ def test_word_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scorer._fast is not None
     scorer.score([" ".join(f"w{i}" for i in range(400))])
     assert 0 < len(scorer._fast._words) <= 50
+    scorer._fast._words.clear()
+    scorer.score([" ".join("x" * 100 + str(i) for i in range(40))])  # blob-like words
+    assert not scorer._fast._words
 
 
 def test_a_text_scores_the_same_alone_and_in_any_batch() -> None:
