@@ -31,6 +31,7 @@ whose offsets do not fit the text (a detector bug), naming only the offsets.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -131,10 +132,9 @@ class Masker:
 
     def restore(self, text: str) -> str:
         """``text`` with every placeholder this masker issued replaced by its value."""
-        if "<" not in text or not self._by_placeholder:
+        if not self._by_placeholder:
             return text
-        table = self._by_placeholder
-        return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
+        return _restore(self._by_placeholder, text)
 
     def snapshot(self) -> tuple[Callable[[str], str], PlaceholderPrefixes]:
         """A restore function over the placeholders issued *so far*, and their proper
@@ -142,13 +142,14 @@ class Masker:
         after the input guard, it never restores masks issued later (output leaks).
         Cheap: a copy of the table (the prefixes are looked up, not listed)."""
         table = dict(self._by_placeholder)
+        return functools.partial(_restore, table), PlaceholderPrefixes(table)
 
-        def restore(text: str) -> str:
-            if "<" not in text:
-                return text
-            return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
 
-        return restore, PlaceholderPrefixes(table)
+def _restore(table: Mapping[str, str], text: str) -> str:
+    """``text`` with each placeholder in ``table`` replaced by its value."""
+    if "<" not in text:
+        return text
+    return PLACEHOLDER_PATTERN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
 
 
 class PlaceholderPrefixes:

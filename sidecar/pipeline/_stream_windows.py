@@ -23,13 +23,15 @@ from typing import NamedTuple
 
 from detectors.base import Finding
 from sidecar.pipeline._stream_state import Choice
+from sidecar.pipeline.engine import ACCEPTABLE
 from sidecar.pipeline._stream_text import Edit, holdback, resolve_spans
 from sidecar.policy import Decision
 
 __all__ = ["CONTINUE", "MIN_BOUNDARY_CHARS", "Planned", "WindowCheck", "WindowVerdict", "Windows"]
 
-# Verdicts after which the stream goes on; any other action stops it.
-CONTINUE = frozenset(("pass", "flag", "mask"))
+# Verdicts after which the stream goes on (the engine's acceptable answers); any other
+# action stops it.
+CONTINUE = ACCEPTABLE
 
 #: A boundary makes a window due only once this much new text arrived (fewer,
 #: larger checks for "a, b, c" lists and numbered lines).

@@ -28,22 +28,23 @@ from sidecar.masking import Masker
 from sidecar.pipeline import ingress
 from sidecar.pipeline.actions import Upstream, UpstreamSet
 from sidecar.pipeline.call import GuardedCall
-from sidecar.pipeline.engine import AttemptLog, AttemptSpec, Engine, Outcome, Verdict
+from sidecar.pipeline.engine import (
+    AttemptLog,
+    AttemptSpec,
+    Engine,
+    Outcome,
+    Verdict,
+    unchecked_decision,
+)
 from sidecar.pipeline.guard import Guard
 from sidecar.pipeline.observe import decode_body, observe_answer, observe_unary
 from sidecar.pipeline.responses import blocked_response, upstream_response
 from sidecar.pipeline.streaming import StreamFlow
 from sidecar.pipeline.upstream import UpstreamClient, forward_request_headers
-from sidecar.policy import PASS, Decision, Route
+from sidecar.policy import PASS
 from sidecar.settings import ServerSettings
 
 FAILURES = frozenset({"block", "retry", "fallback", "handoff"})
-UNCHECKED_REASON = "railwatch:unparseable_answer"
-
-
-def unchecked_decision(route: Route) -> Decision:
-    """The verdict on an answer the output detectors cannot read (the route's ``unchecked``)."""
-    return Decision(route.unchecked, (UNCHECKED_REASON,))
 
 
 @dataclass(slots=True)

@@ -44,6 +44,12 @@ from sidecar.record import AttemptRecord
 T = TypeVar("T")
 
 ACCEPTABLE = frozenset({"pass", "flag", "mask"})
+UNCHECKED_REASON = "railwatch:unparseable_answer"
+
+
+def unchecked_decision(route: Route) -> Decision:
+    """The verdict on an answer the output detectors cannot read (the route's ``unchecked``)."""
+    return Decision(route.unchecked, (UNCHECKED_REASON,))
 CIRCUIT_OPEN = "circuit_open"
 
 

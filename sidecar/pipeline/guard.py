@@ -427,20 +427,23 @@ def _public_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(v, (str, int, float, bool)) or v is None}
 
 
-def incomplete_decision(ctx: RequestContext, failed: Sequence[tuple[str, str]]) -> Decision:
-    """A block for an answer whose masking detectors did not finish; marks the trace."""
+def _mark_incomplete(ctx: RequestContext, failed: Sequence[tuple[str, str]]) -> None:
+    """``railwatch.guardrail.incomplete`` on the trace: ``detector:error`` pairs."""
     ctx.attributes[semconv.RAILWATCH_GUARDRAIL_INCOMPLETE] = ",".join(
         f"{name}:{code}" for name, code in failed
     )
+
+
+def incomplete_decision(ctx: RequestContext, failed: Sequence[tuple[str, str]]) -> Decision:
+    """A block for an answer whose masking detectors did not finish; marks the trace."""
+    _mark_incomplete(ctx, failed)
     return Decision("block", tuple(f"{name}:{INCOMPLETE_LABEL}" for name, _ in failed))
 
 
 def refuse_incomplete(ctx: RequestContext, failed: Sequence[tuple[str, str]]) -> None:
     """Raise :class:`GuardrailIncompleteError` for detectors that did not finish; marks
     the trace (``railwatch.guardrail.incomplete``: ``detector:error`` pairs)."""
-    ctx.attributes[semconv.RAILWATCH_GUARDRAIL_INCOMPLETE] = ",".join(
-        f"{name}:{code}" for name, code in failed
-    )
+    _mark_incomplete(ctx, failed)
     names = ", ".join(name for name, _ in failed)
     if all(code == TIMEOUT for _, code in failed):
         raise GuardrailIncompleteError(

@@ -35,7 +35,15 @@ from sidecar.pipeline._stream_rules import StreamRules
 from sidecar.pipeline._stream_windows import CONTINUE
 from sidecar.pipeline.actions import Upstream, UpstreamSet
 from sidecar.pipeline.call import GuardedCall
-from sidecar.pipeline.engine import AttemptLog, AttemptSpec, Engine, Outcome, Verdict
+from sidecar.pipeline.engine import (
+    ACCEPTABLE,
+    AttemptLog,
+    AttemptSpec,
+    Engine,
+    Outcome,
+    Verdict,
+    unchecked_decision,
+)
 from sidecar.pipeline.guard import Guard, Segment, incomplete_decision
 from sidecar.pipeline.relay import BROKEN, CLIENT_GONE, TIMEOUT, relay
 from sidecar.pipeline.observe import StreamObserver, decode_body, observe_answer, observe_unary
@@ -338,14 +346,13 @@ class StreamStrategy:
         if not isinstance(doc, dict):
             ctx.attributes[semconv.ATTR_OUTPUT_UNCHECKED] = "unparsed"
             if route.output:  # nothing the detectors can read: the route decides
-                return Outcome(status=200, decision=Decision(route.unchecked,
-                                                             ("railwatch:unparseable_answer",)))
+                return Outcome(status=200, decision=unchecked_decision(route))
             response = upstream_response(ctx, 200, resp.headers.items(), raw)
             return Outcome(status=200, committed=True, result=response)
         observe_answer(facts, doc)
         decision, changed = await guard.check_output(ctx, route, doc, self.call.masker,
                                                      self.call.restore)
-        if decision.action not in ("pass", "flag", "mask"):
+        if decision.action not in ACCEPTABLE:
             if not last_chance or decision.action not in ("retry", "fallback"):
                 return Outcome(status=200, decision=decision)
             ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
