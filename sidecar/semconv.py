@@ -208,7 +208,6 @@ DRIFT_EVENT_CANARY = "canary_changed"  # a canary answer moved away from its bas
 DRIFT_EVENT_WINDOW = "window_drift"  # a window statistic crossed its threshold
 DRIFT_EVENT_KINDS = (DRIFT_EVENT_MODEL, DRIFT_EVENT_FINGERPRINT, DRIFT_EVENT_SYSTEM_PROMPT,
                      DRIFT_EVENT_CANARY, DRIFT_EVENT_WINDOW)
-EVENT_DRIFT = "railwatch.drift"  # OTel log/event name of a drift event
 RAILWATCH_DRIFT_KIND = "railwatch.drift.kind"
 # Prometheus (counters get _total from the client)
 METRIC_DRIFT_STATISTIC = "railwatch_drift_statistic"  # gauge {model, route, metric, statistic}

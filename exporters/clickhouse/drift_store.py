@@ -22,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
+from sidecar.timestamps import epoch_seconds
+
 T = TypeVar("T")
 
 
@@ -137,12 +139,6 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _epoch(value: Any) -> float:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    return float(value)
-
-
 class DriftStore:
     """The drift tables (see the module docstring). Thread-safe if ``run`` is."""
 
@@ -217,7 +213,7 @@ class DriftStore:
             f"FROM {db}.drift_baselines WHERE name = 'default' GROUP BY model").result_rows)
         out = {}
         for model, start, end in rows:
-            s, e = _epoch(start), _epoch(end)
+            s, e = epoch_seconds(start), epoch_seconds(end)
             if e > s:
                 out[str(model)] = (s, e)
         return out
@@ -260,7 +256,7 @@ LIMIT {limit}"""
             parameters=params).result_rows)
         sample = WindowSample()
         for ts, num, cat in rows:
-            sample.ts.append(_epoch(ts))
+            sample.ts.append(epoch_seconds(ts))
             sample.num.append(dict(num))
             sample.cat.append(dict(cat))
         if max_embeddings > 0:
@@ -283,7 +279,7 @@ LIMIT {limit}"""
         if not rows:
             return None
         ts, answer, ahash, emb, fp = rows[0]
-        return CanaryAnswer(_epoch(ts), upstream, model, prompt_id, str(answer), str(ahash),
+        return CanaryAnswer(epoch_seconds(ts), upstream, model, prompt_id, str(answer), str(ahash),
                             list(emb), str(fp), None, None, True)
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
@@ -299,7 +295,7 @@ LIMIT {limit}"""
                 f"SELECT argMax(holder, version), argMax(expires_at, version) "
                 f"FROM {db}.drift_leases WHERE name = {{n:String}} HAVING count() > 0",
                 parameters={"n": name}).result_rows
-            return (str(rows[0][0]), _epoch(rows[0][1])) if rows else None
+            return (str(rows[0][0]), epoch_seconds(rows[0][1])) if rows else None
 
         now = time.time()
         held = self._run(current)

@@ -25,19 +25,13 @@ from prometheus_client.registry import Collector
 
 from sidecar import semconv as sc
 from sidecar.handoff.model import PENDING
+from sidecar.timestamps import epoch_or_none
 
 logger = logging.getLogger(__name__)
 
 
 class PendingLister(Protocol):
     def list_handoffs(self, status: str | None, limit: int) -> list[dict[str, Any]]: ...
-
-
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, (int, float)):
-        return float(value)
-    stamp = getattr(value, "timestamp", None)
-    return float(stamp()) if callable(stamp) else None
 
 
 class BacklogGauges(Collector):
@@ -60,7 +54,7 @@ class BacklogGauges(Collector):
                 self._errors += 1
             logger.warning("hand-off backlog gauges: store read failed (%s)", type(exc).__name__)
             return
-        created = [c for c in (_epoch(r.get("created_at")) for r in rows) if c is not None]
+        created = [c for c in (epoch_or_none(r.get("created_at")) for r in rows) if c is not None]
         with self._lock:
             self._open = len(rows)
             self._oldest_created = min(created) if created else None

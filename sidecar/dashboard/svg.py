@@ -14,15 +14,11 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from sidecar.timestamps import epoch_seconds
+
 PALETTE = ("#2f6fdf", "#d9480f", "#2b8a3e", "#ae3ec9", "#e8590c", "#1098ad", "#c2255c",
            "#5c940d", "#495057", "#f59f00")
 MAX_SERIES = len(PALETTE)
-
-
-def _epoch(value: Any) -> float:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return float(value)
 
 
 def format_number(value: float, unit: str = "") -> str:
@@ -53,7 +49,7 @@ def group_series(rows: Sequence[Sequence[Any]]) -> dict[str, list[tuple[float, f
     for time_value, name, value in rows:
         number = float(value) if value is not None else math.nan
         if math.isfinite(number):
-            series.setdefault(str(name), []).append((_epoch(time_value), number))
+            series.setdefault(str(name), []).append((epoch_seconds(time_value), number))
     ranked = sorted(series.items(), key=lambda kv: -sum(v for _, v in kv[1]))[:MAX_SERIES]
     return {name: sorted(points) for name, points in sorted(ranked)}
 

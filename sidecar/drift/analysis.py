@@ -121,10 +121,10 @@ def analyze(store: DriftStore, settings: DriftSettings, windows: Windows, *,
         ref_range = pinned.get(model) or pinned.get("") or windows.ref
         w = Windows(ref_range, windows.cur)
         kwargs = {"max_rows": settings.max_window_rows, "max_embeddings": emb}
-        cur = store.window(model, route, *w.cur, **kwargs)
         ref = store.window(model, route, *w.ref, **kwargs)
         if len(ref) < settings.min_window_size:
-            continue
+            continue  # not enough reference: the current window is not even read
+        cur = store.window(model, route, *w.cur, **kwargs)
         results.extend(compare(ref, cur, settings, windows=w, model=model, route=route,
                                store_text=store_text))
     store.insert_windows(results)

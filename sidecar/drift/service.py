@@ -25,6 +25,7 @@ from sidecar.drift.changes import event_id
 from sidecar.drift.config import DriftSettings
 from sidecar.drift.state import DriftState
 from sidecar.drift.worker import log_event
+from sidecar.timestamps import epoch_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +128,7 @@ class DriftService:
 
 
 def _from_row(r: dict[str, object]) -> WindowResult:
-    def ts(v: object) -> float:
-        return float(v.timestamp()) if hasattr(v, "timestamp") else float(str(v))
-
+    ts = epoch_seconds  # a naive DateTime from the driver is UTC, not local time
     p = r.get("p_value")
     return WindowResult(
         ts(r["window_start"]), ts(r["window_end"]), ts(r["reference_start"]),

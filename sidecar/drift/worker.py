@@ -29,9 +29,10 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from exporters.base import ExportResult
+from sidecar import semconv as sc
 from exporters.clickhouse.drift_store import DriftEvent, DriftStore, RequestFeatures
 from sidecar.drift.changes import ChangeTracker
 from sidecar.drift.config import DriftSettings
@@ -54,7 +55,7 @@ def log_event(event: DriftEvent) -> None:
         "drift event %s: model=%s route=%s upstream=%s %s %r -> %r %s",
         event.kind, event.model, event.route, event.upstream, event.subject,
         event.old_value, event.new_value, event.detail,
-        extra={"railwatch.drift.kind": event.kind},
+        extra={sc.RAILWATCH_DRIFT_KIND: event.kind},
     )
 
 
@@ -192,6 +193,3 @@ class DriftExporter:
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         self._insert_pending()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **self.counters.snapshot()}

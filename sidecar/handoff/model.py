@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 import orjson
+
+from sidecar.timestamps import epoch_or_none
 
 PENDING = "pending"
 RESOLVED = "resolved"
@@ -198,8 +199,8 @@ class Handoff:
             id=str(row["id"]),
             status=str(row.get("status") or PENDING),
             reason=str(row.get("reason") or ""),
-            created_at=_epoch(row.get("created_at")) or 0.0,
-            updated_at=_epoch(row.get("updated_at")) or 0.0,
+            created_at=epoch_or_none(row.get("created_at")) or 0.0,
+            updated_at=epoch_or_none(row.get("updated_at")) or 0.0,
             request_id=row.get("request_id"),
             trace_id=row.get("trace_id"),
             conversation_id=row.get("conversation_id"),
@@ -213,7 +214,7 @@ class Handoff:
             assignee=row.get("assignee"),
             action=action if action in ACTIONS else None,
             human_answer=human if isinstance(human, str) else None,
-            resolved_at=_epoch(row.get("resolved_at")),
+            resolved_at=epoch_or_none(row.get("resolved_at")),
         )
 
 
@@ -237,11 +238,3 @@ def _json_object(value: Any) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _epoch(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return float(value)
