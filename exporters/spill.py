@@ -436,13 +436,18 @@ class SpillLog:
             head.rows = max(0, head.rows - entry.rows)
             self.stats.acked_entries += 1
             self.stats.acked_rows += entry.rows
-            if self._cursor_offset >= head.size:
-                if len(self._segments) == 1:
-                    # fully drained: start a new segment so the consumed file can go
-                    self._roll_locked()
-                self._drop_head_locked()
-            else:
-                self._write_cursor()
+            self._settle_head_locked()
+
+    def _settle_head_locked(self) -> None:
+        """After acknowledging: drop the head segment once it is consumed (starting a
+        new one first when it was the only one, so the consumed file can go), else
+        persist the cursor."""
+        if self._cursor_offset >= self._segments[0].size:
+            if len(self._segments) == 1:
+                self._roll_locked()
+            self._drop_head_locked()
+        else:
+            self._write_cursor()
 
     def entries(self) -> list[SpillEntry]:
         """Every unacknowledged entry, oldest first, without acknowledging any (a
@@ -489,13 +494,7 @@ class SpillLog:
                 self.stats.acked_rows += rows
                 done += 1
             if done:
-                head = self._segments[0]
-                if self._cursor_offset >= head.size:
-                    if len(self._segments) == 1:
-                        self._roll_locked()
-                    self._drop_head_locked()
-                else:
-                    self._write_cursor()
+                self._settle_head_locked()
             return done
 
     def _drop_head_locked(self) -> None:
