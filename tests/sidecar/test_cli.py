@@ -54,17 +54,7 @@ def test_serve_without_upstream_starts_the_demo(tmp_path: Path) -> None:
         text=True, env=_env(tmp_path, RAILWATCH_PRIVACY__CAPTURE="raw"),
     )
     try:
-        assert proc.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        banner = "".join(lines)
+        banner = _banner_of(proc)
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", banner)
         assert match, banner
         url = match.group(1)

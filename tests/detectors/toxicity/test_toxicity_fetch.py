@@ -224,7 +224,7 @@ def test_forbidden_fetch_makes_no_request(
 
 
 @pytest.mark.usefixtures("allow_downloads")
-def test_a_silent_host_fails_in_bounded_time(tmp_path: Path) -> None:
+def test_a_silent_host_fails_in_bounded_time(tmp_path: Path, closed_port: int) -> None:
     silent = socket.socket()  # accepts connections (backlog) but never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
@@ -242,10 +242,7 @@ def test_a_silent_host_fails_in_bounded_time(tmp_path: Path) -> None:
     assert err.value.code == "timeout"
     assert time.monotonic() - t0 < 10  # 0.3 s per socket operation, with a wide margin
     silent.close()
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()  # nothing listens there: refused at once
+    port = closed_port  # nothing listens there: refused at once
     with pytest.raises(FetchError) as err:
         fetch_detoxify(
             FetchPlan.for_checkpoint(

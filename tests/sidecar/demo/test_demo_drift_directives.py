@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from openai import AsyncOpenAI
 
-from sidecar.demo import DEMO_SYSTEM_FINGERPRINT, DemoUpstream, start_demo_upstream
-
-
-@pytest_asyncio.fixture
-async def upstream() -> AsyncIterator[DemoUpstream]:
-    up = await start_demo_upstream("127.0.0.1", 0)
-    yield up
-    await up.close()
-
-
-@pytest_asyncio.fixture
-async def client(upstream: DemoUpstream) -> AsyncIterator[AsyncOpenAI]:
-    oai = AsyncOpenAI(base_url=upstream.base_url, api_key="x", max_retries=0, timeout=10)
-    yield oai
-    await oai.close()
+from sidecar.demo import DEMO_SYSTEM_FINGERPRINT, DemoUpstream
 
 
 async def _ask(client: AsyncOpenAI, text: str) -> tuple[str, str | None, int]:
@@ -43,21 +27,21 @@ async def test_pad_words_and_fingerprint_directives(client: AsyncOpenAI) -> None
     assert fp2 == "fp_other"
 
 
-async def test_behaviour_applies_to_every_later_answer(upstream: DemoUpstream,
-                                                       client: AsyncOpenAI) -> None:
+async def test_behaviour_applies_to_every_later_answer(
+    upstream: DemoUpstream, client: AsyncOpenAI, http: aiohttp.ClientSession
+) -> None:
     url = f"{upstream.url}/_demo/behaviour"
-    async with aiohttp.ClientSession() as http:
-        async with http.put(url, json={"pad_words": 3, "suffix": " (v2)",
-                                       "system_fingerprint": "fp_v2",
-                                       "served_model": "other-model"}) as r:
-            assert r.status == 200
-        text, fp, _ = await _ask(client, "hi")
-        assert text == "Echo: hi and then more (v2)" and fp == "fp_v2"
-        async with http.get(url) as r:
-            assert (await r.json())["served_model"] == "other-model"
-        for bad in ({"pad_words": -1}, {"pad_words": True}, {"nope": 1}, {"suffix": 3}):
-            async with http.put(url, json=bad) as r:
-                assert r.status == 400
+    async with http.put(url, json={"pad_words": 3, "suffix": " (v2)",
+                                   "system_fingerprint": "fp_v2",
+                                   "served_model": "other-model"}) as r:
+        assert r.status == 200
+    text, fp, _ = await _ask(client, "hi")
+    assert text == "Echo: hi and then more (v2)" and fp == "fp_v2"
+    async with http.get(url) as r:
+        assert (await r.json())["served_model"] == "other-model"
+    for bad in ({"pad_words": -1}, {"pad_words": True}, {"nope": 1}, {"suffix": 3}):
+        async with http.put(url, json=bad) as r:
+            assert r.status == 400
 
 
 @pytest.mark.parametrize("stream", [False, True])

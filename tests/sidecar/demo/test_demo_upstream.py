@@ -14,7 +14,6 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,7 +21,6 @@ import jsonschema
 import openai
 import orjson
 import pytest
-import pytest_asyncio
 from openai import AsyncOpenAI
 
 from sidecar.demo import (
@@ -48,26 +46,6 @@ from sidecar.demo._script import (
 )
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest_asyncio.fixture
-async def upstream() -> AsyncIterator[DemoUpstream]:
-    up = await start_demo_upstream("127.0.0.1", 0)
-    yield up
-    await up.close()
-
-
-@pytest_asyncio.fixture
-async def client(upstream: DemoUpstream) -> AsyncIterator[AsyncOpenAI]:
-    oai = AsyncOpenAI(base_url=upstream.base_url, api_key="x", max_retries=0, timeout=10)
-    yield oai
-    await oai.close()
-
-
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 def user(text: str) -> list[dict[str, Any]]:
