@@ -34,14 +34,20 @@ _EPOCH = re.compile(r"1\d{9}|1\d{12}")
 _MAX_PHONE_GROUPS = 7  # "+33 6 12 34 56 78" has 6
 
 
+def _vetoed(text: str, start: int) -> bool:
+    """Do the words before ``start`` say no phone number starts there (an order or
+    version word, ``#``)?"""
+    word = prev_word(text, start)
+    if word in NOT_PHONE_WORDS or word in VERSION_WORDS:
+        return True
+    return _HASH_BEFORE.search(text, max(0, start - 3), start) is not None
+
+
 def _phone_context(text: str, start: int, end: int) -> bool | None:
     """None when the words before ``text[start:end]`` say it is no phone number (an
     order/version word, ``#``, a street name after it); else whether a phone context
     word is near (see :mod:`._phone_rules`). Cheap: call it before validating."""
-    word = prev_word(text, start)
-    if word in NOT_PHONE_WORDS or word in VERSION_WORDS:
-        return None
-    if _HASH_BEFORE.search(text, max(0, start - 3), start):
+    if _vetoed(text, start):
         return None
     if text.startswith(" ", end) and text[start] != "+" and street_follows(text, end):
         return None  # a house number and more: "17031 2202 Rissik St"
@@ -99,7 +105,6 @@ class PhoneSearch:
             return  # a version string or an OID
         ng = len(groups)
         last_group = ng - 1
-        n = len(text)
         if (
             ng >= 2
             and len(values[-1]) <= 2
@@ -119,15 +124,14 @@ class PhoneSearch:
             start = gs  # with a leading "+" or "("
             while start > 0 and text[start - 1] in "+(" and (k == 0 or "(" in seps[k - 1]):
                 start -= 1
+            if _vetoed(text, start):  # before any validation: the words alone decide
+                k += 1
+                continue
             international = text[start:gs].endswith("+") or values[k].startswith("00")
             ends = self._phone_ends(text, k, ng, values, seps, used, international)
             hit = None
             for j in reversed(ends):  # longest first
-                end = groups[j][1]  # with a closing ")", and an extension after the run
-                if end < n and text[end] == ")" and "(" in text[start:end]:
-                    end += 1
-                if j == last_group and ext_end > end:
-                    end = ext_end
+                end = self._phone_end(text, start, groups[j][1], j == last_group, ext_end)
                 if self._phones.check(text[start:end]):
                     hit = (end, j, True)
                     break
