@@ -277,7 +277,7 @@ def create_app(
     exports = ExportPipeline()
     from sidecar.drift.assembly import build_drift  # drift (issue 12): worker + scheduler
 
-    drift = build_drift(settings, exporter_list)
+    drift = build_drift(settings, clickhouse)
     if drift is not None:
         pairs.append((drift.exporter, ExporterSettings(kind="drift")))
     # every record consumer, drift's included (it reads the stored, masked prompt)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from exporters.clickhouse.drift_store import DriftStore
 from sidecar.drift.canary import CanaryProber
@@ -21,6 +20,9 @@ from sidecar.drift.service import DriftService
 from sidecar.drift.state import DriftState
 from sidecar.drift.worker import DriftExporter
 from sidecar.settings import Settings
+
+if TYPE_CHECKING:
+    from exporters.clickhouse.exporter import ClickHouseExporter
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +38,20 @@ def pod_name(settings: Settings) -> str:
     return settings.drift.pod or os.environ.get("HOSTNAME") or socket.gethostname()
 
 
-def build_drift(settings: Settings, exporters: Sequence[Any]) -> DriftParts | None:
-    """The drift parts, or ``None`` when drift is off or there is no ClickHouse exporter."""
+def build_drift(
+    settings: Settings, clickhouse: ClickHouseExporter | None
+) -> DriftParts | None:
+    """The drift parts, or ``None`` when drift is off or there is no ClickHouse exporter
+    (drift keeps its rows in the exporter's store)."""
     cfg = settings.drift
     if not cfg.enabled:
         return None
-    clickhouse = next((e for e in exporters if getattr(e, "name", "") == "clickhouse"), None)
     if clickhouse is None:
         logger.info("drift tracking is off: it stores its rows in ClickHouse and no "
                     "clickhouse exporter is configured")
         return None
-    store = DriftStore(clickhouse.run_query)
-    store_text = bool(clickhouse.config.store_text) and settings.privacy.capture != "none"
+    store = DriftStore(clickhouse.store.run)
+    store_text = clickhouse.store.store_text and settings.privacy.capture != "none"
     state = DriftState()
     pod = pod_name(settings)
     embedder = None
