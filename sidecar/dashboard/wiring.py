@@ -9,7 +9,6 @@ components, stopped before they close).
 from __future__ import annotations
 
 import asyncio
-import secrets
 from contextlib import suppress
 from typing import Any
 
@@ -21,52 +20,26 @@ from sidecar.handoff.auth import ReviewAuth
 
 REFRESH_INTERVAL_S = 30.0
 _TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("railwatch_dashboard_refresher", asyncio.Task)
-
-
-class GeneratedToken:
-    """A token generated because no credential was configured: the command line prints it
-    once at start-up (:func:`startup_notice`); nothing logs it."""
-
-    def __init__(self, token: str | None) -> None:
-        self._token = token
-
-    def take(self) -> str | None:
-        token, self._token = self._token, None
-        return token
-
-
-_GENERATED: web.AppKey[GeneratedToken] = web.AppKey("railwatch_dashboard_token", GeneratedToken)
+_OWN_AUTH: web.AppKey[ReviewAuth] = web.AppKey("railwatch_dashboard_auth", ReviewAuth)
 
 
 def startup_notice(app: web.Application, base_url: str) -> str | None:
-    """The line to print once when the dashboard's token was generated; ``None`` otherwise
-    and on every later call."""
-    holder = app.get(_GENERATED)
-    token = holder.take() if holder is not None else None
-    if token is None:
+    """The line to print once when the dashboard's own token was generated (no hand-off
+    and no ``handoff.review`` credential); ``None`` otherwise and on every later call.
+    With hand-off on, the review UI's auth is shared and its own notice covers it."""
+    auth = app.get(_OWN_AUTH)
+    if auth is None:
         return None
-    return (f"railwatch dashboard: {base_url.rstrip('/')}/dashboard/login  "
-            f"token (generated, valid until restart): {token}")
-
-
-def dashboard_auth(runtime: Any) -> tuple[ReviewAuth, str | None]:
-    """The review UI's auth when hand-off is on; else one from ``handoff.review``. The
-    second value is a generated token (no credential configured), to print once."""
-    if runtime.review_auth is not None:
-        return runtime.review_auth, None
-    review = runtime.settings.handoff.review
-    if review.token is not None or review.basic_user is not None:
-        return ReviewAuth.from_settings(review), None
-    token = secrets.token_urlsafe(32)
-    return ReviewAuth(token=token, session_ttl_s=review.session_ttl_s), token
+    return auth.startup_notice(base_url, label="dashboard", path="/dashboard/login")
 
 
 def setup(app: web.Application, runtime: Any) -> None:  # sidecar.app.Runtime (being moved)
     """Add ``/dashboard`` and, with metrics on, the hand-off backlog gauges."""
-    auth, generated = dashboard_auth(runtime)
+    auth = runtime.review_auth
+    if auth is None:  # no hand-off: the dashboard's own, from ``handoff.review``
+        auth = app[_OWN_AUTH] = ReviewAuth.from_settings(runtime.settings.handoff.review)
     registry = runtime.metrics.registry if runtime.metrics is not None else None
     setup_dashboard(app, auth, clickhouse_runner(runtime.exports), registry)
-    app[_GENERATED] = GeneratedToken(generated)
     if runtime.metrics is None or runtime.feedback_store is None:
         return
     gauges = BacklogGauges(runtime.feedback_store)

@@ -127,13 +127,15 @@ class ReviewAuth:
     def uses_token(self) -> bool:
         return self._token is not None
 
-    def startup_notice(self, base_url: str) -> str | None:
+    def startup_notice(self, base_url: str, label: str = "review UI",
+                       path: str = "/review/login") -> str | None:
         """The line to print once at start-up when the token was generated; ``None``
-        on every later call (and when a credential was configured)."""
+        on every later call (and when a credential was configured). ``label`` names the
+        UI and ``path`` its login page (the dashboard reuses this with its own)."""
         token, self._pending_notice = self._pending_notice, None
         if token is None:
             return None
-        return (f"railwatch review UI: {base_url.rstrip('/')}/review/login  "
+        return (f"railwatch {label}: {base_url.rstrip('/')}{path}  "
                 f"token (generated, valid until restart): {token}")
 
     # -- credentials -----------------------------------------------------------------------
