@@ -150,12 +150,9 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
                             samesite="Strict", secure=auth.secure_cookies,
                             max_age=int(auth.session_ttl_s))
 
-    def locked_out(request: web.Request, user: str | None) -> web.Response | None:
-        """429 while the address or ``user`` is locked out after failed sign-ins (the
-        review UI's lockout: failures here and at /review count together)."""
-        wait = auth.lockout_s(request.remote, user)
-        if wait <= 0.0:
-            return None
+    def locked_out(wait: float) -> web.Response:
+        """429 while the address or user is locked out after failed sign-ins (the review
+        UI's lockout: failures here and at /review count together)."""
         return web.Response(
             body=error_json("too many failed sign-ins; try again later", "rate_limit_error",
                             None, "login_locked"),
@@ -167,12 +164,9 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
         session = auth.session(request.cookies.get(SESSION_COOKIE))
         if session is not None:
             return session.reviewer, None
-        authorization = request.headers.get("Authorization")
-        if authorization:
-            refused = locked_out(request, auth.header_user(authorization))
-            if refused is not None:
-                return None, refused
-        return auth.check_header(authorization, request.remote), None
+        reviewer, wait = auth.authorize_header(request.headers.get("Authorization"),
+                                               request.remote)
+        return reviewer, (locked_out(wait) if wait > 0.0 else None)
 
     def unauthorized() -> web.Response:
         return web.Response(
@@ -235,7 +229,7 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
             form = dict(parse_qsl(raw.decode("utf-8"), max_num_fields=10))
             if auth.check_login_csrf(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
                 user = form.get("username") or None
-                if locked_out(request, user) is not None:
+                if auth.lockout_s(request.remote, user) > 0.0:
                     return login_page("Too many failed sign-ins; try again later.", 429)
                 reviewer = auth.check_login(form.get("token"), user, form.get("password"),
                                             request.remote)

@@ -19,9 +19,10 @@
 - **Lockout**: failed sign-ins (form or ``Authorization``) are counted per client
   address and per user name (:class:`~sidecar.handoff.lockout.LoginThrottle`);
   past ``login_free_failures`` each failure locks for an exponentially growing
-  time. Callers ask :meth:`ReviewAuth.lockout_s` before checking and answer 429
-  with ``Retry-After`` while it is positive; ``check_*`` with an ``address``
-  record the outcome.
+  time. For an ``Authorization`` header, :meth:`ReviewAuth.authorize_header` does
+  both (lockout, then check); for a form, callers ask :meth:`ReviewAuth.lockout_s`
+  before ``check_login``. Answer 429 with ``Retry-After`` while the wait is
+  positive; ``check_*`` with an ``address`` record the outcome.
 - **Hand-off polls**: :class:`PollTokens` mints ``HMAC(key, "poll:" + id)`` per
   hand-off, given to the client with the hand-off and required by
   ``GET /v1/handoffs/{id}`` (``x-railwatch-handoff-token``).
@@ -69,6 +70,26 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+# (scheme lower-cased, value, basic password or None when not a decodable "user:password",
+#  basic user name or None when empty/absent)
+_Parsed = tuple[str, str, str | None, str | None]
+
+
+def _parse_header(authorization: str | None) -> _Parsed:
+    """Split an ``Authorization`` header once; a basic value is base64-decoded here."""
+    scheme, _, value = (authorization or "").partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme != "basic" or not value:
+        return scheme, value, None, None
+    try:
+        user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return scheme, value, None, None
+    if not sep:
+        return scheme, value, None, None
+    return scheme, value, password, user or None
 
 
 class ReviewAuth:
@@ -175,33 +196,42 @@ class ReviewAuth:
     @staticmethod
     def header_user(authorization: str | None) -> str | None:
         """The user name a basic ``Authorization`` header claims (unchecked), for lockouts."""
-        scheme, _, value = (authorization or "").partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            user, sep, _ = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return user if sep and user else None
+        return _parse_header(authorization)[3]
 
     def check_header(self, authorization: str | None, address: str | None = None) -> str | None:
         """The reviewer for an ``Authorization`` header, or ``None``. A header that
-        was present but wrong counts as a failed sign-in."""
+        was present but wrong counts as a failed sign-in (no lockout check: see
+        :meth:`authorize_header`)."""
         if not authorization:
             return None
+        return self._check_parsed(_parse_header(authorization), address)
+
+    def authorize_header(self, authorization: str | None,
+                         address: str | None = None) -> tuple[str | None, float]:
+        """(reviewer, seconds to wait) for an ``Authorization`` header, lockout included.
+
+        A positive wait means the address or the claimed user is locked out: nothing
+        was checked or counted, answer 429 with ``Retry-After``. Otherwise the reviewer,
+        or ``None`` for no header or a wrong one (counted as a failed sign-in). Never
+        raises; the header is decoded once.
+        """
+        if not authorization:
+            return None, 0.0
+        parsed = _parse_header(authorization)
+        wait = self.lockout_s(address, parsed[3])
+        if wait > 0.0:
+            return None, wait
+        return self._check_parsed(parsed, address), 0.0
+
+    def _check_parsed(self, parsed: _Parsed, address: str | None) -> str | None:
+        scheme, value, password, user = parsed
         reviewer = None
-        scheme, _, value = authorization.partition(" ")
-        scheme, value = scheme.lower(), value.strip()
         if scheme == "bearer" and value:
             reviewer = TOKEN_REVIEWER if self.check_token(value) else None
-        elif scheme == "basic" and value:
-            try:
-                user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user, sep, password = "", "", ""
-            if sep and self.check_basic(user, password):
-                reviewer = user
-        self._outcome(address, self.header_user(authorization), reviewer)
+        elif scheme == "basic" and password is not None:
+            if self.check_basic(user or "", password):
+                reviewer = user or ""
+        self._outcome(address, user, reviewer)
         return reviewer
 
     # -- sessions and CSRF -----------------------------------------------------------------

@@ -146,21 +146,11 @@ def setup_handoff_routes(
                             samesite="Strict", secure=auth.secure_cookies,
                             max_age=int(auth.session_ttl_s))
 
-    def locked_out(request: web.Request, user: str | None) -> web.Response | None:
-        """429 while the client address or ``user`` is locked out after failed sign-ins."""
-        wait = auth.lockout_s(request.remote, user)
-        if wait <= 0.0:
-            return None
-        return _error(_LockedOut(wait))
-
     def header_reviewer(request: web.Request) -> tuple[str | None, web.Response | None]:
         """The reviewer an ``Authorization`` header proves, or a refusal (locked out)."""
-        authorization = request.headers.get("Authorization")
-        if authorization:
-            refused = locked_out(request, auth.header_user(authorization))
-            if refused is not None:
-                return None, refused
-        return auth.check_header(authorization, request.remote), None
+        reviewer, wait = auth.authorize_header(request.headers.get("Authorization"),
+                                               request.remote)
+        return reviewer, (_error(_LockedOut(wait)) if wait > 0.0 else None)
 
     def identify(request: web.Request) -> tuple[Session | None, str | None, web.Response | None]:
         """The session (from the cookie, or a new one for a valid Authorization
