@@ -195,6 +195,22 @@ def get_handoff(client: Client, database: str, handoff_id: str) -> dict[str, Any
     return _handoff_dict(list(result.column_names), result.result_rows[0])
 
 
+def status_backlog(
+    client: Client, database: str, *, status: str, max_scan: int
+) -> tuple[int, float | None]:
+    """(hand-offs of ``status``, the oldest one's ``created_at`` in epoch seconds or
+    ``None`` with none), from the ``max_scan`` oldest such rows: the count caps at
+    ``max_scan``, the oldest stays exact. Reads ``created_at`` only; blocks."""
+    result = client.query(
+        f"SELECT count(), min(created_at) FROM (SELECT created_at FROM {_db(database)}"
+        ".handoffs FINAL WHERE status = {s:String} ORDER BY created_at LIMIT {n:UInt64})",
+        parameters={"s": status, "n": max_scan},
+    )
+    count, oldest = result.result_rows[0]
+    millis = _ms(oldest) if count else None
+    return int(count), (millis / 1000 if millis is not None else None)
+
+
 def list_handoffs(
     client: Client, database: str, *, status: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:

@@ -6,9 +6,10 @@ query. :class:`BacklogGauges` keeps the last reading; :meth:`refresh` reads the 
 ``interval_s`` seconds in the background. A failed read keeps the previous values and
 counts ``railwatch_handoff_gauge_refresh_errors_total``; it never raises into the loop.
 
-The scan is capped (``max_scan`` pending rows): past the cap the open count reads the
-cap and the age is the oldest among those scanned (the ClickHouse store lists oldest
-first, so the age stays exact; alert thresholds sit far below the cap).
+The read is one small query (``pending_backlog``: a count and the oldest ``created_at``,
+no conversation text) capped at ``max_scan`` pending rows, oldest first: past the cap
+the open count reads the cap, and the age stays exact (alert thresholds sit far below
+the cap).
 """
 
 from __future__ import annotations
@@ -18,26 +19,26 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sidecar import semconv as sc
-from sidecar.handoff.model import PENDING
-from sidecar.timestamps import epoch_or_none
 
 logger = logging.getLogger(__name__)
 
 
-class PendingLister(Protocol):
-    def list_handoffs(self, status: str | None, limit: int) -> list[dict[str, Any]]: ...
+class BacklogSource(Protocol):
+    def pending_backlog(self, max_scan: int) -> tuple[int, float | None]:
+        """(pending count capped at ``max_scan``, oldest ``created_at`` epoch s or None)."""
+        ...
 
 
 class BacklogGauges(Collector):
     """A prometheus-client collector over the last store reading. Thread-safe."""
 
-    def __init__(self, store: PendingLister, *, max_scan: int = 10_000) -> None:
+    def __init__(self, store: BacklogSource, *, max_scan: int = 10_000) -> None:
         self.store = store
         self.max_scan = max_scan
         self._lock = threading.Lock()
@@ -48,16 +49,15 @@ class BacklogGauges(Collector):
     def refresh(self, now: float | None = None) -> None:
         """Read the pending hand-offs from the store. Blocks (store I/O); never raises."""
         try:
-            rows = self.store.list_handoffs(PENDING, self.max_scan)
+            open_count, oldest = self.store.pending_backlog(self.max_scan)
         except Exception as exc:  # noqa: BLE001 - any store failure keeps the last reading
             with self._lock:
                 self._errors += 1
             logger.warning("hand-off backlog gauges: store read failed (%s)", type(exc).__name__)
             return
-        created = [c for c in (epoch_or_none(r.get("created_at")) for r in rows) if c is not None]
         with self._lock:
-            self._open = len(rows)
-            self._oldest_created = min(created) if created else None
+            self._open = open_count
+            self._oldest_created = oldest
 
     def values(self, now: float | None = None) -> tuple[int, float]:
         """(open hand-offs, age of the oldest in seconds; 0 with none open)."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from clickhouse_connect.driver.client import Client
 
 from exporters.clickhouse import review
+from sidecar.handoff.model import PENDING
 from sidecar.handoff.store import PREFERENCE_KIND
 
 T = TypeVar("T")
@@ -59,6 +60,10 @@ class ClickHouseHandoffStore:
             c, db, status=status, limit=max(limit, self.open_scan_limit)))
         rows.reverse()
         return rows[:limit]
+
+    def pending_backlog(self, max_scan: int) -> tuple[int, float | None]:
+        return self._run(lambda c, db: review.status_backlog(
+            c, db, status=PENDING, max_scan=max_scan))
 
     def add_preference(
         self, *, trace_id: str, request_id: str | None, rejected: str, chosen: str,

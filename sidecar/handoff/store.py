@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from sidecar.handoff.model import PENDING
+
 PREFERENCE_KIND = "preference"
 
 
@@ -30,6 +32,12 @@ class HandoffStore(Protocol):
 
     def list_handoffs(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         """Rows of one status (or all), newest first."""
+        ...
+
+    def pending_backlog(self, max_scan: int) -> tuple[int, float | None]:
+        """(pending hand-offs, the oldest one's ``created_at`` in epoch seconds or
+        ``None`` with none), reading no text: the count caps at ``max_scan``, the
+        oldest is exact."""
         ...
 
     def add_preference(
@@ -81,6 +89,12 @@ class MemoryHandoffStore:
                     if status is None or r.get("status") == status]
         rows.sort(key=lambda r: (r.get("created_at") or 0, r["id"]), reverse=True)
         return rows[:limit]
+
+    def pending_backlog(self, max_scan: int) -> tuple[int, float | None]:
+        with self._lock:
+            created = [float(r["created_at"]) for r in self._handoffs.values()
+                       if r.get("status") == PENDING and r.get("created_at") is not None]
+        return min(len(created), max_scan), (min(created) if created else None)
 
     def add_preference(
         self, *, trace_id: str, request_id: str | None, rejected: str, chosen: str,

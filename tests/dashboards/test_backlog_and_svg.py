@@ -42,7 +42,7 @@ def test_gauges_read_pending_handoffs_from_clickhouse(traffic: Traffic, loop_thr
 
 
 class _Broken:
-    def list_handoffs(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+    def pending_backlog(self, max_scan: int) -> tuple[int, float | None]:
         raise ConnectionError("down")
 
 
@@ -63,3 +63,14 @@ def test_line_chart_draws_escapes_and_says_no_data() -> None:
     assert "<script>" not in svg and "nan" not in svg.split("</text>")[-2]
     empty = str(line_chart([], title="x"))
     assert "no data" in empty and "<polyline" not in empty
+
+
+def test_memory_backlog_caps_the_count_and_keeps_the_oldest_exact() -> None:
+    from sidecar.handoff.store import MemoryHandoffStore
+
+    store = MemoryHandoffStore()
+    for i, status in enumerate(["pending", "resolved", "pending", "pending"]):
+        store.save_handoff({"id": f"h{i}", "status": status, "created_at": 1000.0 + 10 * i})
+    assert store.pending_backlog(10) == (3, 1000.0)
+    assert store.pending_backlog(2) == (2, 1000.0)
+    assert MemoryHandoffStore().pending_backlog(10) == (0, None)
