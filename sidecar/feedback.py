@@ -162,7 +162,7 @@ def setup_feedback_routes(
                 if refused is not None:
                     raise refused
             try:
-                fid = await asyncio.to_thread(_store, store, fb, known, store_text, privacy)
+                fid = await asyncio.to_thread(store_feedback, store, fb, known, store_text, privacy)
             except Exception as exc:  # any backend failure is one public error
                 logger.error("feedback not stored (%s)", type(exc).__name__)
                 raise FeedbackUnavailableError("feedback storage is unavailable") from exc
@@ -178,11 +178,12 @@ def setup_feedback_routes(
     app.router.add_post("/v1/feedback", post_feedback)
 
 
-def _store(
+def store_feedback(
     store: FeedbackStore, fb: Feedback, known: bool, store_text: bool,
-    privacy: StoragePrivacy | None,
+    privacy: StoragePrivacy | None = None,
 ) -> str:
-    """Apply the privacy setting and store (blocking: detectors run, storage writes)."""
+    """Apply the privacy setting (``None``: none) and store; returns the feedback id.
+    Blocks (detectors run, storage writes); raises whatever the store raises."""
     comment, answer, user = fb.comment, fb.corrected_answer, fb.user
     if privacy is not None:
         comment, answer = privacy.text(comment), privacy.text(answer)

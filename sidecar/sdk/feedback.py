@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from sidecar.errors import FeedbackUnavailableError, SdkRemoteError
-from sidecar.feedback import parse_feedback
+from sidecar.feedback import parse_feedback, store_feedback
 from sidecar.sdk.runtime import runtime
 
 
@@ -53,11 +53,7 @@ def record_feedback(
         raise FeedbackUnavailableError("no feedback storage is configured")
     known = store.trace_exists(feedback.trace_id)
     try:
-        stored: str = store.add_feedback(
-            trace_id=feedback.trace_id, kind=feedback.kind, value=feedback.value,
-            comment=feedback.comment, corrected_answer=feedback.corrected_answer,
-            known_trace=known, user=feedback.user, store_text=rt.store_feedback_text,
-        )
+        stored = store_feedback(store, feedback, known, rt.store_feedback_text)
     except Exception as exc:  # noqa: BLE001 - storage failures of any kind: one error
         raise FeedbackUnavailableError("feedback could not be stored") from exc
     return stored
