@@ -84,24 +84,22 @@ class ContentPolicy:
         if masker is not None:
             # cut before masking (plus a margin, so no value at the cut is half-seen):
             # the detectors' work stays bounded by max_chars, not by the prompt
-            reach = self.max_chars + 256
-            if len(text) > reach:
-                text = text[:reach]
-                spans = tuple(
-                    Span(s.start, min(s.end, reach), s.label, s.detector, s.score,
-                         s.stage, s.action)
-                    for s in spans if s.start < reach
-                )
+            text, spans = _cut(text, spans, self.max_chars + 256)
             assert self.pii is not None
             text, spans = mask_with_spans(masker, text, self.pii(text), spans)
-        if len(text) > self.max_chars:
-            text = text[: self.max_chars]
-            spans = tuple(
-                Span(s.start, min(s.end, self.max_chars), s.label, s.detector, s.score,
-                     s.stage, s.action)
-                for s in spans if s.start < self.max_chars
-            )
+        text, spans = _cut(text, spans, self.max_chars)
         return ConversationPart(part.role, text, spans)
+
+
+def _cut(text: str, spans: tuple[Span, ...], limit: int) -> tuple[str, tuple[Span, ...]]:
+    """``text`` cut to ``limit`` characters, and ``spans`` clipped to it (those starting
+    past the cut dropped); unchanged when it is short enough."""
+    if len(text) <= limit:
+        return text, spans
+    return text[:limit], tuple(
+        Span(s.start, min(s.end, limit), s.label, s.detector, s.score, s.stage, s.action)
+        for s in spans if s.start < limit
+    )
 
 
 def mask_with_spans(
