@@ -36,10 +36,11 @@ import orjson
 from aiohttp import web
 
 from sidecar import semconv
-from sidecar.errors import BadRequestError, FeedbackUnavailableError, RequestError, error_json
+from sidecar.errors import BadRequestError, FeedbackUnavailableError, RequestError
 from sidecar.feedback_gate import FeedbackGate, IssuedTraces
 from sidecar.handoff.store import FeedbackStore
 from sidecar.pipeline.ingress import parse_json_object, read_body
+from sidecar.pipeline.responses import plain_error_response
 from sidecar.privacy import StoragePrivacy
 
 logger = logging.getLogger(__name__)
@@ -167,9 +168,7 @@ def setup_feedback_routes(
                 logger.error("feedback not stored (%s)", type(exc).__name__)
                 raise FeedbackUnavailableError("feedback storage is unavailable") from exc
         except RequestError as exc:
-            return web.Response(body=error_json(exc.message, exc.error_type, exc.param, exc.code),
-                                status=exc.status, content_type="application/json",
-                                headers=exc.headers or None)
+            return plain_error_response(exc)
         return web.Response(
             body=orjson.dumps({"id": fid, "object": "railwatch.feedback",
                                "trace_id": fb.trace_id, "known_trace": known}),

@@ -44,6 +44,7 @@ from sidecar.handoff.model import ConversationPart, Handoff
 from sidecar.handoff.response import HEADER_HANDOFF_TOKEN
 from sidecar.handoff.service import HandoffService
 from sidecar.pipeline.ingress import read_body
+from sidecar.pipeline.responses import plain_error_response
 from sidecar.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -89,12 +90,6 @@ def _labels(h: Handoff) -> list[str]:
 
 def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _error(exc: RequestError) -> web.Response:
-    return web.Response(body=error_json(exc.message, exc.error_type, exc.param, exc.code),
-                        status=exc.status, content_type="application/json",
-                        headers=exc.headers or None)
 
 
 class _LockedOut(RequestError):
@@ -150,7 +145,7 @@ def setup_handoff_routes(
         """The reviewer an ``Authorization`` header proves, or a refusal (locked out)."""
         reviewer, wait = auth.authorize_header(request.headers.get("Authorization"),
                                                request.remote)
-        return reviewer, (_error(_LockedOut(wait)) if wait > 0.0 else None)
+        return reviewer, (plain_error_response(_LockedOut(wait)) if wait > 0.0 else None)
 
     def identify(request: web.Request) -> tuple[Session | None, str | None, web.Response | None]:
         """The session (from the cookie, or a new one for a valid Authorization
@@ -319,7 +314,7 @@ def setup_handoff_routes(
         handoff_id = request.match_info["id"]
         limited = limiter.check_public(request.remote) if limiter is not None else None
         if limited is not None:
-            return _error(limited)
+            return plain_error_response(limited)
         token = request.headers.get(HEADER_HANDOFF_TOKEN)
         if not token and not request.headers.get("Authorization"):
             return web.Response(
@@ -340,7 +335,7 @@ def setup_handoff_routes(
         try:
             handoff = await service.get(handoff_id)
         except RequestError as exc:
-            return _error(exc)
+            return plain_error_response(exc)
         if handoff is None:
             return not_found
         return _json(handoff.public_view())

@@ -34,6 +34,13 @@ def block_message(route: Route, stage: str) -> str:
     return message
 
 
+def plain_error_response(exc: RequestError) -> web.Response:
+    """``exc`` as its OpenAI-style JSON error with its status and headers, for routes
+    that have no request context to record it on (hand-off, feedback, SDK ingest)."""
+    return web.Response(body=error_json(exc.message, exc.error_type, exc.param, exc.code),
+                        status=exc.status, content_type=JSON, headers=exc.headers or None)
+
+
 def error_response(ctx: RequestContext, exc: RequestError) -> web.Response:
     ctx.fail(exc.status, exc.code)
     headers = {semconv.HEADER_TRACE_ID: ctx.trace_id, **exc.headers}

@@ -30,11 +30,11 @@ from sidecar.errors import (
     PayloadTooLargeError,
     RequestError,
     UnauthorizedError,
-    error_json,
 )
 from sidecar.pipeline.emit import Emitter
 from sidecar.pipeline.guard import Guard
 from sidecar.pipeline.ingress import parse_json_object, read_body
+from sidecar.pipeline.responses import plain_error_response
 from sidecar.record import TraceRecord
 from sidecar.settings import Settings
 
@@ -74,15 +74,11 @@ def setup_sdk_routes(app: web.Application, settings: Settings, guard: Guard | No
     """``issued`` is told each ingested trace id, so feedback for an SDK call is accepted
     like feedback for a request this sidecar answered."""
 
-    def error(exc: RequestError) -> web.Response:
-        return web.Response(body=error_json(exc.message, exc.error_type, exc.param, exc.code),
-                            status=exc.status, content_type="application/json")
-
     async def get_policy(_request: web.Request) -> web.Response:
         try:
             return web.json_response(policy_view(guard))
         except RequestError as exc:
-            return error(exc)
+            return plain_error_response(exc)
 
     async def post_traces(request: web.Request) -> web.Response:
         token = settings.sdk.ingest_token
@@ -96,7 +92,7 @@ def setup_sdk_routes(app: web.Application, settings: Settings, guard: Guard | No
             body = parse_json_object(await read_body(request, settings.server.max_body_bytes))
             records = parse_records(body, settings.sdk.max_records)
         except RequestError as exc:
-            return error(exc)
+            return plain_error_response(exc)
         for record in records:
             emitter.emit_record(record)
             if issued is not None:
