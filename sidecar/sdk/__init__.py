@@ -25,7 +25,7 @@ __all__ = [
 
 _LAZY = {
     "guard": "sidecar.sdk.api", "observe": "sidecar.sdk.api",
-    "current_trace_id": "sidecar.sdk.api", "wrap_openai": "sidecar.sdk.openai_client",
+    "current_trace_id": "sidecar.sdk.tracing", "wrap_openai": "sidecar.sdk.openai_client",
     "record_feedback": "sidecar.sdk.feedback", "configure": "sidecar.sdk.runtime",
     "start": "sidecar.sdk.runtime", "shutdown": "sidecar.sdk.runtime",
 }

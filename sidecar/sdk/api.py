@@ -264,8 +264,3 @@ def _observed(ctx: RequestContext, result: Any) -> None:
             ctx.usage.source = "upstream"
     if isinstance(result, str):
         ctx.output_parts = [result]
-
-
-def current_trace_id() -> str | None:
-    """The trace id of the guarded or observed call this code runs in (None outside)."""
-    return tracing.current_trace_id()

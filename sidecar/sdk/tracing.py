@@ -79,6 +79,7 @@ def current() -> RequestContext | None:
 
 
 def current_trace_id() -> str | None:
-    """The trace id of the railwatch call this code runs in (None outside one)."""
+    """The trace id of the guarded or observed call this code runs in (None outside
+    one). Public as ``sidecar.sdk.current_trace_id``."""
     ctx = _current.get()
     return ctx.trace_id if ctx is not None else None
