@@ -15,20 +15,15 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 
 from sidecar import semconv
-from sidecar.record import TraceRecord
-from tests.helpers.servers import LoopThread, RunningSidecar
+from tests.helpers.servers import LoopThread
+from tests.helpers.upstream import ANSWER, CHUNK, one_record, post
 
 CARD = "4111 1111 1111 1111"
-CHUNK = (b'data: {"id":"c1","object":"chat.completion.chunk","model":"m",'
-         b'"choices":[{"index":%s,"delta":{"content":"%s"}}]}\n\n')
-ANSWER = (b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,'
-          b'"message":{"role":"assistant","content":"%s"},"finish_reason":"stop"}]}')
 
 
 # --- the scripted upstream ------------------------------------------------------------------
@@ -80,62 +75,55 @@ async def _socket_fault(kind: str, reader: asyncio.StreamReader,
         writer.close()
 
 
-@pytest.fixture(scope="module")
-def upstreams(loop_thread: LoopThread) -> Iterator[dict[str, str]]:
-    async def start() -> tuple[list[Any], dict[str, str]]:
-        app = web.Application()
+@pytest.fixture
+def upstreams(loop_thread: LoopThread, scripted_upstream: Callable[..., str]) -> Iterator[dict[str, str]]:
+    """URL by fault kind: the HTTP faults on a ``scripted_upstream``, the socket faults on
+    raw asyncio servers, ``refused`` on a port bound but not listening. Handlers still
+    stalling at teardown are cancelled (they would sleep on past the test)."""
+    running: set[asyncio.Task[Any]] = set()
 
-        async def dispatch(request: web.Request) -> web.StreamResponse:
-            return await HTTP_FAULTS[request.match_info["kind"]](request)
+    def track() -> None:
+        if task := asyncio.current_task():
+            running.add(task)
 
-        app.router.add_post("/{kind}/v1/chat/completions", dispatch)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        urls = {kind: f"{base}/{kind}" for kind in HTTP_FAULTS}
-        servers: list[Any] = [runner]
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        track()
+        return await HTTP_FAULTS[request.match_info["kind"]](request)
+
+    async def socket_fault(kind: str, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        track()
+        await _socket_fault(kind, reader, writer)
+
+    base = scripted_upstream({"/{kind}/v1/chat/completions": dispatch})
+    urls = {kind: f"{base}/{kind}" for kind in HTTP_FAULTS}
+
+    async def start() -> list[asyncio.Server]:
+        servers = []
         for kind in ("hang", "reset", "cut"):
             server = await asyncio.start_server(
-                lambda r, w, k=kind: _socket_fault(k, r, w), "127.0.0.1", 0)
+                lambda r, w, k=kind: socket_fault(k, r, w), "127.0.0.1", 0)
             servers.append(server)
             urls[kind] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        closed = socket.socket()
-        closed.bind(("127.0.0.1", 0))
-        urls["refused"] = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening
-        servers.append(closed)
-        return servers, urls
+        return servers
 
-    servers, urls = loop_thread.run(start())
+    servers = loop_thread.run(start())
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    urls["refused"] = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening
     yield urls
 
     async def stop() -> None:
         for server in servers:
-            if isinstance(server, web.AppRunner):
-                await server.cleanup()
-            elif isinstance(server, socket.socket):
-                server.close()
-            else:
-                server.close()
+            server.close()
+        pending = [task for task in running if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
 
     loop_thread.run(stop())
-
-
-def _post(sc: RunningSidecar, stream: bool = False) -> tuple[int, bytes]:
-    async def go() -> tuple[int, bytes]:
-        timeout = aiohttp.ClientTimeout(total=20)
-        async with aiohttp.ClientSession(timeout=timeout) as http, http.post(
-                sc.url + "/v1/chat/completions", json={
-                    "model": "m", "stream": stream,
-                    "messages": [{"role": "user", "content": "hi"}]}) as resp:
-            return resp.status, await resp.read()
-
-    return asyncio.run(go())
-
-
-def _record(sc: RunningSidecar) -> TraceRecord:
-    rec: TraceRecord = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
-    return rec
+    closed.close()
 
 
 def _error(body: bytes) -> dict[str, Any]:
@@ -162,9 +150,9 @@ def test_transport_faults_get_openai_shaped_502_504(
     guarded: bool,
 ) -> None:
     sc = start_sidecar(upstreams[kind], upstream=FAST, guardrails={"enabled": guarded})
-    got, body = _post(sc)
+    got, body = post(sc)
     assert got == status and _error(body)["code"] == code
-    rec = _record(sc)
+    rec = one_record(sc)
     assert (rec.status, rec.error_type) == (status, code)
     assert sc.runtime.proxy.in_flight == 0
 
@@ -174,9 +162,9 @@ def test_transport_faults_before_a_stream_starts(
     upstreams: dict[str, str], start_sidecar: Any, kind: str
 ) -> None:
     sc = start_sidecar(upstreams[kind], upstream=FAST, guardrails={"enabled": True})
-    got, body = _post(sc, stream=True)
+    got, body = post(sc, stream=True)
     assert got in (502, 504) and _error(body)["code"].startswith("upstream_")
-    assert _record(sc).status == got
+    assert one_record(sc).status == got
 
 
 @pytest.mark.parametrize("guarded", [False, True])
@@ -184,8 +172,8 @@ def test_a_stream_that_stalls_ends_within_the_read_timeout(
     upstreams: dict[str, str], start_sidecar: Any, guarded: bool
 ) -> None:
     sc = start_sidecar(upstreams["stall"], upstream=FAST, guardrails={"enabled": guarded})
-    status, body = _post(sc, stream=True)
-    rec = _record(sc)
+    status, body = post(sc, stream=True)
+    rec = one_record(sc)
     assert rec.error_type is not None and rec.error_type.startswith("upstream_")
     if status == 200:  # bytes were out: the stream was cut, never ended as if complete
         assert not body.rstrip().endswith(b"data: [DONE]") or b"error" in body
@@ -202,8 +190,8 @@ def test_nan_in_an_answer_is_not_a_guardrail_bypass(
     """Before the attempt engine the answer was unparsable to orjson, went unchecked,
     and the card number reached the client raw with 200."""
     sc = start_sidecar(upstreams["nan"], guardrails={"enabled": True})
-    status, body = _post(sc)
+    status, body = post(sc)
     assert status == 200 and CARD.encode() not in body
     assert b"<CREDIT_CARD_1>" in body  # checked and masked by the default policy
     assert b"-Infinity" in body  # the rest of the answer as the upstream wrote it
-    assert _record(sc).attributes.get(semconv.ATTR_OUTPUT_NONFINITE)
+    assert one_record(sc).attributes.get(semconv.ATTR_OUTPUT_NONFINITE)

@@ -11,7 +11,7 @@ import gzip
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -19,14 +19,8 @@ import pytest
 from aiohttp import web
 
 from sidecar.app import _ParserErrorsWithoutContent
-from sidecar.record import TraceRecord
 from sidecar.sse import EventSizeLimit, SseParser
-from tests.helpers.servers import LoopThread, RunningSidecar
-
-CHUNK = (b'data: {"id":"c1","object":"chat.completion.chunk","model":"m",'
-         b'"choices":[{"index":%s,"delta":{"content":"%s"}}]}\n\n')
-ANSWER = b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,' \
-         b'"message":{"role":"assistant","content":"%s"},"finish_reason":"stop"}]}'
+from tests.helpers.upstream import ANSWER, CHUNK, one_record, post
 
 
 async def _unary_big(request: web.Request) -> web.StreamResponse:
@@ -108,39 +102,14 @@ ROUTES: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def scripted(loop_thread: LoopThread) -> Iterator[str]:
-    async def start() -> tuple[web.AppRunner, str]:
-        app = web.Application()
+@pytest.fixture
+def scripted(scripted_upstream: Callable[..., str]) -> str:
+    """The base URL of an upstream answering ``{base}/{kind}/v1/chat/completions`` from ROUTES."""
 
-        async def dispatch(request: web.Request) -> web.StreamResponse:
-            return await ROUTES[request.match_info["kind"]](request)
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        return await ROUTES[request.match_info["kind"]](request)
 
-        app.router.add_post("/{kind}/v1/chat/completions", dispatch)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-    runner, url = loop_thread.run(start())
-    yield url
-    loop_thread.run(runner.cleanup())
-
-
-def _post(sc: RunningSidecar, stream: bool) -> tuple[int, bytes]:
-    async def go() -> tuple[int, bytes]:
-        async with aiohttp.ClientSession() as http:
-            async with http.post(sc.url + "/v1/chat/completions", json={
-                "model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}],
-            }) as resp:
-                return resp.status, await resp.read()
-
-    return asyncio.run(go())
-
-
-def _record(sc: RunningSidecar) -> TraceRecord:
-    rec: TraceRecord = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
-    return rec
+    return scripted_upstream({"/{kind}/v1/chat/completions": dispatch})
 
 
 @pytest.mark.parametrize("kind", ["big", "bomb"])
@@ -148,10 +117,10 @@ def test_oversized_and_bomb_answers_are_refused(
     kind: str, scripted: str, start_sidecar: Any
 ) -> None:
     sc = start_sidecar(f"{scripted}/{kind}", upstream={"max_response_bytes": 1024 * 1024})
-    status, body = _post(sc, stream=False)
+    status, body = post(sc, stream=False)
     assert status == 502
     assert b'"code":"upstream_response_too_large"' in body and b'"type":"upstream_error"' in body
-    rec = _record(sc)
+    rec = one_record(sc)
     assert (rec.status, rec.error_type) == (502, "upstream_response_too_large")
 
 
@@ -191,7 +160,7 @@ def test_memory_is_given_back_after_a_burst_of_oversized_answers(
 def test_guarded_route_refuses_a_bomb_too(scripted: str, start_sidecar: Any) -> None:
     sc = start_sidecar(f"{scripted}/bomb", guardrails={"enabled": True},
                        upstream={"max_response_bytes": 1024 * 1024})
-    status, body = _post(sc, stream=False)
+    status, body = post(sc, stream=False)
     assert status == 502 and b"upstream_response_too_large" in body
 
 
@@ -201,13 +170,13 @@ def test_an_endless_sse_line_ends_the_stream_with_an_error_event(
 ) -> None:
     sc = start_sidecar(f"{scripted}/endless", upstream={"max_sse_event_bytes": 256 * 1024},
                        guardrails={"enabled": guarded})
-    status, body = _post(sc, stream=True)
+    status, body = post(sc, stream=True)
     assert status == 200
     assert body.endswith(
         b'"code":"upstream_response_too_large"}}\n\n'
     ), body[-200:]
     assert len(body) < 8 * 1024 * 1024  # stopped soon after the limit, not at 128 MB
-    rec = _record(sc)
+    rec = one_record(sc)
     assert rec.error_type == "upstream_response_too_large"
 
 
@@ -219,11 +188,11 @@ def test_an_endless_stream_of_valid_events_stops_at_the_answer_limit(
     by ``upstream.max_response_bytes`` all the same."""
     sc = start_sidecar(f"{scripted}/endless_events", guardrails={"enabled": guarded},
                        upstream={"max_response_bytes": 512 * 1024})
-    status, body = _post(sc, stream=True)
+    status, body = post(sc, stream=True)
     assert status == 200
     assert body.endswith(b'"code":"upstream_response_too_large"}}\n\n'), body[-200:]
     assert len(body) < 2 * 1024 * 1024
-    rec = _record(sc)
+    rec = one_record(sc)
     assert rec.error_type == "upstream_response_too_large"
 
 
@@ -234,9 +203,9 @@ def test_a_malformed_stream_event_becomes_an_error_event_and_a_trace(
     """``"index": "x"`` crashed the handler: a cut body, a 200 trace, a bare TypeError."""
     sc = start_sidecar(f"{scripted}/malformed", guardrails={"enabled": guarded})
     with caplog.at_level(logging.ERROR):
-        status, body = _post(sc, stream=True)
+        status, body = post(sc, stream=True)
     assert not [r for r in caplog.records if "crashed" in r.getMessage()]
-    rec = _record(sc)
+    rec = one_record(sc)
     assert rec.error_type == "upstream_broken_response"
     assert rec.completion_tokens in (None, 1)
     if status == 502:  # guarded, nothing released yet: the attempt failed as a whole
