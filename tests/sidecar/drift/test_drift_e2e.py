@@ -7,12 +7,9 @@ window of 120 sampled requests); unshifted windows raise no alarm.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from openai import OpenAI
 
 from exporters.clickhouse import ClickHouseConfig, ClickHouseExporter
 from exporters.clickhouse.drift_store import DriftStore
@@ -20,23 +17,13 @@ from sidecar import semconv as sc
 from sidecar.drift.analysis import Windows
 from sidecar.drift.service import run_job
 from tests.helpers.servers import LoopThread, RunningSidecar
+from tests.sidecar.drift._support import behave, flush, metrics_text, traffic
 from tests.sidecar.drift.synth import SUPPORT, prompts
 
 if TYPE_CHECKING:
     from tests.conftest import Backend
 
 N = 120  # requests per window
-SYSTEM = "You are the support assistant of Example Corp. Answer briefly and politely."
-
-
-@pytest.fixture
-def own_upstream(loop_thread: LoopThread) -> Iterator[Any]:
-    """A demo upstream of this test's own: its behaviour is changed mid-test."""
-    from sidecar.demo.upstream import start_demo_upstream
-
-    demo = loop_thread.run(start_demo_upstream(host="127.0.0.1", port=0))
-    yield demo
-    loop_thread.run(demo.close())
 
 
 @pytest.fixture
@@ -52,32 +39,6 @@ def drift_sidecar(backend: Backend, database: str, tmp_path: Any, start_sidecar:
     return sidecar
 
 
-def _behave(loop_thread: LoopThread, upstream: Any, **body: Any) -> None:
-    import aiohttp
-
-    async def put() -> None:
-        async with aiohttp.ClientSession() as s, s.put(f"{upstream.url}/_demo/behaviour",
-                                                       json=body) as r:
-            assert r.status == 200
-
-    loop_thread.run(put())
-
-
-def _traffic(sidecar: RunningSidecar, texts: list[str], system: str = SYSTEM) -> tuple[float, float]:
-    client = OpenAI(base_url=sidecar.base_url, api_key="unused", max_retries=0)
-    start = time.time()
-    for text in texts:
-        client.chat.completions.create(model="railwatch-demo", messages=[
-            {"role": "system", "content": system}, {"role": "user", "content": text}])
-    end = time.time()
-    return start, end + 0.001
-
-
-def _flush(sidecar: RunningSidecar) -> None:
-    assert sidecar.runtime.intake.force_flush(20)
-    assert sidecar.runtime.intake.force_flush(20)  # the drift rows the first flush produced
-
-
 def _store(backend: Backend, database: str) -> DriftStore:
     return DriftStore.for_client(backend.admin, database)
 
@@ -86,16 +47,6 @@ def _run(sidecar: RunningSidecar, store: DriftStore, ref: tuple[float, float],
          cur: tuple[float, float]) -> list[Any]:
     return run_job(store, sidecar.runtime.settings.drift, sidecar.runtime.drift.state,
                    pod="test", store_text=True, windows=Windows(ref, cur))
-
-
-def _metrics(loop_thread: LoopThread, sidecar: RunningSidecar) -> str:
-    import aiohttp
-
-    async def get() -> str:
-        async with aiohttp.ClientSession() as s, s.get(f"{sidecar.url}/metrics") as r:
-            return await r.text()
-
-    return loop_thread.run(get())
 
 
 # Timings are real measurements of a shared test machine: load moves them between
@@ -108,14 +59,14 @@ def test_longer_answers_and_a_new_fingerprint_are_detected(
     loop_thread: LoopThread,
 ) -> None:
     sc_ = drift_sidecar
-    ref = _traffic(sc_, prompts(SUPPORT, N, seed=1))
-    same = _traffic(sc_, prompts(SUPPORT, N, seed=2))
-    _behave(loop_thread, own_upstream, pad_words=30)
-    longer = _traffic(sc_, prompts(SUPPORT, N, seed=3))
-    _behave(loop_thread, own_upstream, pad_words=0, system_fingerprint="fp_new_build")
-    _traffic(sc_, prompts(SUPPORT, 3, seed=4))
-    _traffic(sc_, prompts(SUPPORT, 3, seed=5), system="You are a pirate. Answer in rhymes.")
-    _flush(sc_)
+    ref = traffic(sc_, prompts(SUPPORT, N, seed=1))
+    same = traffic(sc_, prompts(SUPPORT, N, seed=2))
+    behave(loop_thread, own_upstream, pad_words=30)
+    longer = traffic(sc_, prompts(SUPPORT, N, seed=3))
+    behave(loop_thread, own_upstream, pad_words=0, system_fingerprint="fp_new_build")
+    traffic(sc_, prompts(SUPPORT, 3, seed=4))
+    traffic(sc_, prompts(SUPPORT, 3, seed=5), system="You are a pirate. Answer in rhymes.")
+    flush(sc_)
     store = _store(backend, database)
 
     quiet = _run(sc_, store, ref, same)
@@ -138,7 +89,7 @@ def test_longer_answers_and_a_new_fingerprint_are_detected(
     # the events were seen by this sidecar at once, before any window job ran
     assert sc_.runtime.drift.state.events[sc.DRIFT_EVENT_FINGERPRINT] == 1
     assert sc_.runtime.drift.state.events[sc.DRIFT_EVENT_SYSTEM_PROMPT] == 1
-    text = _metrics(loop_thread, sc_)
+    text = metrics_text(loop_thread, sc_)
     assert 'railwatch_drift_events_total{kind="fingerprint_changed"} 1.0' in text
     assert ('railwatch_drift_drifted{metric="completion_tokens",model="railwatch-demo-scripted",'
             'route="chat",statistic="ks"} 1.0') in text
@@ -150,12 +101,12 @@ def test_pinned_baseline_replaces_the_trailing_window(
     loop_thread: LoopThread,
 ) -> None:
     sc_ = drift_sidecar
-    _behave(loop_thread, own_upstream, pad_words=25)
-    pinned = _traffic(sc_, prompts(SUPPORT, N, seed=11))
-    _behave(loop_thread, own_upstream, pad_words=0)
-    prev = _traffic(sc_, prompts(SUPPORT, N, seed=12))
-    cur = _traffic(sc_, prompts(SUPPORT, N, seed=13))
-    _flush(sc_)
+    behave(loop_thread, own_upstream, pad_words=25)
+    pinned = traffic(sc_, prompts(SUPPORT, N, seed=11))
+    behave(loop_thread, own_upstream, pad_words=0)
+    prev = traffic(sc_, prompts(SUPPORT, N, seed=12))
+    cur = traffic(sc_, prompts(SUPPORT, N, seed=13))
+    flush(sc_)
     store = _store(backend, database)
     assert not any(r.drifted for r in _run(sc_, store, prev, cur)
                    if r.metric not in SCALARS_NOT_TIMING)

