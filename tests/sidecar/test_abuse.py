@@ -9,27 +9,13 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import semconv
 from sidecar.demo.upstream import DEMO_MODEL_ID
 from sidecar.ratelimit import BucketSpec, RateLimiter, RateLimitSettings, TokenBuckets
+from tests.helpers.metrics import sample, scrape
 
 API_KEY = "sk-live-abuse-test-key-0123456789"
-
-
-def _scrape(url: str) -> dict[str, Any]:
-    async def go() -> str:
-        async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
-            assert r.status == 200
-            return await r.text()
-
-    return {f.name: f for f in text_string_to_metric_families(asyncio.run(go()))}
-
-
-def _sample(fams: dict[str, Any], name: str, **labels: str) -> float:
-    return next(s.value for s in fams[name].samples
-                if all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 async def _chats(url: str, n: int, **headers: str) -> list[tuple[int, dict[str, str], Any]]:
@@ -109,10 +95,10 @@ def test_rate_limits_answer_429_in_the_openai_shape(start_sidecar: Any, demo_ups
         "api_key", "tenant"}
     assert all(r.error_type == "rate_limit_exceeded" for r in limited)
     sc.runtime.intake.force_flush(5)
-    fams = _scrape(sc.url)
-    assert _sample(fams, semconv.METRIC_RATE_LIMITED, dimension="api_key") == 2
-    assert _sample(fams, semconv.METRIC_RATE_LIMITED, dimension="tenant") == 1
-    assert _sample(fams, semconv.METRIC_RATE_LIMIT_KEYS) == 4  # three keys, one tenant
+    fams = scrape(sc.url)
+    assert sample(fams, semconv.METRIC_RATE_LIMITED, dimension="api_key") == 2
+    assert sample(fams, semconv.METRIC_RATE_LIMITED, dimension="tenant") == 1
+    assert sample(fams, semconv.METRIC_RATE_LIMIT_KEYS) == 4  # three keys, one tenant
     scraped = str([s for f in fams.values() for s in f.samples])
     assert API_KEY not in scraped and "sk-other-key" not in scraped
     assert all(API_KEY not in str(r.attributes) for r in records)
@@ -157,9 +143,9 @@ def test_feedback_for_random_trace_ids_is_refused_then_limited(
     assert set(statuses) <= {404, 429} and statuses.count(429) >= 35
     assert statuses[:20] == [404] * 20
     assert sc.runtime.feedback_store.feedback == {}  # nothing stored
-    fams = _scrape(sc.url)
-    assert _sample(fams, semconv.METRIC_FEEDBACK_REJECTED, reason="unknown_trace") == 20
-    assert _sample(fams, semconv.METRIC_FEEDBACK_REJECTED, reason="rate_limited") >= 35
+    fams = scrape(sc.url)
+    assert sample(fams, semconv.METRIC_FEEDBACK_REJECTED, reason="unknown_trace") == 20
+    assert sample(fams, semconv.METRIC_FEEDBACK_REJECTED, reason="rate_limited") >= 35
 
 
 def test_junk_model_names_do_not_take_the_label_slots(start_sidecar: Any, demo_upstream: Any
@@ -177,7 +163,7 @@ def test_junk_model_names_do_not_take_the_label_slots(start_sidecar: Any, demo_u
     asyncio.run(go())
     sc.memory.wait_for(lambda rs: len(rs) == 50)
     sc.runtime.intake.force_flush(5)
-    fams = _scrape(sc.url)
+    fams = scrape(sc.url)
     models = {s.labels["model"] for s in fams[semconv.METRIC_REQUESTS].samples}
     assert len(models) == 1 and not any("junk" in m for m in models)  # what was served
     assert models <= {DEMO_MODEL_ID, DEMO_MODEL_ID + "-scripted"}

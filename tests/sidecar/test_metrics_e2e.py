@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import aiohttp
 import openai
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import semconv
-
-
-def _scrape(url: str) -> dict[str, Any]:
-    async def go() -> str:
-        async with aiohttp.ClientSession() as s:
-            async with s.get(url + "/metrics") as r:
-                assert r.status == 200
-                return await r.text()
-
-    return {f.name: f for f in text_string_to_metric_families(asyncio.run(go()))}
+from tests.helpers.metrics import scrape
 
 
 def test_metrics_after_traffic(start_sidecar: Any, demo_upstream: Any) -> None:
@@ -32,7 +20,7 @@ def test_metrics_after_traffic(start_sidecar: Any, demo_upstream: Any) -> None:
         pass
     sc.memory.wait_for(lambda rs: len(rs) == 2)
     sc.runtime.intake.force_flush(5)
-    fams = _scrape(sc.url)
+    fams = scrape(sc.url)
     requests = fams[semconv.METRIC_REQUESTS]
     samples = {(s.labels["route"], s.labels["status"], s.labels["decision"]): s.value
                for s in requests.samples if s.name.endswith("_total")}
