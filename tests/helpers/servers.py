@@ -8,6 +8,7 @@ exporter of the sidecar they started.
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import threading
 from collections.abc import Coroutine, Sequence
@@ -15,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 from exporters.base import Exporter
@@ -82,3 +84,14 @@ def sidecar_settings(upstream_url: str, **sections: dict[str, Any]) -> Settings:
         else:
             overrides[key] = value
     return load_settings(env={}, overrides=overrides)
+
+
+def seen(demo: Any, needle: str) -> list[dict[str, Any]]:
+    """What the demo upstream received (its ``/_demo/requests`` log) with ``needle`` in
+    the JSON of its body. Blocks the calling thread (runs its own event loop)."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as s, s.get(demo.url + "/_demo/requests") as r:
+            return list((await r.json())["data"])
+
+    return [r for r in asyncio.run(go()) if needle in json.dumps(r["body"])]

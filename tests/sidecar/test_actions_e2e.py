@@ -12,7 +12,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers.servers import RunningSidecar
+from tests.helpers.servers import RunningSidecar, seen
 
 JSON_FORMAT = {"type": "json_object"}
 
@@ -30,15 +30,6 @@ def _client(sc: RunningSidecar) -> openai.OpenAI:
     return openai.OpenAI(base_url=sc.base_url, api_key="x", max_retries=0)
 
 
-def _seen(demo: Any, needle: str) -> list[dict[str, Any]]:
-    async def go() -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as s:
-            async with s.get(demo.url + "/_demo/requests") as r:
-                return (await r.json())["data"]
-
-    return [r for r in asyncio.run(go()) if needle in json.dumps(r["body"])]
-
-
 def _tag() -> str:
     return f"tag-{uuid.uuid4().hex[:10]}"
 
@@ -54,7 +45,7 @@ def test_invalid_json_is_retried_with_a_corrective_instruction(tmp_path: Path, s
     rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
     assert rec.retries == 1 and rec.status == 200 and rec.decision == "pass"
     assert [(a.kind, a.decision) for a in rec.attempts] == [("primary", "retry"), ("retry", "pass")]
-    sent = _seen(demo_upstream, tag)
+    sent = seen(demo_upstream, tag)
     assert len(sent) == 2
     corrective = sent[1]["body"]["messages"][-1]
     assert corrective["role"] == "user" and "rejected by an automatic check" in corrective["content"]
@@ -75,7 +66,7 @@ def test_a_stream_retry_carries_the_corrective_instruction(tmp_path: Path, start
     assert json.loads(text)["ok"] is True
     rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
     assert [(a.kind, a.decision) for a in rec.attempts] == [("primary", "retry"), ("retry", "pass")]
-    sent = _seen(demo_upstream, tag)
+    sent = seen(demo_upstream, tag)
     assert len(sent) == 2 and sent[0]["body"]["messages"] != sent[1]["body"]["messages"]
     corrective = sent[1]["body"]["messages"][-1]
     assert "rejected by an automatic check" in corrective["content"] and "json invalid" in corrective["content"]
@@ -96,7 +87,7 @@ def test_parallel_retries_take_the_first_passing_answer(tmp_path: Path, start_si
     assert any(a.kind == "retry" and a.decision == "pass" for a in rec.attempts)
     # the round sent up to 3 at once (primary + retries); losers are cancelled once one
     # passes, possibly before a slow one left the sidecar
-    assert 3 <= len(_seen(demo_upstream, tag)) <= 4
+    assert 3 <= len(seen(demo_upstream, tag)) <= 4
 
 
 def test_dead_primary_falls_back_to_another_upstream(tmp_path: Path, start_sidecar: Any, demo_upstream: Any, closed_port: int) -> None:
@@ -116,7 +107,7 @@ def test_dead_primary_falls_back_to_another_upstream(tmp_path: Path, start_sidec
         ("fallback", "backup", None),
     ]
     assert rec.upstream == demo_upstream.url and rec.status == 200
-    assert _seen(demo_upstream, tag)[0]["body"]["model"] == "backup-model"
+    assert seen(demo_upstream, tag)[0]["body"]["model"] == "backup-model"
 
 
 def test_upstream_5xx_falls_back_to_another_model(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
@@ -127,7 +118,7 @@ def test_upstream_5xx_falls_back_to_another_model(tmp_path: Path, start_sidecar:
         model="big-model", messages=[{"role": "user", "content": f"{tag} [[demo:fail_times=1]]"}]
     )
     assert reply.choices[0].message.content == f"Echo: {tag}"
-    models = [r["body"]["model"] for r in _seen(demo_upstream, tag)]
+    models = [r["body"]["model"] for r in seen(demo_upstream, tag)]
     assert models == ["big-model", "smaller-model"]
     rec = sc.memory.wait_for(lambda rs: len(rs) == 1)[0]
     assert [(a.kind, a.status) for a in rec.attempts] == [("primary", 500), ("fallback", 200)]
@@ -188,7 +179,7 @@ def test_client_errors_are_not_retried(tmp_path: Path, start_sidecar: Any, demo_
     tag = _tag()
     with pytest.raises(openai.BadRequestError):
         _client(sc).chat.completions.create(model="m", messages=[{"role": "user", "content": f"{tag} [[demo:status=400]]"}])
-    assert len(_seen(demo_upstream, tag)) == 1
+    assert len(seen(demo_upstream, tag)) == 1
 
 
 def test_unknown_fallback_upstream_fails_at_start(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:

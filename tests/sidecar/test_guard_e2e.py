@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from sidecar.record import TraceRecord
-from tests.helpers.servers import RunningSidecar
+from tests.helpers.servers import RunningSidecar, seen
 
 EMAIL = "alice.smith@example.org"
 
@@ -25,15 +25,6 @@ def _guarded(start_sidecar: Any, upstream: str, policy: str | None = None, **sec
 
 def _client(sc: RunningSidecar) -> openai.OpenAI:
     return openai.OpenAI(base_url=sc.base_url, api_key="x", max_retries=0)
-
-
-def _upstream_saw(demo: Any, needle: str) -> list[dict[str, Any]]:
-    async def go() -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as s:
-            async with s.get(demo.url + "/_demo/requests") as r:
-                return (await r.json())["data"]
-
-    return [r for r in asyncio.run(go()) if needle in json.dumps(r["body"])]
 
 
 def _one(sc: RunningSidecar) -> TraceRecord:
@@ -49,9 +40,9 @@ def test_email_is_masked_upstream_and_restored_for_the_client(start_sidecar: Any
         model="m", messages=[{"role": "user", "content": f"{tag} write to {EMAIL} and {EMAIL}"}]
     )
     assert reply.choices[0].message.content == f"Echo: {tag} write to {EMAIL} and {EMAIL}"
-    seen = _upstream_saw(demo_upstream, tag)
-    assert len(seen) == 1
-    sent = seen[0]["body"]["messages"][0]["content"]
+    got = seen(demo_upstream, tag)
+    assert len(got) == 1
+    sent = got[0]["body"]["messages"][0]["content"]
     assert EMAIL not in sent
     assert sent == f"{tag} write to <EMAIL_ADDRESS_1> and <EMAIL_ADDRESS_1>"
     rec = _one(sc)
@@ -99,7 +90,7 @@ def test_secret_in_prompt_is_blocked_before_the_upstream(start_sidecar: Any, dem
         _client(sc).chat.completions.create(
             model="m", messages=[{"role": "user", "content": f"{tag} my key is {key}"}]
         )
-    assert _upstream_saw(demo_upstream, tag) == []
+    assert seen(demo_upstream, tag) == []
     rec = _one(sc)
     assert rec.upstream_attempts == 0 and rec.decision == "block"
     assert rec.findings[0].detector == "secrets"
@@ -122,7 +113,7 @@ def test_output_pii_leak_is_masked(start_sidecar: Any, demo_upstream: Any) -> No
         model="m", messages=[{"role": "user", "content": "[[demo:say=SSN on file: 536-22-8471.]]"}]
     )
     assert ssn.choices[0].message.content == "SSN on file: 536-22-8471."
-    assert _upstream_saw(demo_upstream, "SSN on file: <US_SSN_1>.")
+    assert seen(demo_upstream, "SSN on file: <US_SSN_1>.")
 
 
 def test_refusal_mode_and_policy_file(tmp_path: Path, start_sidecar: Any, demo_upstream: Any) -> None:
@@ -243,6 +234,6 @@ def test_literal_placeholders_in_other_messages_are_never_issued(start_sidecar: 
         {"role": "assistant", "content": "noted"},
         {"role": "user", "content": "what does <EMAIL_ADDRESS_1> mean?"},
     ])
-    sent = _upstream_saw(demo_upstream, tag)[0]["body"]["messages"]
+    sent = seen(demo_upstream, tag)[0]["body"]["messages"]
     assert "<EMAIL_ADDRESS_1>" not in sent[0]["content"]
     assert "<EMAIL_ADDRESS_2>" in sent[0]["content"]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 
 if TYPE_CHECKING:
@@ -57,16 +54,6 @@ def sdk_local(backend: Backend, database: str, tmp_path: Path, policy_file: Path
     yield rt
     rt.shutdown()
     rt._config = None  # back to the environment's configuration for other tests
-
-
-def seen(demo: Any, needle: str) -> list[dict[str, Any]]:
-    """What the demo upstream received with ``needle`` in its body."""
-
-    async def go() -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as s, s.get(demo.url + "/_demo/requests") as r:
-            return list((await r.json())["data"])
-
-    return [r for r in asyncio.run(go()) if needle in json.dumps(r["body"])]
 
 
 def traces(backend: Backend, database: str, trace_id: str) -> list[dict[str, Any]]:

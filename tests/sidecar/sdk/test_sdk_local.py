@@ -16,7 +16,8 @@ import openai
 import pytest
 
 from sidecar.errors import GuardrailViolation
-from tests.sidecar.sdk.conftest import seen, traces
+from tests.helpers.servers import seen
+from tests.sidecar.sdk.conftest import traces
 
 if TYPE_CHECKING:
     from tests.conftest import Backend

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from sidecar.errors import GuardrailViolation, SdkRemoteError
-from tests.sidecar.sdk.conftest import seen
+from tests.helpers.servers import seen
 
 EMAIL = "alice@example.com"
 TOKEN = "t" * 32
