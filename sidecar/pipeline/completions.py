@@ -37,10 +37,10 @@ from sidecar.pipeline.engine import (
     unchecked_decision,
 )
 from sidecar.pipeline.guard import Guard
-from sidecar.pipeline.observe import decode_body, observe_answer, observe_unary
+from sidecar.pipeline.observe import observe_answer, observe_unary
 from sidecar.pipeline.responses import blocked_response, upstream_response
 from sidecar.pipeline.streaming import StreamFlow
-from sidecar.pipeline.upstream import UpstreamClient, forward_request_headers
+from sidecar.pipeline.upstream import UpstreamBody, UpstreamClient, forward_request_headers
 from sidecar.policy import PASS
 from sidecar.settings import ServerSettings
 
@@ -71,14 +71,14 @@ class UnaryAnswer:
 async def send_unary(
     client: UpstreamClient, ctx: RequestContext, method: str, path_qs: str, headers: Any,
     payload: bytes | None,
-) -> tuple[int, CIMultiDictProxy[str], bytes]:
+) -> tuple[int, CIMultiDictProxy[str], UpstreamBody]:
     """(status, headers, body) of one non-streaming upstream exchange."""
     resp = await client.send(ctx, method, path_qs, headers, payload, stream=False)
     try:
-        raw = await client.read_body(resp)
+        body = await client.read_body(resp)
     finally:
         resp.release()
-    return resp.status, resp.headers, raw
+    return resp.status, resp.headers, body
 
 
 class UnaryStrategy:
@@ -97,18 +97,20 @@ class UnaryStrategy:
         call, ctx = self.call, self.call.ctx
         upstream = self.upstreams.get(spec.upstream)
         try:
-            status, headers, raw = await send_unary(
+            status, headers, body = await send_unary(
                 upstream.client, ctx, call.method, call.path_qs, call.headers,
                 call.payload(spec),
             )
         except UpstreamError as exc:
             return Outcome(error=exc)
-        answer = UnaryAnswer(upstream, status, headers, raw,
+        answer = UnaryAnswer(upstream, status, headers, body.raw,
                              AnswerFacts(upstream_done_at=time.perf_counter()))
         if status != 200:
             return Outcome(status=status, result=answer)
         try:
-            doc, answer.lenient = jsonio.loads(decode_body(raw, headers.get("Content-Encoding")))
+            doc = None
+            if body.decoded is not None:  # else undecodable: unparsed
+                doc, answer.lenient = jsonio.loads(body.decoded)
         except (ValueError, OSError):
             doc = None
         if isinstance(doc, dict) and "error" in doc and "choices" not in doc and "data" not in doc:
@@ -166,8 +168,8 @@ class CompletionFlow:
             )
             ctx.upstream_done_at = time.perf_counter()
             if status == 200:
-                _observe(ctx, up_headers, answer)
-            return upstream_response(ctx, status, up_headers.items(), answer)
+                _observe(ctx, answer)
+            return upstream_response(ctx, status, up_headers.items(), answer.raw)
 
         ctx.attributes[semconv.ATTR_POLICY_ROUTE] = route.name
         conversation = self._observe_conversation(ctx, body)
@@ -299,10 +301,6 @@ class CompletionFlow:
         return blocked_response(ctx, route, "output", verdict.decision)
 
 
-def _observe(ctx: RequestContext, headers: Any, raw: bytes) -> None:
-    try:
-        body = decode_body(raw, headers.get("Content-Encoding"))
-    except (ValueError, OSError):
-        return
-    if body:
-        observe_unary(ctx, body)
+def _observe(ctx: RequestContext, answer: UpstreamBody) -> None:
+    if answer.decoded:  # None: undecodable, observed as nothing
+        observe_unary(ctx, answer.decoded)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import time
-import zlib
 from typing import Any
 
 import orjson
@@ -52,20 +51,6 @@ def count_tokens(ctx: RequestContext) -> int | None:
 
 # Where an answer is observed into: the request itself, or one attempt's facts.
 Sink = RequestContext | AnswerFacts
-
-
-def decode_body(raw: bytes, encoding: str | None) -> bytes:
-    """Undo gzip/deflate when an upstream compressed despite ``Accept-Encoding: identity``."""
-    if not encoding or encoding == "identity":
-        return raw
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompress(raw, 16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        try:
-            return zlib.decompress(raw)
-        except zlib.error:
-            return zlib.decompress(raw, -zlib.MAX_WBITS)
-    raise ValueError(f"unsupported content-encoding {encoding!r}")
 
 
 def _apply_usage(ctx: Sink, usage: Any) -> None:

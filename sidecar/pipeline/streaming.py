@@ -46,10 +46,10 @@ from sidecar.pipeline.engine import (
 )
 from sidecar.pipeline.guard import Guard, Segment, incomplete_decision
 from sidecar.pipeline.relay import BROKEN, CLIENT_GONE, TIMEOUT, relay
-from sidecar.pipeline.observe import StreamObserver, decode_body, observe_answer, observe_unary
+from sidecar.pipeline.observe import StreamObserver, observe_answer, observe_unary
 from sidecar.pipeline.responses import upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, WindowCheck, WindowVerdict
-from sidecar.pipeline.upstream import response_headers
+from sidecar.pipeline.upstream import UpstreamBody, response_headers
 from sidecar.masking import Masker
 from sidecar.policy import PASS, Decision, Route, merge
 
@@ -77,14 +77,11 @@ class StreamFlow:
             ctype = resp.headers.get("Content-Type", "")
             if resp.status != 200 or not ctype.startswith("text/event-stream"):
                 # An error, or a server that ignored "stream": pass the body through whole.
-                raw = await client.read_body(resp)
+                answer = await client.read_body(resp)
                 ctx.upstream_done_at = time.perf_counter()
-                if resp.status == 200:
-                    try:
-                        observe_unary(ctx, decode_body(raw, resp.headers.get("Content-Encoding")))
-                    except (ValueError, OSError):
-                        pass
-                return upstream_response(ctx, resp.status, resp.headers.items(), raw)
+                if resp.status == 200 and answer.decoded is not None:
+                    observe_unary(ctx, answer.decoded)
+                return upstream_response(ctx, resp.status, resp.headers.items(), answer.raw)
             out = web.StreamResponse(
                 status=200, headers=response_headers(resp.headers.items(), decoded=False)
             )
@@ -308,15 +305,15 @@ class StreamStrategy:
         try:
             status = resp.status
             if status != 200:
-                raw = await client.read_body(resp)
+                raw = (await client.read_body(resp)).raw
                 facts.upstream_done_at = ctx.upstream_done_at = time.perf_counter()
                 answer = UpstreamAnswer(status, list(resp.headers.items()), raw, upstream.label)
                 return Outcome(status=status, result=answer)
             if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
                 # the upstream ignored "stream": check it as a unary answer
-                raw = await client.read_body(resp)
+                body = await client.read_body(resp)
                 facts.upstream_done_at = time.perf_counter()
-                return await self._unary_answer(resp, raw, last_chance, facts)
+                return await self._unary_answer(resp, body, last_chance, facts)
             # tokens are marked on the request as the client gets them, not on arrival
             observer = StreamObserver(facts, client.settings.max_sse_event_bytes, request=ctx,
                                       max_total_bytes=client.settings.max_response_bytes,
@@ -334,12 +331,13 @@ class StreamStrategy:
             resp.release()
 
     async def _unary_answer(
-        self, resp: aiohttp.ClientResponse, raw: bytes, last_chance: bool, facts: AnswerFacts
+        self, resp: aiohttp.ClientResponse, answer: UpstreamBody, last_chance: bool,
+        facts: AnswerFacts,
     ) -> Outcome[StreamResult]:
         ctx, guard, route = self.call.ctx, self.flow.guard, self.call.route
         assert guard is not None
+        raw, body = answer.raw, answer.decoded  # body None: undecodable, unparsed
         try:
-            body = decode_body(raw, resp.headers.get("Content-Encoding"))
             doc, lenient = jsonio.loads(body) if body else (None, False)
         except (ValueError, OSError):
             doc, lenient = None, False

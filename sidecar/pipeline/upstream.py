@@ -20,11 +20,11 @@ decompressed. Messages are public and name no URL credentials and no body.
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 import time
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -101,7 +101,7 @@ def response_headers(headers: Iterable[tuple[str, str]], *, decoded: bool) -> CI
 
 _INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
                   "deflate": zlib.MAX_WBITS}
-_INLINE_INFLATE_BYTES = 16 * 1024  # bigger compressed bodies are measured in a thread
+_INLINE_INFLATE_BYTES = 16 * 1024  # bigger compressed bodies are inflated in a thread
 _INFLATE_STEP = 1024 * 1024
 _PROBE_READ_BYTES = 64 * 1024  # a readiness probe reads no more of GET /v1/models
 
@@ -112,24 +112,54 @@ def _too_large(limit: int) -> UpstreamTooLargeError:
     )
 
 
-def decoded_within(raw: bytes, wbits: int, limit: int) -> bool:
-    """Does ``raw`` decompress to at most ``limit`` bytes? Inflates 1 MB at a time and
-    keeps none of it, so a bomb costs at most ``limit`` bytes of CPU work and 1 MB of
-    memory. Undecodable bodies count as within (the caller's decoder reports them);
-    raw deflate (no zlib header) is tried when the zlib form fails."""
-    for bits in (wbits, -zlib.MAX_WBITS) if wbits == zlib.MAX_WBITS else (wbits,):
-        inflater = zlib.decompressobj(bits)
-        total, data = 0, raw
-        try:
-            while data:
-                total += len(inflater.decompress(data, _INFLATE_STEP))
-                if total > limit:
-                    return False
-                data = inflater.unconsumed_tail
-        except zlib.error:
-            continue
-        return True
-    return True
+@dataclass(frozen=True, slots=True)
+class UpstreamBody:
+    """A whole upstream answer. ``raw``: the bytes as sent, what a client is given.
+    ``decoded``: the same with gzip/deflate undone, or None when it cannot be (br, an
+    unknown coding, corrupt or truncated data): callers treat that as unparsed."""
+
+    raw: bytes
+    decoded: bytes | None
+
+
+def _inflate_with(raw: bytes, wbits: int, limit: int) -> bytes | None:
+    """``raw`` inflated with ``wbits``; None if it is not such a stream (or truncated)."""
+    inflater = zlib.decompressobj(wbits)
+    parts: list[bytes] = []
+    total, data = 0, raw
+    try:
+        while True:
+            part = inflater.decompress(data, _INFLATE_STEP)
+            total += len(part)
+            if total > limit:
+                raise _too_large(limit)
+            parts.append(part)
+            data = inflater.unconsumed_tail
+            if inflater.eof:  # bytes after the end stay in unconsumed_tail: ignored
+                break
+            if not data and len(part) < _INFLATE_STEP:
+                break  # truncated (a full step may leave output pending: drained first)
+    except zlib.error:
+        return None
+    return b"".join(parts) if inflater.eof else None
+
+
+def inflate(raw: bytes, encoding: str, limit: int) -> bytes | None:
+    """``raw`` with its ``Content-Encoding`` (lower case) undone, the one decoder of
+    upstream answers. Inflates 1 MB at a time and stops past ``limit`` decoded bytes, so
+    a bomb costs at most ``limit`` bytes of CPU work and memory: raises
+    :class:`UpstreamTooLargeError`. None when the body cannot be decoded (br, an unknown
+    coding, corrupt data); raw deflate (no zlib header) is tried when the zlib form fails.
+    CPU-bound: callers run big bodies in a thread."""
+    if not encoding or encoding == "identity":
+        return raw
+    wbits = _INFLATE_WBITS.get(encoding)
+    if wbits is None:
+        return None
+    decoded = _inflate_with(raw, wbits, limit)
+    if decoded is None and wbits == zlib.MAX_WBITS:
+        decoded = _inflate_with(raw, -zlib.MAX_WBITS, limit)
+    return decoded
 
 
 def public_url(url: str) -> str:
@@ -230,10 +260,11 @@ class UpstreamClient:
                 "the upstream model server sent a malformed response", code="upstream_bad_response"
             ) from None
 
-    async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The whole response body; broken or stalled bodies map to 502/504, bodies over
-        ``max_response_bytes`` (as sent, or once gzip/deflate is undone: a compression
-        bomb) to 502 ``upstream_response_too_large``, read no further."""
+    async def read_body(self, resp: aiohttp.ClientResponse) -> UpstreamBody:
+        """The whole response body, as sent and decoded (once: see :func:`inflate`);
+        broken or stalled bodies map to 502/504, bodies over ``max_response_bytes`` (as
+        sent, or once gzip/deflate is undone: a compression bomb) to 502
+        ``upstream_response_too_large``, read no further."""
         limit = self.settings.max_response_bytes
         if resp.content_length is not None and resp.content_length > limit:
             raise _too_large(limit)
@@ -256,12 +287,9 @@ class UpstreamClient:
         self.trimmer.note(size)
         raw = b"".join(chunks)
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-        if encoding in _INFLATE_WBITS and raw:
-            check = functools.partial(decoded_within, raw, _INFLATE_WBITS[encoding], limit)
-            fits = check() if len(raw) <= _INLINE_INFLATE_BYTES else await asyncio.to_thread(check)
-            if not fits:
-                raise _too_large(limit)
-        return raw
+        if encoding not in _INFLATE_WBITS or len(raw) <= _INLINE_INFLATE_BYTES:
+            return UpstreamBody(raw, inflate(raw, encoding, limit))
+        return UpstreamBody(raw, await asyncio.to_thread(inflate, raw, encoding, limit))
 
     def last_probe(self) -> dict[str, Any]:
         """The most recent probe result (``{"state": "unknown"}`` before the first)."""

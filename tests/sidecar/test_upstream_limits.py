@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import os
 import sys
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -256,3 +258,47 @@ def test_log_filter_keeps_crash_tracebacks_without_their_message() -> None:
     text = logging.Formatter().format(crash)
     assert "Traceback (most recent call last)" in text and "record_for" in text
     assert text.rstrip().endswith("TypeError") and "4111" not in text
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_gzip_answer_is_inflated_once_and_forwarded_as_sent(
+    guarded: bool, scripted_upstream: Any, start_sidecar: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # lean: 64 KB that gzip barely shrinks, inflated in a thread; guarded: inline, clean text
+    content = b"hello there" if guarded else os.urandom(32 * 1024).hex().encode()
+    sent = gzip.compress(ANSWER % content)
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=sent, headers={"Content-Type": "application/json",
+                                                "Content-Encoding": "gzip"})
+
+    url = scripted_upstream({"/v1/chat/completions": answer})
+    sections: dict[str, Any] = {"guardrails": {"enabled": True}} if guarded else {}
+    sc = start_sidecar(url, **sections)
+    calls: list[str] = []
+    decompressobj, decompress = zlib.decompressobj, zlib.decompress
+
+    def counted_obj(*args: Any, **kwargs: Any) -> Any:
+        calls.append("decompressobj")
+        return decompressobj(*args, **kwargs)
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        calls.append("decompress")
+        return decompress(*args, **kwargs)
+
+    monkeypatch.setattr(zlib, "decompressobj", counted_obj)
+    monkeypatch.setattr(zlib, "decompress", counted)
+
+    async def go() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession(auto_decompress=False) as http:  # counts none itself
+            async with http.post(sc.url + "/v1/chat/completions", json={
+                "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            }) as resp:
+                return resp.status, await resp.read()
+
+    status, body = asyncio.run(go())
+    assert (status, body) == (200, sent)  # the client gets the bytes as the upstream sent them
+    assert calls == ["decompressobj"]
+    rec = one_record(sc)
+    assert (rec.status, rec.response_id, rec.model_served) == (200, "x", "m")  # it was read
