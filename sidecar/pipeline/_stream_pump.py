@@ -36,7 +36,7 @@ from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
 
 __all__ = ["STREAM_BROKEN_EVENT", "STREAM_INVALID_EVENTS", "STREAM_TIMEOUT_EVENT",
-           "finish_stream", "pump"]
+           "finish_stream", "open_stream", "pump"]
 
 
 def _error_event(message: str, code: str) -> bytes:
@@ -72,6 +72,19 @@ async def finish_stream(out: web.StreamResponse, ctx: RequestContext, tail: byte
         ctx.client_disconnected = True
 
 
+async def open_stream(
+    request: web.Request, ctx: RequestContext, resp: aiohttp.ClientResponse
+) -> web.StreamResponse:
+    """Send the client a 200 stream's headers (the upstream's, passed on, plus the trace
+    id) and mark the context 200. May raise when the client is gone."""
+    out = web.StreamResponse(status=200, headers=response_headers(resp.headers.items(),
+                                                                  decoded=False))
+    out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
+    await out.prepare(request)
+    ctx.status = 200
+    return out
+
+
 class _Writer:
     """The client side of one guarded attempt: prepares the response on first use,
     writes, and marks tokens as they are written."""
@@ -86,13 +99,7 @@ class _Writer:
 
     async def prepare(self) -> web.StreamResponse:
         if self.out is None:
-            out = web.StreamResponse(
-                status=200, headers=response_headers(self.resp.headers.items(), decoded=False)
-            )
-            out.headers[semconv.HEADER_TRACE_ID] = self.ctx.trace_id
-            await out.prepare(self.request)
-            self.ctx.status = 200
-            self.out = out
+            self.out = await open_stream(self.request, self.ctx, self.resp)
         return self.out
 
     async def send(self, data: bytes) -> bool:

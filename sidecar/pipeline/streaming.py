@@ -29,6 +29,7 @@ from sidecar.pipeline._stream_pump import (
     STREAM_INVALID_EVENTS,
     STREAM_TIMEOUT_EVENT,
     finish_stream,
+    open_stream,
     pump,
 )
 from sidecar.pipeline._stream_rules import StreamRules
@@ -49,7 +50,7 @@ from sidecar.pipeline.relay import BROKEN, CLIENT_GONE, TIMEOUT, relay
 from sidecar.pipeline.observe import StreamObserver, observe_answer, observe_unary
 from sidecar.pipeline.responses import upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, WindowCheck, WindowVerdict
-from sidecar.pipeline.upstream import UpstreamBody, response_headers
+from sidecar.pipeline.upstream import UpstreamBody
 from sidecar.masking import Masker
 from sidecar.policy import PASS, Decision, Route, merge
 
@@ -82,12 +83,7 @@ class StreamFlow:
                 if resp.status == 200 and answer.decoded is not None:
                     observe_unary(ctx, answer.decoded)
                 return upstream_response(ctx, resp.status, resp.headers.items(), answer.raw)
-            out = web.StreamResponse(
-                status=200, headers=response_headers(resp.headers.items(), decoded=False)
-            )
-            out.headers[semconv.HEADER_TRACE_ID] = ctx.trace_id
-            await out.prepare(request)
-            ctx.status = 200
+            out = await open_stream(request, ctx, resp)
             observer = StreamObserver(ctx, client.settings.max_sse_event_bytes,
                                       max_total_bytes=client.settings.max_response_bytes)
             tail: bytes | None = None
