@@ -32,11 +32,12 @@ from sidecar import semconv
 from sidecar.context import RequestContext
 from sidecar.errors import RequestError, UpstreamError, UpstreamTimeoutError
 from sidecar.pipeline.observe import StreamObserver
+from sidecar.pipeline.relay import BROKEN, TIMEOUT
 from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
 
 __all__ = ["STREAM_BROKEN_EVENT", "STREAM_INVALID_EVENTS", "STREAM_TIMEOUT_EVENT",
-           "finish_stream", "open_stream", "pump"]
+           "TAIL_EVENTS", "finish_stream", "open_stream", "pump"]
 
 
 def _error_event(message: str, code: str) -> bytes:
@@ -56,6 +57,9 @@ STREAM_INVALID_EVENTS = {  # StreamObserver.broken -> the client's last event
     "upstream_response_too_large": _error_event(
         "the upstream's stream (or one of its events) is over the size limit",
         "upstream_response_too_large"),
+}
+TAIL_EVENTS = {  # why a stream stopped (relay's reasons, StreamObserver.broken) -> last event
+    TIMEOUT: STREAM_TIMEOUT_EVENT, BROKEN: STREAM_BROKEN_EVENT, **STREAM_INVALID_EVENTS,
 }
 _DONE = b"data: [DONE]\n\n"
 
@@ -183,11 +187,11 @@ async def pump(
             try:
                 chunk, read = await _read(content, sg, read)
             except (TimeoutError, aiohttp.ServerTimeoutError):
-                ctx.error_type, tail = "upstream_timeout", STREAM_TIMEOUT_EVENT
+                ctx.error_type, tail = TIMEOUT, TAIL_EVENTS[TIMEOUT]
                 step = await sg.close(broken=True)
                 break
             except (aiohttp.ClientError, OSError):
-                ctx.error_type, tail = "upstream_stream_broken", STREAM_BROKEN_EVENT
+                ctx.error_type, tail = BROKEN, TAIL_EVENTS[BROKEN]
                 step = await sg.close(broken=True)
                 break
             if chunk is None:  # a check finished or the clock ran out: release what passed
@@ -203,7 +207,7 @@ async def pump(
             fed = await sg.feed(chunk) if observer.broken is None else None
             if fed is None or observer.broken is not None:  # malformed or oversized
                 broken = observer.broken or "upstream_response_too_large"
-                ctx.error_type, tail = broken, STREAM_INVALID_EVENTS[broken]
+                ctx.error_type, tail = broken, TAIL_EVENTS[broken]
                 step = await sg.close(broken=True)
                 break
             step = fed  # the guard parsed it; the observer saw its docs

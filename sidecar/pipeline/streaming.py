@@ -25,9 +25,7 @@ from sidecar import jsonio, semconv
 from sidecar.context import AnswerFacts, RequestContext
 from sidecar.errors import RequestError, UpstreamError
 from sidecar.pipeline._stream_pump import (
-    STREAM_BROKEN_EVENT,
-    STREAM_INVALID_EVENTS,
-    STREAM_TIMEOUT_EVENT,
+    TAIL_EVENTS,
     finish_stream,
     open_stream,
     pump,
@@ -46,7 +44,7 @@ from sidecar.pipeline.engine import (
     unchecked_decision,
 )
 from sidecar.pipeline.guard import Guard, Segment, incomplete_decision
-from sidecar.pipeline.relay import BROKEN, CLIENT_GONE, TIMEOUT, relay
+from sidecar.pipeline.relay import relay
 from sidecar.pipeline.observe import StreamObserver, observe_answer, observe_unary
 from sidecar.pipeline.responses import upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, WindowCheck, WindowVerdict
@@ -96,8 +94,7 @@ class StreamFlow:
                 stopped = await relay(resp.content, out, ctx, observe)
                 if stopped is not None:
                     ctx.error_type = stopped
-                    tail = {TIMEOUT: STREAM_TIMEOUT_EVENT, BROKEN: STREAM_BROKEN_EVENT,
-                            CLIENT_GONE: None}.get(stopped) or STREAM_INVALID_EVENTS.get(stopped)
+                    tail = TAIL_EVENTS.get(stopped)  # none when the client left
             except BaseException:  # cancelled (the client left): record what it got
                 observer.close()
                 raise
