@@ -37,7 +37,7 @@ from sidecar.pipeline.engine import (
     unchecked_decision,
 )
 from sidecar.pipeline.guard import Guard
-from sidecar.pipeline.observe import observe_answer, observe_unary
+from sidecar.pipeline.observe import observe_answer, observe_lean
 from sidecar.pipeline.responses import blocked_response, upstream_response
 from sidecar.pipeline.streaming import StreamFlow
 from sidecar.pipeline.upstream import UpstreamBody, UpstreamClient, forward_request_headers
@@ -166,9 +166,7 @@ class CompletionFlow:
                 self.upstreams.primary.client, ctx, request.method, request.path_qs,
                 headers, raw,
             )
-            ctx.upstream_done_at = time.perf_counter()
-            if status == 200:
-                _observe(ctx, answer)
+            observe_lean(ctx, status, answer.decoded)
             return upstream_response(ctx, status, up_headers.items(), answer.raw)
 
         ctx.attributes[semconv.ATTR_POLICY_ROUTE] = route.name
@@ -299,8 +297,3 @@ class CompletionFlow:
                 return await self.handoff(ctx, route, "policy", answer, verdict.decision)
             ctx.attributes[semconv.ATTR_HANDOFF_UNAVAILABLE] = "1"
         return blocked_response(ctx, route, "output", verdict.decision)
-
-
-def _observe(ctx: RequestContext, answer: UpstreamBody) -> None:
-    if answer.decoded:  # None: undecodable, observed as nothing
-        observe_unary(ctx, answer.decoded)

@@ -97,6 +97,14 @@ def observe_unary(ctx: Sink, body: bytes) -> dict[str, Any] | None:
     return doc
 
 
+def observe_lean(ctx: RequestContext, status: int, decoded: bytes | None) -> None:
+    """The lean path's whole answer, just read: marks ``upstream_done_at`` and fills
+    ``ctx`` from a 200's decoded body (None: undecodable, nothing read). Never raises."""
+    ctx.upstream_done_at = time.perf_counter()
+    if status == 200 and decoded:
+        observe_unary(ctx, decoded)
+
+
 def observe_answer(ctx: Sink, doc: dict[str, Any]) -> None:
     """Fill ``ctx`` from a parsed non-streaming completion (never raises on odd shapes)."""
     _apply_meta(ctx, doc)

@@ -45,7 +45,7 @@ from sidecar.pipeline.engine import (
 )
 from sidecar.pipeline.guard import Guard, Segment, incomplete_decision
 from sidecar.pipeline.relay import relay
-from sidecar.pipeline.observe import StreamObserver, observe_answer, observe_unary
+from sidecar.pipeline.observe import StreamObserver, observe_answer, observe_lean
 from sidecar.pipeline.responses import upstream_response
 from sidecar.pipeline.stream_guard import StreamGuard, WindowCheck, WindowVerdict
 from sidecar.pipeline.upstream import UpstreamBody
@@ -77,9 +77,7 @@ class StreamFlow:
             if resp.status != 200 or not ctype.startswith("text/event-stream"):
                 # An error, or a server that ignored "stream": pass the body through whole.
                 answer = await client.read_body(resp)
-                ctx.upstream_done_at = time.perf_counter()
-                if resp.status == 200 and answer.decoded is not None:
-                    observe_unary(ctx, answer.decoded)
+                observe_lean(ctx, resp.status, answer.decoded)
                 return upstream_response(ctx, resp.status, resp.headers.items(), answer.raw)
             out = await open_stream(request, ctx, resp)
             observer = StreamObserver(ctx, client.settings.max_sse_event_bytes,
