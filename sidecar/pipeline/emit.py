@@ -71,7 +71,6 @@ class Emitter:
         return text[:limit] if len(text) > limit else text
 
     def build(self, ctx: RequestContext) -> TraceRecord:
-        note_response_format(ctx)  # report's JSON validity counts the requests that asked
         end = ctx.ended_at if ctx.ended_at is not None else time.perf_counter()
         total = (end - ctx.t0) * 1000.0
         upstream_ms = _ms(ctx.upstream_sent_at, ctx.upstream_done_at)
@@ -155,6 +154,7 @@ class Emitter:
     def emit(self, ctx: RequestContext) -> None:
         """Build and submit the record. Never raises: a bug here must not fail the request."""
         try:
+            note_response_format(ctx)  # report's JSON validity counts the requests that asked
             record = self.build(ctx)
         except Exception:
             logger.exception("could not build the trace record for request %s", ctx.request_id)
