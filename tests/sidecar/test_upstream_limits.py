@@ -302,3 +302,21 @@ def test_a_gzip_answer_is_inflated_once_and_forwarded_as_sent(
     assert calls == ["decompressobj"]
     rec = one_record(sc)
     assert (rec.status, rec.response_id, rec.model_served) == (200, "x", "m")  # it was read
+
+
+def test_inflate_ends_at_the_stream_end_and_bounds_bombs() -> None:
+    """Bytes after the compressed stream are ignored (as zlib.decompress does; the old
+    size check looped forever on them when the last step filled its 1 MB window), and
+    a body that inflates past the limit is refused."""
+    import gzip
+
+    from sidecar.errors import UpstreamTooLargeError
+    from sidecar.pipeline.upstream import inflate
+
+    body = b"x" * (5 * 1024 * 1024 + 417)
+    packed = gzip.compress(body) + b"junk"
+    assert inflate(packed, "gzip", 8 << 20) == body
+    with pytest.raises(UpstreamTooLargeError):
+        inflate(packed, "gzip", 1 << 20)
+    assert inflate(b"not gzip", "gzip", 1 << 20) is None
+    assert inflate(b"raw", "br", 1 << 20) is None
