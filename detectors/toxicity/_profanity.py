@@ -345,12 +345,12 @@ class _FastTfidf:
         return found
 
     def _add(self, rows: list[int], cols: list[int], row: int, text: str) -> None:
-        vocab_get = self._vocab.get
-        for token in self._findall(text.lower()):
-            col = vocab_get(token)
-            if col is not None:
-                rows.append(row)
-                cols.append(col)
+        """Append the vocabulary columns of ``text``'s tokens as ``row``. A token never
+        spans whitespace, so they are its words' memoised columns, in order: the same
+        as tokenising ``text`` whole, with the per-token work done once per word."""
+        before = len(cols)
+        cols.extend(itertools.chain.from_iterable(self._cols_of_words(text.split())))
+        rows.extend([row] * (len(cols) - before))
 
     def _long(
         self, words: list[str], base: int, room: int
@@ -367,12 +367,7 @@ class _FastTfidf:
         cut = windows > room
         windows = min(windows, room)
         words = words[: (windows + 1) * step]
-        memo = list(map(self._words.get, words))
-        found: list[tuple[int, ...]] = (
-            [f if f is not None else self._word_cols(w) for f, w in zip(memo, words, strict=True)]
-            if None in memo
-            else memo  # type: ignore[assignment]  # no None in it
-        )
+        found = self._cols_of_words(words)
         lengths = list(map(len, found))
         if sum(lengths) <= _SMALL_TERMS:  # few terms: plain lists, no array calls
             rows_l: list[int] = []
@@ -392,6 +387,14 @@ class _FastTfidf:
         rows = np.concatenate([block[own], block[prev] - 1]) + base
         cols = np.concatenate([flat[own], flat[prev]])
         return (-1 if cut else windows), rows, cols
+
+    def _cols_of_words(self, words: list[str]) -> list[tuple[int, ...]]:
+        """Each word's vocabulary columns (memoised; a lookup per word when all are known)."""
+        memo = list(map(self._words.get, words))
+        if None not in memo:
+            return memo  # type: ignore[return-value]  # no None in it
+        word_cols = self._word_cols
+        return [f if f is not None else word_cols(w) for f, w in zip(memo, words, strict=True)]
 
     def _word_cols(self, word: str) -> tuple[int, ...]:
         """Vocabulary columns of the tokens of one whitespace-free word (memoised)."""
