@@ -96,10 +96,44 @@ class Run:
 _SENT = iter(range(1 << 62))
 
 
+PROSE: list[str] = []  # --text prose: 2 KB prompts of real sentences, filled by main()
+
+
+def prose_prompts(count: int = 400) -> list[str]:
+    """``count`` different 2 KB prompts made of the Presidio synthetic dataset's texts
+    (ordinary sentences with names, e-mails, phone and card numbers): what the
+    detectors meet in real traffic, unlike lorem ipsum (almost no vocabulary words, no
+    numbers). Raises ``FileNotFoundError`` without ``shared/benchdata``."""
+    sys.path.insert(0, str(HERE))
+    from _data import benchdata
+
+    rows = orjson.loads(benchdata("presidio_synth_dataset_v2.json").read_bytes())
+    texts = [" ".join(str(r["full_text"]).split()) for r in rows]
+    out: list[str] = []
+    start = 0
+    while len(out) < count:
+        parts: list[str] = []
+        size = 0
+        for i in range(start, start + len(texts)):
+            part = texts[i % len(texts)]
+            parts.append(part)
+            size += len(part) + 1
+            if size >= 2048:
+                break
+        out.append("Summarise the following text. " + " ".join(parts)[:2020])
+        start += 7  # the next prompt starts elsewhere: every prompt differs
+    return out
+
+
 def unary_body(repeat: bool) -> bytes:
     """A 2 KB chat body; unless ``repeat``, its text differs from every other request's
     (a memo of recent texts must not make the benchmark's single prompt free)."""
-    text = BODY_2KB if repeat else f"Request {next(_SENT)}. {BODY_2KB}"
+    n = next(_SENT)
+    if PROSE:
+        text = PROSE[0 if repeat else n % len(PROSE)]
+        text = text if repeat else f"Request {n}. {text}"
+    else:
+        text = BODY_2KB if repeat else f"Request {n}. {BODY_2KB}"
     return orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
 
 
@@ -313,7 +347,7 @@ def med(xs: list[float]) -> float:
 def report(results: dict[tuple[str, str], list[Run]], args: argparse.Namespace,
            sidecars: list[str]) -> None:
     names = ["direct", "floor", *sidecars]
-    print(f"\nrailwatch proxy benchmark: medians of {args.rounds} rounds, 2 KB chat bodies, "
+    print(f"\nrailwatch proxy benchmark: medians of {args.rounds} rounds, 2 KB chat bodies ({args.text}), "
           f"proxies pinned to one core, exporters: {args.exporters}, guardrails: "
           + (f"on ({args.policy})" if args.policy else "off"))
     for scen in ("unary c=1", "unary c=32"):
@@ -396,9 +430,14 @@ def main() -> None:
     ap.add_argument("--repeat-prompt", action="store_true",
                     help="send one identical 2 KB prompt (default: each request's differs, so "
                     "the toxicity memo of recent texts cannot help)")
+    ap.add_argument("--text", choices=("lorem", "prose"), default="lorem",
+                    help="what the 2 KB unary prompts say: lorem ipsum (default; the issue's "
+                    "figures) or prose, real sentences with PII from shared/benchdata")
     ap.add_argument("--early-headers", choices=("off", "compare"), default="off",
                     help="compare: a second sidecar with stream.early_headers on every route")
     args = ap.parse_args()
+    if args.text == "prose":
+        PROSE[:] = prose_prompts()
     if args.policy == "default":
         from sidecar.policy import default_policy_path
 
