@@ -1,4 +1,4 @@
-"""Incremental server-sent-events parser.
+"""Server-sent events: an incremental parser, and a whole answer written as a stream.
 
 Feed it network chunks as they arrive; it returns the events completed so far.
 A ``data:`` line, a field name or a ``\\r\\n`` pair may be split across chunks at
@@ -10,6 +10,9 @@ join and a ``split`` over the new bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +111,30 @@ class EventSizeLimit:
             self._pending += len(chunk)
         self._last = window[-2:]
         return self._pending <= self._max
+
+
+def completion_stream(doc: dict[str, Any]) -> bytes:
+    """A complete one-choice answer the sidecar wrote itself (a ``chat.completion`` or
+    ``text_completion`` document: a refusal, a hand-off message) as the SSE stream a
+    model would send: for chat the role, the text, the finish reason; for text
+    completions the text, then the finish reason; the document's ``railwatch`` block on
+    the last event, then ``[DONE]``. Every event is complete, so the stream can be
+    written at once."""
+    meta = {k: doc[k] for k in ("id", "created", "model")}
+    choice = doc["choices"][0]
+    chat = doc["object"] == "chat.completion"
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    finish = choice["finish_reason"]
+
+    def event(piece: dict[str, Any], reason: str | None, **extra: Any) -> bytes:
+        c: dict[str, Any] = {"index": 0, **piece, "logprobs": None, "finish_reason": reason}
+        return b"data: " + orjson.dumps({**meta, "object": obj, "choices": [c], **extra}) + b"\n\n"
+
+    tail = {"railwatch": doc["railwatch"]} if "railwatch" in doc else {}
+    if chat:
+        parts = [event({"delta": {"role": "assistant", "content": ""}}, None),
+                 event({"delta": {"content": choice["message"]["content"]}}, None),
+                 event({"delta": {}}, finish, **tail)]
+    else:
+        parts = [event({"text": choice["text"]}, None), event({"text": ""}, finish, **tail)]
+    return b"".join(parts) + b"data: [DONE]\n\n"

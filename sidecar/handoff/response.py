@@ -22,10 +22,10 @@ import orjson
 from aiohttp import web
 
 from sidecar import semconv
+from sidecar.sse import completion_stream
 
 HEADER_HANDOFF_ID = "x-railwatch-handoff-id"
 HEADER_HANDOFF_TOKEN = "x-railwatch-handoff-token"
-_SSE_DONE = b"data: [DONE]\n\n"
 
 
 def _common(
@@ -78,25 +78,10 @@ def stream_bytes(
     created: float | None = None, poll_token: str | None = None,
 ) -> bytes:
     """The whole SSE answer (events and ``[DONE]``) for ``route`` ``chat`` or
-    ``text_completion``."""
-    events: list[dict[str, Any]] = []
-    if route == "chat":
-        base = _common(handoff_id, "chat.completion.chunk", model, created)
-        deltas: list[tuple[dict[str, Any], str | None]] = [
-            ({"role": "assistant", "content": ""}, None),
-            ({"content": message}, None),
-            ({}, "stop"),
-        ]
-        for delta, finish in deltas:
-            events.append({**base, "choices": [
-                {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
-    else:
-        base = _common(handoff_id, "text_completion", model, created)
-        for text, finish in ((message, None), ("", "stop")):
-            events.append({**base, "choices": [
-                {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]})
-    events[-1]["railwatch"] = _railwatch(handoff_id, poll_token)
-    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + _SSE_DONE
+    ``text_completion``: the unary body, streamed (:func:`sidecar.sse.completion_stream`)."""
+    build = chat_completion_body if route == "chat" else text_completion_body
+    return completion_stream(build(handoff_id, message, model=model, created=created,
+                                   poll_token=poll_token))
 
 
 def handoff_headers(

@@ -17,6 +17,7 @@ from sidecar.context import RequestContext
 from sidecar.errors import GuardrailBlockedError, RequestError, error_json
 from sidecar.pipeline.upstream import response_headers
 from sidecar.policy import Decision, Route
+from sidecar.sse import completion_stream
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -89,29 +90,6 @@ def answer_doc(ctx: RequestContext, text: str, finish_reason: str, extra: dict[s
     }
 
 
-def refusal_stream(doc: dict[str, Any]) -> bytes:
-    """A sidecar-written answer (:func:`answer_doc`) as an SSE completion stream: the
-    role, the text, the finish reason, then ``[DONE]`` (what a model's stream holds)."""
-    meta = {k: doc[k] for k in ("id", "created", "model")}
-    choice = doc["choices"][0]
-    chat = doc["object"] == "chat.completion"
-    obj = "chat.completion.chunk" if chat else "text_completion"
-    text = choice["message"]["content"] if chat else choice["text"]
-
-    def event(piece: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
-        c: dict[str, Any] = {"index": 0, **piece, "logprobs": None, "finish_reason": finish}
-        return b"data: " + orjson.dumps({**meta, "object": obj, "choices": [c], **extra}) + b"\n\n"
-
-    if chat:
-        parts = [event({"delta": {"role": "assistant", "content": ""}}, None),
-                 event({"delta": {"content": text}}, None),
-                 event({"delta": {}}, choice["finish_reason"], railwatch=doc["railwatch"])]
-    else:
-        parts = [event({"text": text}, None),
-                 event({"text": ""}, choice["finish_reason"], railwatch=doc["railwatch"])]
-    return b"".join(parts) + b"data: [DONE]\n\n"
-
-
 def blocked_response(
     ctx: RequestContext, route: Route, stage: str, decision: Decision
 ) -> web.Response:
@@ -132,7 +110,7 @@ def blocked_response(
         headers = {semconv.HEADER_TRACE_ID: ctx.trace_id, HEADER_DECISION: "block"}
         if ctx.stream:
             headers["Cache-Control"] = "no-cache"
-            return web.Response(body=refusal_stream(doc), content_type=SSE, headers=headers)
+            return web.Response(body=completion_stream(doc), content_type=SSE, headers=headers)
         return web.Response(body=orjson.dumps(doc), content_type=JSON, headers=headers)
     reasons = ", ".join(decision.reasons)
     exc = GuardrailBlockedError(
