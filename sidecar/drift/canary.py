@@ -31,7 +31,6 @@ from sidecar.drift.changes import event_id
 from sidecar.drift.config import CanaryPrompt, CanarySettings
 from sidecar.drift.embedder import Embedder
 from sidecar.drift.state import DriftState
-from sidecar.drift.worker import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +175,5 @@ class CanaryProber:
                    f"fingerprint {baseline.system_fingerprint or '-'} -> {fingerprint or '-'}",
             pod=self.pod)
         self.store.insert_events([event])
-        self.state.bump(self.state.events, event.kind)
-        log_event(event)
+        self.state.note_events([event])
         return event

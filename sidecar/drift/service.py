@@ -24,7 +24,6 @@ from sidecar.drift.canary import CanaryProber
 from sidecar.drift.changes import event_id
 from sidecar.drift.config import DriftSettings
 from sidecar.drift.state import DriftState
-from sidecar.drift.worker import log_event
 from sidecar.timestamps import epoch_seconds
 
 logger = logging.getLogger(__name__)
@@ -54,9 +53,7 @@ def run_job(store: DriftStore, settings: DriftSettings, state: DriftState, *, po
     events = window_events(results, pod)
     store.insert_events(events)
     state.record_windows(results)
-    for event in events:
-        state.bump(state.events, event.kind)
-        log_event(event)
+    state.note_events(events)
     return results
 
 

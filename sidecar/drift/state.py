@@ -3,18 +3,22 @@
 One :class:`DriftState` per sidecar, written by the drift worker thread and the drift
 service, read by scrapes; every update is a single assignment or ``+=`` on an int
 under the GIL, and readers copy. :meth:`samples` is the Prometheus state source.
+:meth:`DriftState.note_events` is the one place a drift event is counted and logged.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporters.clickhouse.drift_store import WindowResult
+from exporters.clickhouse.drift_store import DriftEvent, WindowResult
 from exporters.prometheus.state import StateSample
 from sidecar import semconv as sc
+
+logger = logging.getLogger("railwatch.drift")
 
 MAX_SERIES = 2000  # window gauges kept (model x route x metric), oldest dropped first
 
@@ -35,6 +39,18 @@ class DriftState:
     def bump(self, table: dict[Any, int], key: Any, n: int = 1) -> None:
         with self._lock:
             table[key] = table.get(key, 0) + n
+
+    def note_events(self, events: Iterable[DriftEvent]) -> None:
+        """Count each event (``railwatch_drift_events{kind}``) and log it: a ``WARNING``
+        line of names, hashes and values, never text. Never raises."""
+        for event in events:
+            self.bump(self.events, event.kind)
+            logger.warning(
+                "drift event %s: model=%s route=%s upstream=%s %s %r -> %r %s",
+                event.kind, event.model, event.route, event.upstream, event.subject,
+                event.old_value, event.new_value, event.detail,
+                extra={sc.RAILWATCH_DRIFT_KIND: event.kind},
+            )
 
     def record_windows(self, results: Sequence[WindowResult]) -> None:
         with self._lock:

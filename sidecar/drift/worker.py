@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from exporters.base import ExportResult
-from sidecar import semconv as sc
 from exporters.clickhouse.drift_store import DriftEvent, DriftStore, RequestFeatures
 from sidecar.drift.changes import ChangeTracker
 from sidecar.drift.config import DriftSettings
@@ -47,16 +46,6 @@ T = TypeVar("T")
 
 EXAMPLE_CHARS = 300
 INSERT_MAX_ROWS = 2000  # rows buffered before an insert, whatever insert_interval_s says  # of the prompt, in drift_requests.example, when text may be stored
-
-
-def log_event(event: DriftEvent) -> None:
-    """The drift event log line: names, hashes and values, never text."""
-    logger.warning(
-        "drift event %s: model=%s route=%s upstream=%s %s %r -> %r %s",
-        event.kind, event.model, event.route, event.upstream, event.subject,
-        event.old_value, event.new_value, event.detail,
-        extra={sc.RAILWATCH_DRIFT_KIND: event.kind},
-    )
 
 
 class _Bucket:
@@ -128,9 +117,7 @@ class DriftExporter:
             logger.error("drift worker failed on a batch of %d: %s", len(batch),
                          type(exc).__name__)
             return ExportResult.FAILURE
-        for event in events:
-            self.counters.bump(self.counters.events, event.kind)
-            log_event(event)
+        self.counters.note_events(events)
         with self._lock:
             self._pending.extend(rows)
             if self._pending_since is None and rows:

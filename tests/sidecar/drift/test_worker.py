@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING
 
+import pytest
+
 from exporters.base import ExportResult
 from exporters.batch import BatchProcessor
 from exporters.clickhouse import migrate
-from exporters.clickhouse.drift_store import DriftStore
+from exporters.clickhouse.drift_store import DriftEvent, DriftStore
 from sidecar import semconv as sc
 from sidecar.drift.config import DriftSettings
 from sidecar.drift.features import features, language, sampled
@@ -83,3 +86,19 @@ def test_the_row_cap_bounds_what_is_stored_and_events_see_every_record(
     assert state.sampled == stored[0] and state.skipped["rate"] == 500 - stored[0]
     assert state.events == {sc.DRIFT_EVENT_FINGERPRINT: 1}
     assert worker.export([]) is ExportResult.SUCCESS
+
+
+def test_every_drift_event_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    state = DriftState()
+    events = [DriftEvent(event_id=str(i), ts=time.time(), kind=kind, model="m", route="chat",
+                         upstream="http://u", subject="system_fingerprint", old_value="fp1",
+                         new_value="fp2") for i, kind in enumerate(
+                             (sc.DRIFT_EVENT_FINGERPRINT, sc.DRIFT_EVENT_FINGERPRINT,
+                              sc.DRIFT_EVENT_WINDOW))]
+    with caplog.at_level(logging.WARNING, logger="railwatch.drift"):
+        state.note_events(events)
+    assert state.events == {sc.DRIFT_EVENT_FINGERPRINT: 2, sc.DRIFT_EVENT_WINDOW: 1}
+    lines = [r for r in caplog.records if r.getMessage().startswith("drift event ")]
+    assert [getattr(r, sc.RAILWATCH_DRIFT_KIND) for r in lines] == [e.kind for e in events]
+    assert all(r.levelno == logging.WARNING and "'fp1' -> 'fp2'" in r.getMessage()
+               for r in lines)
