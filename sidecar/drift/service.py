@@ -106,8 +106,8 @@ class DriftService:
             await asyncio.to_thread(self._refresh_gauges, now)
             return []
         results: list[WindowResult] = []
-        # rows reach ClickHouse up to insert_interval_s late (every pod buffers)
-        w = current_windows(now - 2 * self.settings.insert_interval_s, self.settings.window_s)
+        # rows reach ClickHouse up to insert_max_age_s late (every pod buffers)
+        w = current_windows(now - 2 * self.settings.insert_max_age_s, self.settings.window_s)
         if w.cur[1] > self._done_window:
             results = await asyncio.to_thread(
                 run_job, self.store, self.settings, self.state, pod=self.pod,

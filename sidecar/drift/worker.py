@@ -13,26 +13,30 @@ pipeline's ``submit``. Per batch it:
    the tests need a few hundred;
 3. embeds a sub-sample of their prompts in batches when embeddings are on, within a
    per-second budget (past it rows are stored without an embedding, counted);
-4. stores events at once and logs each; buffers rows and inserts them every
-   ``drift.insert_interval_s`` (each insert makes a ClickHouse part, and parts cost
-   merges: a few large inserts are far cheaper than many small ones).
+4. stores events at once, counting and logging each; hands rows to a
+   :class:`~sidecar.drift.buffer.RowBuffer`, which inserts them once
+   ``INSERT_MAX_ROWS`` wait or the oldest is ``drift.insert_max_age_s`` old, even when
+   no later batch comes (each insert makes a ClickHouse part, and parts cost merges: a
+   few large inserts are far cheaper than many small ones).
 
 ``export`` never raises: a storage failure is counted (``skipped{reason="store"}``),
-those rows are dropped (they are samples; no spill log) and ``FAILURE`` returned. Text reaches storage only as the ``example`` column, and only
-when ``store_text`` (the ClickHouse exporter's setting and the privacy mode allow it).
+logged, those rows are dropped (they are samples; no spill log) and ``FAILURE``
+returned when the failed insert was this call's. Text reaches storage only as the
+``example`` column, and only when ``store_text`` (the ClickHouse exporter's setting and
+the privacy mode allow it). ``shutdown`` writes every buffered row.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Sequence
 from typing import TypeVar
 
 from exporters.base import ExportResult
 from exporters.clickhouse.drift_store import DriftEvent, DriftStore, RequestFeatures
+from sidecar.drift.buffer import RowBuffer
 from sidecar.drift.changes import ChangeTracker
 from sidecar.drift.config import DriftSettings
 from sidecar.drift.embedder import Embedder
@@ -44,8 +48,8 @@ logger = logging.getLogger("railwatch.drift")
 
 T = TypeVar("T")
 
-EXAMPLE_CHARS = 300
-INSERT_MAX_ROWS = 2000  # rows buffered before an insert, whatever insert_interval_s says  # of the prompt, in drift_requests.example, when text may be stored
+EXAMPLE_CHARS = 300  # of the prompt, in drift_requests.example, when text may be stored
+INSERT_MAX_ROWS = 2000  # rows buffered before an insert, whatever insert_max_age_s says
 
 
 class _Bucket:
@@ -85,9 +89,8 @@ class DriftExporter:
         self._rows = _Bucket(settings.max_rows_per_s)
         self._embeds = _Bucket(settings.embeddings.max_per_s)
         self._rng = random.Random()
-        self._lock = threading.Lock()  # the buffer: export (worker) vs force_flush (caller)
-        self._pending: list[RequestFeatures] = []
-        self._pending_since: float | None = None
+        self._buffer = RowBuffer(store, state, max_age_s=settings.insert_max_age_s,
+                                 max_rows=INSERT_MAX_ROWS)
 
     def start(self) -> None:
         """Seed the change tracker from storage; load the embedder. Blocks; may raise."""
@@ -118,30 +121,7 @@ class DriftExporter:
                          type(exc).__name__)
             return ExportResult.FAILURE
         self.counters.note_events(events)
-        with self._lock:
-            self._pending.extend(rows)
-            if self._pending_since is None and rows:
-                self._pending_since = time.monotonic()
-        due = self._pending_since is not None and (
-            len(self._pending) >= INSERT_MAX_ROWS
-            or time.monotonic() - self._pending_since >= self.settings.insert_interval_s)
-        return self._insert_pending() if due else ExportResult.SUCCESS
-
-    def _insert_pending(self) -> ExportResult:
-        """Insert the buffered rows; on failure they are dropped and counted. Blocks."""
-        with self._lock:
-            rows, self._pending, self._pending_since = self._pending, [], None
-        if not rows:
-            return ExportResult.SUCCESS
-        try:
-            self.store.insert_requests(rows)
-        except Exception as exc:  # noqa: BLE001 - samples are not worth a spill log
-            self.counters.bump(self.counters.skipped, "store", len(rows))
-            logger.error("drift worker could not store %d rows: %s", len(rows),
-                         type(exc).__name__)
-            return ExportResult.FAILURE
-        self.counters.sampled += len(rows)
-        return ExportResult.SUCCESS
+        return ExportResult.SUCCESS if self._buffer.add(rows) else ExportResult.FAILURE
 
     def _embed(self, chosen: Sequence[tuple[TraceRecord, Features]]) -> dict[int, list[float]]:
         emb = self.settings.embeddings
@@ -175,8 +155,9 @@ class DriftExporter:
         )
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
-        """Insert the buffered rows now. Blocks (one insert)."""
-        return self._insert_pending() is ExportResult.SUCCESS
+        """Insert the buffered rows now. Blocks (at most two inserts)."""
+        return self._buffer.flush()
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        self._insert_pending()
+        """Stop the buffer's timer and insert every buffered row. Blocks; never raises."""
+        self._buffer.close(timeout_s)

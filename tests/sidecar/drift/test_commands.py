@@ -99,7 +99,7 @@ async def test_one_lease_holder_computes_the_others_mirror_its_gauges(seeded: An
     a = DriftService(settings, store, DriftState(), pod="a", store_text=False)
     b = DriftService(settings, store, DriftState(), pod="b", store_text=False)
     store.set_baseline(end - 3 * WINDOW, end - 2 * WINDOW)
-    late = end + 2 * settings.insert_interval_s + 1  # the job waits for buffered rows
+    late = end + 2 * settings.insert_max_age_s + 1  # the job waits for buffered rows
     assert await a.tick(late)
     assert await b.tick(late) == []
     assert a.state.runs == {"ok": 1} and b.state.runs == {"no_lease": 1}
