@@ -106,6 +106,7 @@ class RequestContext:
     decisions: list[DecisionRecord] = field(default_factory=list)
     # the final action: read through ``decision``, written only by escalate/settle/override
     _decision: str = field(default="pass", init=False)
+    _overridden: bool = field(default=False, init=False)  # override() decided: settle keeps it
     retries: int = 0
     attempts: list[AttemptRecord] = field(default_factory=list)
     handoff_id: str | None = None
@@ -133,10 +134,14 @@ class RequestContext:
 
     def settle(self, *actions: str) -> None:
         """The chosen outcome is delivered: the most severe of ``actions`` (the input
-        stage's and the delivered attempt's output verdict) *replaces* what stages
-        escalated, so the verdict of a discarded attempt (a retried answer) is not the
-        request's. Raises ``KeyError`` for an unknown action, ``ValueError`` for none."""
-        self._decision = max(actions, key=SEVERITY.__getitem__)
+        stage's and the delivered attempt's output verdicts: a unary answer's, or each
+        window of a stream's) *replaces* what stages escalated, so the verdict of a
+        discarded attempt (a retried answer) is not the request's. An :meth:`override`
+        already made stays (a stream delivered in part, then cut, is ``block``).
+        Raises ``KeyError`` for an unknown action, ``ValueError`` for none."""
+        action = max(actions, key=SEVERITY.__getitem__)
+        if not self._overridden:
+            self._decision = action
 
     def override(self, action: Literal["block", "handoff"]) -> None:
         """The sidecar itself ended the request: ``block`` (a block response, a cut
@@ -146,6 +151,7 @@ class RequestContext:
         if action not in ("block", "handoff"):
             raise ValueError(f"not a final override: {action!r}")
         self._decision = action
+        self._overridden = True
 
     def fail(self, status: int, error_type: str) -> None:
         self.status = status

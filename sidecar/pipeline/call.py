@@ -2,7 +2,8 @@
 
 A :class:`GuardedCall` is built after the input guard ran and is never changed: the
 request line, the headers to forward, the (possibly masked) body and its bytes, the
-policy route, the request's masker and the restorer of its input placeholders.
+policy route, the request's masker, the restorer of its input placeholders and the
+input stage's decision.
 ``payload(spec)`` gives the bytes of one attempt (another model, a corrective
 message) without touching the original.
 """
@@ -34,6 +35,7 @@ class GuardedCall:
     masker: Masker
     restore: Callable[[str], str] | None  # input placeholders -> values; None: nothing masked
     endpoint: str  # the canonical path: scopes the circuit breakers
+    input_decision: str = "pass"  # the input stage's action: settled with the delivered answer's
 
     @property
     def method(self) -> str:

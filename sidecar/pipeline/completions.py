@@ -190,7 +190,7 @@ class CompletionFlow:
         call = GuardedCall(
             request=request, ctx=ctx, headers=headers, body=body, raw=raw, route=route,
             masker=masker, restore=masker.snapshot()[0] if len(masker) else None,
-            endpoint=path,
+            endpoint=path, input_decision=input_decision,
         )
         if ctx.stream:
             verdict = await self.streams.guarded(call)
@@ -199,7 +199,7 @@ class CompletionFlow:
                 assert isinstance(response, web.StreamResponse)
                 return response
             return await self._act(call, verdict, None, conversation)
-        return await self._unary(call, input_decision, conversation)
+        return await self._unary(call, conversation)
 
     def _observe_conversation(self, ctx: RequestContext, body: dict[str, Any]) -> str | None:
         service = self.handoff_service
@@ -235,7 +235,7 @@ class CompletionFlow:
         return reason
 
     async def _unary(
-        self, call: GuardedCall, input_decision: str, conversation: str | None
+        self, call: GuardedCall, conversation: str | None
     ) -> web.StreamResponse:
         ctx, guard = call.ctx, self.guard
         assert guard is not None
@@ -264,7 +264,7 @@ class CompletionFlow:
             ctx.adopt(answer.facts)
         if verdict.action != "deliver":
             return await self._act(call, verdict, ctx.output_text, conversation)
-        ctx.settle(input_decision, verdict.decision.action)
+        ctx.settle(call.input_decision, verdict.decision.action)
         if verdict.exhausted:
             ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
         assert answer is not None

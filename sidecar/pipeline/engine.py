@@ -50,6 +50,16 @@ UNCHECKED_REASON = "railwatch:unparseable_answer"
 def unchecked_decision(route: Route) -> Decision:
     """The verdict on an answer the output detectors cannot read (the route's ``unchecked``)."""
     return Decision(route.unchecked, (UNCHECKED_REASON,))
+
+
+def as_delivered(decision: Decision) -> Decision:
+    """``decision`` on an answer the client gets: a ``retry`` or ``fallback`` verdict
+    with nothing left to try (``then: pass``) is delivered flagged; others are kept."""
+    if decision.action in ("retry", "fallback"):
+        return Decision("flag", decision.reasons, decision.triggered)
+    return decision
+
+
 CIRCUIT_OPEN = "circuit_open"
 
 
@@ -243,8 +253,7 @@ class Engine(Generic[T]):
             return Verdict(action, outcome, outcome.decision)
         # retry/fallback verdicts with nothing left to try: ``then`` decides
         if route.then == "pass":
-            flagged = Decision("flag", outcome.decision.reasons, outcome.decision.triggered)
-            return Verdict("deliver", outcome, flagged, True)
+            return Verdict("deliver", outcome, as_delivered(outcome.decision), True)
         return Verdict(route.then, outcome, outcome.decision, True)
 
     async def _round(self, specs: Sequence[AttemptSpec]) -> Outcome[T]:

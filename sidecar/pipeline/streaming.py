@@ -41,6 +41,7 @@ from sidecar.pipeline.engine import (
     Engine,
     Outcome,
     Verdict,
+    as_delivered,
     unchecked_decision,
 )
 from sidecar.pipeline.guard import Guard, Segment, incomplete_decision
@@ -211,9 +212,12 @@ StreamResult = web.StreamResponse | UpstreamAnswer
 class StreamStrategy:
     """The engine's strategy for streams: one upstream stream through a stream guard.
 
-    Each attempt observes its answer into its own :class:`AnswerFacts`; the context
-    adopts them only when the attempt's bytes reached the client, so a discarded
-    attempt leaves nothing in the trace but its attempt record and findings.
+    Each attempt observes its answer into its own :class:`AnswerFacts` and keeps its
+    own window decisions; only when the attempt's bytes reached the client does the
+    context adopt its facts and settle the request's decision on the input stage's
+    and this attempt's windows (judged to the end of the stream, which has ended
+    when the attempt returns). A discarded attempt leaves nothing in the trace but
+    its attempt record, findings and stage decisions; a cut stays ``block``.
     """
 
     parallel = False
@@ -260,14 +264,21 @@ class StreamStrategy:
             outcome = await self._stream(upstream, call.payload(spec, self.body, self.payload),
                                          spec.last_chance, facts)
             if outcome.committed:
-                ctx.upstream = upstream.label
-                ctx.adopt(facts)
+                self._deliver(upstream, facts, outcome.decision)
                 adopted = True
             return outcome
         finally:
             if not adopted and ctx.status == 200:  # cancelled after bytes left: keep them
-                ctx.upstream = upstream.label
-                ctx.adopt(facts)
+                self._deliver(upstream, facts, merge(self._decisions))
+
+    def _deliver(self, upstream: Upstream, facts: AnswerFacts, decision: Decision) -> None:
+        """This attempt's answer reached the client: the request takes its facts, and its
+        decision (the most severe of the input stage's and ``decision``) replaces what
+        discarded attempts escalated. Never raises."""
+        ctx = self.call.ctx
+        ctx.upstream = upstream.label
+        ctx.adopt(facts)
+        ctx.settle(self.call.input_decision, as_delivered(decision).action)
 
     def _guard(self, last_chance: bool, observer: StreamObserver) -> StreamGuard:
         assert self.flow.guard is not None
@@ -311,8 +322,9 @@ class StreamStrategy:
                                       mark_tokens=False)
             result = await pump(call.request, ctx, resp, self._guard(last_chance, observer),
                                 observer, early_headers=call.route.stream.early_headers)
-            if isinstance(result, web.StreamResponse):
-                return Outcome(status=200, committed=True, result=result)
+            if isinstance(result, web.StreamResponse):  # relayed to its end (or cut)
+                return Outcome(status=200, decision=merge(self._decisions), committed=True,
+                               result=result)
             if isinstance(result, RequestError):
                 return Outcome(error=result)
             return Outcome(status=200, decision=self._decision(result))

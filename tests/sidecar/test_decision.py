@@ -1,6 +1,7 @@
 """The request's final decision changes only through the context's three methods:
 ``escalate`` (by severity, never down), ``settle`` (the chosen outcome replaces) and
-``override`` (the sidecar's own block or hand-off replaces, whatever the severity)."""
+``override`` (the sidecar's own block or hand-off replaces, whatever the severity, and
+a later ``settle`` keeps it)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,15 @@ def test_override_replaces_even_a_more_severe_decision() -> None:
     assert ctx.decision == "handoff"
     ctx.override("block")  # a late stream cut
     assert ctx.decision == "block"
+
+
+@pytest.mark.parametrize("final", ["block", "handoff"])
+def test_settle_keeps_an_override(final: str) -> None:
+    ctx = _ctx()
+    ctx.escalate("retry")  # a late window of a stream that already went out ...
+    ctx.override(final)  # type: ignore[arg-type]  # ... cut it
+    ctx.settle("pass", "flag")  # the delivered attempt settles after the cut
+    assert ctx.decision == final
 
 
 def test_override_is_only_for_block_and_handoff() -> None:
