@@ -44,7 +44,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -58,7 +58,9 @@ logger = logging.getLogger(__name__)
 
 PRIVACY_KINDS = ("pii", "secrets")  # detector kinds whose findings storage masks
 _MARGIN_CHARS = 256  # detection reads this far past the cut, so no value is half-seen
-_SSN_SHAPE = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
+# the middle of an SSN shape (ddd-dd-dddd): a literal first, so the text is scanned at C
+# speed (a pattern opening with a look-behind is tried at every position: 34 us per 2 KB)
+_SSN_MIDDLE = re.compile(r"-\d{2}-")
 # role labels the ingress stage writes between messages ("\nassistant: ")
 _JOINER = re.compile(r"\n?(?:[a-z_]{1,20}: )?")
 _API_WORDS = frozenset({
@@ -234,8 +236,7 @@ class StoragePrivacy:
             part = window[start:end]
             spans.extend(_Found(f.label, f.score, f.start + start, f.end + start)
                          for f in self.finder(part))
-        spans.extend(_Found("US_SSN", 0.5, m.start(), m.end())
-                     for m in _SSN_SHAPE.finditer(window))
+        spans.extend(_Found("US_SSN", 0.5, start, end) for start, end in ssn_shapes(window))
         return Masker().mask(window, spans)[:limit]
 
     # -- records -----------------------------------------------------------------------
@@ -274,6 +275,29 @@ def strip_text(record: TraceRecord) -> TraceRecord:
         record, prompt_text=None, output_text=None, text_masked=False, user=None,
         conversation_id=None, tenant=None, path=record.path.split("?", 1)[0],
     )
+
+
+def ssn_shapes(text: str) -> Iterator[tuple[int, int]]:
+    r"""``(start, end)`` of every ``ddd-dd-dddd`` in ``text`` that stands alone (no word
+    character or dash on either side): the spans of the regex
+    ``(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])``, found from their middle."""
+    n = len(text)
+    for m in _SSN_MIDDLE.finditer(text):
+        start, end = m.start() - 3, m.end() + 4
+        if start < 0 or end > n:
+            continue
+        if not (text[start : m.start()].isdecimal() and text[m.end() : end].isdecimal()):
+            continue
+        if start and _word_or_dash(text[start - 1]):
+            continue
+        if end < n and _word_or_dash(text[end]):
+            continue
+        yield start, end
+
+
+def _word_or_dash(ch: str) -> bool:
+    r"""What ``[\w-]`` matches in a ``str`` pattern."""
+    return ch.isalnum() or ch in "_-"
 
 
 def _gaps(text: str, covered: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
