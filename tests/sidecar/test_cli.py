@@ -159,3 +159,31 @@ def test_check_exits_3_when_the_decision_is_block() -> None:
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     res = subprocess.run([*RAILWATCH, *argv], capture_output=True, text=True)
     assert res.returncode == 2
+
+
+def test_tune_gc_freezes_the_startup_heap_and_sets_the_young_threshold() -> None:
+    import gc
+
+    from sidecar.cli import _tune_gc
+
+    before = gc.get_threshold()
+    try:
+        _tune_gc(12_345)
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        gc.set_threshold(*before)
+        _tune_gc(0)  # 0 keeps Python's threshold
+        assert gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_gc_young_threshold_is_a_bounded_setting(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [*RAILWATCH, "serve"], capture_output=True, text=True, timeout=60,
+        env=_env(tmp_path, RAILWATCH_SERVER__GC_YOUNG_THRESHOLD="-1"),
+    )
+    assert res.returncode == 2
+    assert "invalid setting 'server.gc_young_threshold'" in res.stderr
+    assert "RAILWATCH_SERVER__GC_YOUNG_THRESHOLD" in res.stderr
