@@ -7,6 +7,7 @@ detector, and an end-to-end test that reads the rows back from chDB.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,25 @@ def test_ssn_shapes_agrees_with_the_regex_it_replaces() -> None:
         assert list(ssn_shapes(text)) == expected, text
         found += len(expected)
     assert found > 100  # the texts hold shapes, not only near misses
+
+
+def test_finisher_copies_a_record_only_when_something_changes(finder: CountingFinder) -> None:
+    from sidecar.record import TraceRecord
+
+    plain = TraceRecord(request_id="a" * 32, trace_id="b" * 32, span_id="c" * 16,
+                        parent_span_id=None, started_at=1.0, ended_at=2.0, method="POST",
+                        path="/v1/chat/completions", route="chat", upstream="http://u")
+    finish = privacy(finder).finisher(None, None, ())
+    assert finish is not None
+    assert finish(plain) is plain  # no text kept, nothing to pseudonymise
+    named = dataclasses.replace(plain, user=EMAIL, path="/v1/chat/completions?key=x")
+    stored = finish(named)
+    assert stored is not named
+    assert stored.user is not None and stored.user.startswith("h_") and EMAIL not in stored.user
+    assert stored.path == "/v1/chat/completions"
+    with_text = privacy(finder).finisher(f"mail {EMAIL}", None, ())
+    assert with_text is not None
+    assert with_text(plain).prompt_text == "mail <EMAIL_ADDRESS_1>"
 
 
 def test_ssn_shaped_test_numbers_are_masked_in_storage(finder: CountingFinder) -> None:
