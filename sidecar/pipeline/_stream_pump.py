@@ -196,6 +196,7 @@ async def pump(
                 break
             if chunk is None:  # a check finished or the clock ran out: release what passed
                 polled = await sg.poll()
+                _record_cut(ctx, polled)
                 if not await writer.send(polled.data) or polled.verdict is not None:
                     step = polled if polled.verdict is not None else None
                     break
@@ -211,6 +212,7 @@ async def pump(
                 step = await sg.close(broken=True)
                 break
             step = fed  # the guard parsed it; the observer saw its docs
+            _record_cut(ctx, step)
             if not await writer.send(step.data):
                 step = None
                 break
@@ -243,15 +245,11 @@ async def _finish(ctx: RequestContext, sg: StreamGuard, writer: _Writer,
             return UpstreamTimeoutError("the upstream model server timed out")
         return UpstreamError("the upstream stream ended before it was complete",
                              code=error_type or "upstream_stream_broken")
+    _record_cut(ctx, step)
+    if step is not None and not step.cut and step.verdict is not None:
+        ctx.attributes[semconv.ATTR_STREAM_VERDICT] = step.verdict.action  # passthrough
     if step is not None and step.data:
         await writer.send(step.data)  # the last release and [DONE], or the cut events
-    if step is not None and step.cut and step.verdict is not None:
-        ctx.finish_reasons.append("content_filter")
-        ctx.attributes[semconv.ATTR_STREAM_CUT] = "1"
-        ctx.attributes[semconv.ATTR_STREAM_CUT_ACTION] = step.verdict.action
-        ctx.override("block")
-    elif step is not None and step.verdict is not None:
-        ctx.attributes[semconv.ATTR_STREAM_VERDICT] = step.verdict.action  # passthrough
     if sg.late_spans:
         ctx.attributes[semconv.ATTR_STREAM_LATE_SPANS] = str(sg.late_spans)
     out = writer.out
@@ -261,6 +259,19 @@ async def _finish(ctx: RequestContext, sg: StreamGuard, writer: _Writer,
             await writer.send(_DONE)
     await finish_stream(out, ctx, tail)
     return out
+
+
+def _record_cut(ctx: RequestContext, step: StreamStep | None) -> None:
+    """Record a cut on ``ctx`` (once) *before* its events are written: the guard
+    decided when it stopped, and a client that leaves during the write cancels the
+    task. A cut is ``block``, with ``finish_reason: content_filter``."""
+    if step is None or step.verdict is None or not step.cut:
+        return
+    if semconv.ATTR_STREAM_CUT not in ctx.attributes:
+        ctx.finish_reasons.append("content_filter")
+        ctx.attributes[semconv.ATTR_STREAM_CUT] = "1"
+        ctx.attributes[semconv.ATTR_STREAM_CUT_ACTION] = step.verdict.action
+        ctx.override("block")
 
 
 def _drop(fut: asyncio.Future[Any]) -> None:

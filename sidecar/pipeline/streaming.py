@@ -138,6 +138,23 @@ class StreamFlow:
         return strategy.settle(verdict)
 
 
+def delivered_stream_action(mode: str, decision: Decision, last_chance: bool) -> str | None:
+    """The action a stream whose bytes reached the client records for its windows'
+    merged ``decision``; ``None`` when it must be ``block`` (an override).
+
+    An acceptable verdict (``pass``, ``flag``, ``mask``) stands; ``retry``/``fallback``
+    with nothing left to try (``last_chance``) was delivered flagged; any other stop
+    means the stream was being cut when the attempt ended (also when the client left
+    during the cut). ``passthrough`` forwards untouched: its verdict stands, for the
+    record only."""
+    action = decision.action
+    if mode == "passthrough" or action in ACCEPTABLE:
+        return action
+    if last_chance and action in ("retry", "fallback"):
+        return as_delivered(decision).action
+    return None
+
+
 def window_guard(
     guard: Guard, route: Route, ctx: RequestContext, context: TextContext, masker: Masker, *,
     restore_input: bool, last_chance: bool, decisions: list[Decision],
@@ -264,21 +281,31 @@ class StreamStrategy:
             outcome = await self._stream(upstream, call.payload(spec, self.body, self.payload),
                                          spec.last_chance, facts)
             if outcome.committed:
-                self._deliver(upstream, facts, outcome.decision)
+                self._deliver(upstream, facts, outcome.decision, spec.last_chance)
                 adopted = True
             return outcome
         finally:
             if not adopted and ctx.status == 200:  # cancelled after bytes left: keep them
-                self._deliver(upstream, facts, merge(self._decisions))
+                self._deliver(upstream, facts, merge(self._decisions), spec.last_chance)
 
-    def _deliver(self, upstream: Upstream, facts: AnswerFacts, decision: Decision) -> None:
+    def _deliver(self, upstream: Upstream, facts: AnswerFacts, decision: Decision,
+                 last_chance: bool) -> None:
         """This attempt's answer reached the client: the request takes its facts, and its
-        decision (the most severe of the input stage's and ``decision``) replaces what
-        discarded attempts escalated. Never raises."""
+        decision replaces what discarded attempts escalated. Never raises.
+
+        The decision is the most severe of the input stage's and ``decision`` (this
+        attempt's windows), except: a ``retry``/``fallback`` with nothing left to try is
+        delivered flagged; any other stop means the stream was being cut when the
+        attempt ended (a client that left during the cut too): ``block``. Passthrough
+        streams record what the policy decided, for the record only."""
         ctx = self.call.ctx
         ctx.upstream = upstream.label
         ctx.adopt(facts)
-        ctx.settle(self.call.input_decision, as_delivered(decision).action)
+        action = delivered_stream_action(self.call.route.stream.mode, decision, last_chance)
+        if action is None:
+            ctx.override("block")
+        else:
+            ctx.settle(self.call.input_decision, action)
 
     def _guard(self, last_chance: bool, observer: StreamObserver) -> StreamGuard:
         assert self.flow.guard is not None

@@ -117,3 +117,30 @@ def test_the_trace_record_carries_the_final_decision() -> None:
     ctx.override("handoff")
     emitter = Emitter(_Sink(), StoragePrivacy(PrivacySettings(capture="none"), None, b""))
     assert emitter.build(ctx).decision == "handoff"
+
+
+@pytest.mark.parametrize(
+    ("mode", "action", "last_chance", "recorded"),
+    [
+        ("windowed", "pass", False, "pass"),
+        ("windowed", "flag", False, "flag"),
+        ("windowed", "mask", False, "mask"),
+        ("windowed", "retry", True, "flag"),  # nothing left to try: delivered flagged
+        ("windowed", "fallback", True, "flag"),
+        ("windowed", "retry", False, None),  # a stop under way: block
+        ("windowed", "fallback", False, None),
+        ("windowed", "block", True, None),
+        ("windowed", "handoff", False, None),
+        ("buffered", "block", False, None),
+        ("passthrough", "retry", False, "retry"),  # for the record only
+        ("passthrough", "block", False, "block"),
+    ],
+)
+def test_a_delivered_stream_records_its_windows_verdict(
+    mode: str, action: str, last_chance: bool, recorded: str | None
+) -> None:
+    from sidecar.pipeline.streaming import delivered_stream_action
+    from sidecar.policy import Decision
+
+    got = delivered_stream_action(mode, Decision(action, ("d:l",)), last_chance)
+    assert got == recorded
