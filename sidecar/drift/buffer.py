@@ -14,7 +14,8 @@ and stops in :meth:`close`. Inserts run one at a time, outside the buffer's lock
 
 A failed insert drops its rows (they are samples: no spill log), counts them as
 ``railwatch_drift_skipped{reason="store"}`` and logs an error with the count and the
-exception's type, never the rows. Nothing here raises.
+exception's type, never the rows; rows still waiting when :meth:`close` runs out of
+time behind a slow insert are dropped as ``reason="shutdown"``. Nothing here raises.
 """
 
 from __future__ import annotations
@@ -70,25 +71,38 @@ class RowBuffer:
                 self._timer.start()
         return self.flush() if full else True
 
-    def flush(self) -> bool:
+    def flush(self, wait_s: float | None = None) -> bool:
         """Write every buffered row now, after any insert already under way. Blocks for
-        at most two inserts; ``False`` when the write failed (counted, logged)."""
-        with self._writing:
+        at most two inserts; ``False`` when the write failed (counted, logged). With
+        ``wait_s``, an insert under way is waited for that long at most: past it the
+        buffered rows are dropped, counted as ``skipped{reason="shutdown"}`` and logged."""
+        if not self._writing.acquire(timeout=-1 if wait_s is None else max(0.0, wait_s)):
+            with self._cond:
+                rows, self._rows, self._since = self._rows, [], None
+            if rows:
+                self.state.bump(self.state.skipped, "shutdown", len(rows))
+                logger.error("drift worker dropped %d rows at shutdown: an insert was still "
+                             "running", len(rows))
+            return not rows
+        try:
             with self._cond:
                 rows, self._rows, self._since = self._rows, [], None
             return self._write(rows)
+        finally:
+            self._writing.release()
 
     def close(self, timeout_s: float = 10.0) -> bool:
         """Stop the timer and write what is left; later ``add`` calls write at once.
-        Blocks for an insert under way (joining the timer for at most ``timeout_s``)
-        and one more; ``False`` when the last write failed (counted, logged)."""
+        Waits ``timeout_s`` at most for an insert under way (then the rest is dropped
+        and counted), plus the last insert itself; ``False`` when rows were lost."""
+        deadline = time.monotonic() + timeout_s
         with self._cond:
             self._closed = True
             self._cond.notify()
             timer = self._timer
         if timer is not None:
             timer.join(timeout_s)
-        return self.flush()
+        return self.flush(deadline - time.monotonic())
 
     def _run(self) -> None:
         """The timer: sleep until the oldest row is ``max_age_s`` old, then write."""
