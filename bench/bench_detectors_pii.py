@@ -49,6 +49,8 @@ sys.path.insert(0, str(ROOT))
 from detectors.pii import PiiDetector
 from sidecar.masking import Masker
 
+from _data import benchdata  # noqa: E402 - bench/ is the script's own folder
+
 TARGET_US_PER_2KB = 100.0
 TEXT_CHARS = 2048
 
@@ -262,14 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--data",
         type=Path,
-        default=next(
-            (
-                base / "shared" / "benchdata" / "presidio_synth_dataset_v2.json"
-                for base in (ROOT.parent, ROOT.parent.parent)
-                if (base / "shared" / "benchdata").exists()
-            ),
-            ROOT.parent / "shared" / "benchdata" / "presidio_synth_dataset_v2.json",
-        ),
+        default=benchdata("presidio_synth_dataset_v2.json"),
     )
     ap.add_argument("--kinds", default="chat,clean,numeric,dense")
     ap.add_argument("--batches", default="1,8,64")

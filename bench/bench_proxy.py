@@ -35,6 +35,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from _data import benchdata  # bench/ is the script's own folder
+
 HERE = Path(__file__).resolve().parent
 BODY_2KB = "Summarise the following text. " + ("lorem ipsum dolor sit amet " * 72)
 
@@ -104,9 +106,6 @@ def prose_prompts(count: int = 400) -> list[str]:
     (ordinary sentences with names, e-mails, phone and card numbers): what the
     detectors meet in real traffic, unlike lorem ipsum (almost no vocabulary words, no
     numbers). Raises ``FileNotFoundError`` without ``shared/benchdata``."""
-    sys.path.insert(0, str(HERE))
-    from _data import benchdata
-
     rows = orjson.loads(benchdata("presidio_synth_dataset_v2.json").read_bytes())
     texts = [" ".join(str(r["full_text"]).split()) for r in rows]
     out: list[str] = []
