@@ -272,7 +272,7 @@ def create_app(
         _check_fallbacks(policy, settings)
         guard = build_guard(policy, in_flight)
     exporter_list = [e for e, _ in pairs]
-    clickhouse = _clickhouse_exporter(exporter_list)
+    clickhouse = clickhouse_exporter(exporter_list)
     metrics = _prometheus_exporter(exporter_list)
     exports = ExportPipeline()
     from sidecar.drift.assembly import build_drift  # drift (issue 12): worker + scheduler
@@ -284,15 +284,15 @@ def create_app(
     intake, privacy, emitter = build_records(settings, guard, exports, [e for e, _ in pairs])
     signals = ImplicitSignals(issued=IssuedTraces(
         settings.feedback.issued_window_s, settings.feedback.max_issued))
-    feedback_store = _feedback_store(clickhouse)
-    handoff, review_auth = (_build_handoff(settings, feedback_store, privacy)
+    review_store = feedback_store(clickhouse)
+    handoff, review_auth = (_build_handoff(settings, review_store, privacy)
                             if settings.handoff.enabled else (None, None))
     proxy = Proxy(settings.server, upstreams, emitter, guard, RateLimiter(settings.rate_limits),
                   signals=signals, handoff=handoff, in_flight=in_flight)
     runtime = Runtime(
         settings=settings, upstreams=upstreams, exports=exports, intake=intake,
         privacy=privacy, emitter=emitter, proxy=proxy, signals=signals,
-        feedback_store=feedback_store, guard=guard, metrics=metrics, clickhouse=clickhouse,
+        feedback_store=review_store, guard=guard, metrics=metrics, clickhouse=clickhouse,
         handoff=handoff, review_auth=review_auth, drift=drift,
     )
     if metrics is not None:
@@ -372,7 +372,7 @@ def create_app(
     return app
 
 
-def _clickhouse_exporter(exporters: Sequence[Exporter]) -> ClickHouseExporter | None:
+def clickhouse_exporter(exporters: Sequence[Exporter]) -> ClickHouseExporter | None:
     """The ClickHouse trace exporter, whose store the other ClickHouse users share."""
     if not any(e.name == "clickhouse" for e in exporters):
         return None  # nothing to share: ClickHouse (and its driver) stays unimported
@@ -398,7 +398,7 @@ def _journal(settings: Settings, exporters: Sequence[Exporter]) -> IntakeJournal
                          fsync_every_s=cfg.fsync_every_s)
 
 
-def _feedback_store(clickhouse: ClickHouseExporter | None) -> ReviewStore:
+def feedback_store(clickhouse: ClickHouseExporter | None) -> ReviewStore:
     """Hand-offs and feedback: in ClickHouse through the exporter's store (one chDB
     engine per process), else in memory (lost on restart)."""
     if clickhouse is None:

@@ -48,12 +48,12 @@ def record_feedback(
         except (urllib.error.URLError, OSError) as exc:
             raise SdkRemoteError(f"the sidecar could not store feedback: {type(exc).__name__}") from None
         return None
-    store = rt.feedback_store
-    if store is None:
+    store, privacy = rt.feedback_store, rt.privacy
+    if store is None or privacy is None:
         raise FeedbackUnavailableError("no feedback storage is configured")
     known = store.trace_exists(feedback.trace_id)
-    try:
-        stored = store_feedback(store, feedback, known, rt.store_feedback_text)
+    try:  # privacy.capture applies as on the sidecar's /v1/feedback
+        stored = store_feedback(store, feedback, known, rt.store_feedback_text, privacy)
     except Exception as exc:  # noqa: BLE001 - storage failures of any kind: one error
         raise FeedbackUnavailableError("feedback could not be stored") from exc
     return stored

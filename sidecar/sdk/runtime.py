@@ -32,6 +32,7 @@ from sidecar.errors import ConfigError
 from sidecar.sdk._loop import LoopThread
 
 if TYPE_CHECKING:
+    from sidecar.privacy import StoragePrivacy
     from sidecar.pipeline.emit import Emitter
     from sidecar.pipeline.guard import Guard
     from sidecar.policy import Route
@@ -83,6 +84,7 @@ class SdkRuntime:
         self._closers: list[Any] = []
         self.feedback_store: Any = None  # FeedbackStore (local mode)
         self.store_feedback_text = False
+        self.privacy: StoragePrivacy | None = None  # local mode: what storage keeps
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -97,7 +99,14 @@ class SdkRuntime:
 
     async def _start(self) -> None:
         from exporters.batch import ExportPipeline
-        from sidecar.app import build_exporters, build_guard, build_records, start_exporters
+        from sidecar.app import (
+            build_exporters,
+            build_guard,
+            build_records,
+            clickhouse_exporter,
+            feedback_store,
+            start_exporters,
+        )
         from sidecar.policy import load_policy
         from sidecar.settings import load_settings
 
@@ -113,12 +122,15 @@ class SdkRuntime:
             self._closers.append(guard.runner.close)
             self.guard = guard
             pairs = build_exporters(settings)
-            intake, _, self.emitter = build_records(settings, guard, exports,
-                                                    [e for e, _ in pairs])
+            exporters = [e for e, _ in pairs]
+            intake, self.privacy, self.emitter = build_records(settings, guard, exports,
+                                                               exporters)
             self._exports = intake
             await start_exporters(pairs, exports, {})
             await asyncio.to_thread(intake.start)
-            self._feedback_store([e for e, _ in pairs])
+            clickhouse = clickhouse_exporter(exporters)
+            self.feedback_store = feedback_store(clickhouse)
+            self.store_feedback_text = clickhouse is not None and clickhouse.store.store_text
         else:
             from sidecar.sdk.remote import RemoteGuard, SidecarTraceExporter
 
@@ -137,19 +149,6 @@ class SdkRuntime:
             intake, _, self.emitter = build_records(raw, None, exports, [exporter])
             self._exports = intake
             await asyncio.to_thread(intake.start)
-
-    def _feedback_store(self, exporters: list[Any]) -> None:
-        """Feedback goes where the sidecar puts it: the ClickHouse exporter's tables."""
-        from sidecar.handoff.clickhouse import ClickHouseHandoffStore
-        from sidecar.handoff.store import MemoryHandoffStore
-
-        clickhouse = next((e for e in exporters if e.name == "clickhouse"), None)
-        if clickhouse is None:
-            self.feedback_store = MemoryHandoffStore()
-            return
-        self.store_feedback_text = bool(clickhouse.config.store_text)
-        self.feedback_store = ClickHouseHandoffStore(clickhouse.run_query,
-                                                     store_text=self.store_feedback_text)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush and stop; idempotent."""

@@ -21,6 +21,7 @@ from tests.sidecar.sdk.conftest import traces
 
 if TYPE_CHECKING:
     from tests.conftest import Backend
+    from pathlib import Path
 
 EMAIL = "alice@example.com"
 CARD = "4111 1111 1111 1111"
@@ -305,3 +306,40 @@ def test_threads_and_tasks_share_one_runtime(sdk_local: Any) -> None:
     first = runtime()
     with ThreadPoolExecutor(4) as pool:
         assert all(r is first for r in pool.map(lambda _: runtime(), range(8)))
+
+
+def test_feedback_text_follows_the_privacy_setting(backend: Backend, database: str,
+                                                   tmp_path: Path, policy_file: Path) -> None:
+    """As on the sidecar's /v1/feedback: under ``capture: masked`` the comment is
+    stored masked and the user as a pseudonym."""
+    from sidecar.sdk import current_trace_id, guard, record_feedback
+    from sidecar.sdk import runtime as rt
+
+    rt.shutdown()
+    rt.configure(mode="local", policy=policy_file, settings={
+        "data_dir": str(tmp_path / "data"),
+        "privacy": {"capture": "masked"},
+        "exporters": [{"kind": "clickhouse", "options": {
+            "dsn": backend.dsn, "database": database, "spill_dir": str(tmp_path / "spill"),
+            "ttl_text_days": None}}],
+    })
+    try:
+        ids: list[str | None] = []
+
+        @guard(input=["prompt"])
+        def answer(prompt: str) -> str:
+            ids.append(current_trace_id())
+            return "ok"
+
+        answer("hi")
+        assert ids[0] is not None
+        record_feedback(ids[0], thumbs="down", comment=f"write to {EMAIL}", user=EMAIL)
+        result = backend.admin.query(
+            f"SELECT comment, user FROM {database}.feedback WHERE trace_id = %(t)s",
+            parameters={"t": ids[0]})
+        [(comment, user)] = [tuple(r) for r in result.result_rows]
+        assert comment == "write to <EMAIL_ADDRESS_1>"
+        assert EMAIL not in str(user) and str(user).startswith("h_")
+    finally:
+        rt.shutdown()
+        rt._config = None
