@@ -250,62 +250,25 @@ class Guard:
         """Put the stage's triggered findings (the first :data:`MAX_RECORDED_FINDINGS`;
         the rest are counted in ``railwatch.findings.unrecorded``) and its decision on
         the trace."""
-        room = MAX_RECORDED_FINDINGS
-        for outcomes, decision in zip(result.outcomes, result.decisions, strict=True):
-            triggered = decision.triggered
-            if len(triggered) > room:
-                extra = len(triggered) - room
-                unrecorded = int(ctx.attributes.get(semconv.RAILWATCH_FINDINGS_UNRECORDED, "0"))
-                ctx.attributes[semconv.RAILWATCH_FINDINGS_UNRECORDED] = str(unrecorded + extra)
-                triggered = triggered[:room]
-            room -= len(triggered)
-            for t in triggered:
-                outcome = outcomes.get(t.finding.detector)
-                ctx.findings.append(
-                    FindingRecord(
-                        stage=stage,
-                        detector=t.finding.detector,
-                        label=t.finding.label,
-                        score=round(float(t.finding.score), 6),
-                        start=t.finding.start,
-                        end=t.finding.end,
-                        action=t.action,
-                        latency_ms=round(outcome.latency_ms, 4) if outcome else 0.0,
-                    )
-                )
-            offset = round((result.started - ctx.t0) * 1000.0, 4)
-            for outcome in outcomes.values():
-                ctx.detector_runs.append(
-                    DetectorRunRecord(
-                        stage=stage,
-                        detector=outcome.detector,
-                        offset_ms=offset,
-                        latency_ms=round(outcome.latency_ms, 4),
-                        findings=len(outcome.findings),
-                        error=outcome.error,
-                        batch_size=outcome.batch_size,
-                    )
-                )
-                if outcome.error:
-                    ctx.attributes[semconv.attr_detector_error(outcome.detector)] = outcome.error
-        _remember_privacy_findings(ctx, stage, result)
-        decision = result.decision
-        ctx.decisions.append(DecisionRecord(stage, decision.action, decision.reasons))
-        ctx.escalate(decision.action)
+        _apply_records(ctx, stage, result, _stage_records(ctx.t0, stage, result))
 
     @classmethod
     async def record_off_loop(cls, ctx: RequestContext, stage: str, result: StageResult) -> None:
-        """:meth:`record`, in a worker thread when the stage triggered many findings (the
-        request's task waits for it, so nothing else touches ``ctx`` meanwhile)."""
+        """:meth:`record`, with the records built in a worker thread when the stage
+        triggered many findings. The thread touches nothing shared: ``ctx`` is changed
+        on the loop, so concurrent attempts (parallel retries) never race on it."""
         if sum(len(d.triggered) for d in result.decisions) <= RECORD_OFFLOAD_FINDINGS:
             cls.record(ctx, stage, result)
             return
-        done = asyncio.ensure_future(asyncio.to_thread(cls.record, ctx, stage, result))
+        done = asyncio.ensure_future(asyncio.to_thread(_stage_records, ctx.t0, stage, result))
         try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:  # the client left: let the thread finish with
-            await asyncio.wait({done})  # ``ctx`` before the trace record is built
+            built = await asyncio.shield(done)
+        except asyncio.CancelledError:  # the client left: the trace still gets the stage
+            await asyncio.wait({done})
+            if not done.cancelled() and done.exception() is None:
+                _apply_records(ctx, stage, result, done.result())
             raise
+        _apply_records(ctx, stage, result, built)
 
     # --- the pipeline's two stages -----------------------------------------------------
 
@@ -457,6 +420,78 @@ def refuse_incomplete(ctx: RequestContext, failed: Sequence[tuple[str, str]]) ->
     error.status = 503
     error.error_type = "server_error"
     raise error
+
+
+@dataclass(frozen=True, slots=True)
+class _StageRecords:
+    """What one stage adds to the trace, built without touching the request."""
+
+    findings: list[FindingRecord]
+    runs: list[DetectorRunRecord]
+    unrecorded: int  # triggered findings past MAX_RECORDED_FINDINGS
+    errors: dict[str, str]  # detector -> error code
+
+
+def _stage_records(t0: float, stage: str, result: StageResult) -> _StageRecords:
+    """The finding and detector-run records of ``result`` (``t0``: the request's
+    ``perf_counter`` arrival). Pure: safe in a worker thread."""
+    room = MAX_RECORDED_FINDINGS
+    findings: list[FindingRecord] = []
+    runs: list[DetectorRunRecord] = []
+    errors: dict[str, str] = {}
+    unrecorded = 0
+    offset = round((result.started - t0) * 1000.0, 4)
+    for outcomes, decision in zip(result.outcomes, result.decisions, strict=True):
+        triggered = decision.triggered
+        if len(triggered) > room:
+            unrecorded += len(triggered) - room
+            triggered = triggered[:room]
+        room -= len(triggered)
+        for t in triggered:
+            outcome = outcomes.get(t.finding.detector)
+            findings.append(
+                FindingRecord(
+                    stage=stage,
+                    detector=t.finding.detector,
+                    label=t.finding.label,
+                    score=round(float(t.finding.score), 6),
+                    start=t.finding.start,
+                    end=t.finding.end,
+                    action=t.action,
+                    latency_ms=round(outcome.latency_ms, 4) if outcome else 0.0,
+                )
+            )
+        for outcome in outcomes.values():
+            runs.append(
+                DetectorRunRecord(
+                    stage=stage,
+                    detector=outcome.detector,
+                    offset_ms=offset,
+                    latency_ms=round(outcome.latency_ms, 4),
+                    findings=len(outcome.findings),
+                    error=outcome.error,
+                    batch_size=outcome.batch_size,
+                )
+            )
+            if outcome.error:
+                errors[outcome.detector] = outcome.error
+    return _StageRecords(findings, runs, unrecorded, errors)
+
+
+def _apply_records(ctx: RequestContext, stage: str, result: StageResult,
+                   built: _StageRecords) -> None:
+    """Put ``built`` and the stage's decision on ``ctx`` (on the event loop)."""
+    if built.unrecorded:
+        unrecorded = int(ctx.attributes.get(semconv.RAILWATCH_FINDINGS_UNRECORDED, "0"))
+        ctx.attributes[semconv.RAILWATCH_FINDINGS_UNRECORDED] = str(unrecorded + built.unrecorded)
+    ctx.findings.extend(built.findings)
+    ctx.detector_runs.extend(built.runs)
+    for detector, error in built.errors.items():
+        ctx.attributes[semconv.attr_detector_error(detector)] = error
+    _remember_privacy_findings(ctx, stage, result)
+    decision = result.decision
+    ctx.decisions.append(DecisionRecord(stage, decision.action, decision.reasons))
+    ctx.escalate(decision.action)
 
 
 def _remember_privacy_findings(ctx: RequestContext, stage: str, result: StageResult) -> None:
