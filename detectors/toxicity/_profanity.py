@@ -115,11 +115,22 @@ class ProfanityScorer:
                 self._folded = None
             else:
                 self._fast = _FastTfidf.build(vectorizer, *self._folded)
-                if self._fast is not None and not np.allclose(
-                    self._fast.positive(_PROBES), exact, rtol=0, atol=1e-9
-                ):
+                if self._fast is not None and not self._fast_agrees(exact):
                     log.warning("%s: fast TF-IDF disagrees with transform; not using it", _DIST)
                     self._fast = None
+
+    def _fast_agrees(self, exact: np.ndarray) -> bool:
+        """Does the fast path give scikit-learn's scores on the probes: whole texts
+        (arrays and plain floats) and a long sentence's windows (both of its forms)?"""
+        assert self._fast is not None
+        long = [" ".join(_PROBES * n) for n in (3, 16)]  # few terms, then more than 96
+        windows = [_windows(text) for text in long]
+        reference = self._positive(self._vectorizer.transform([w for ws in windows for w in ws]))
+        owners = [i for i, ws in enumerate(windows) for _ in ws]
+        expected = np.concatenate([exact, _best_per_text(len(long), owners, reference)[:, 0]])
+        scored = self._fast.score_windows([*_PROBES, *long])[0][:, 0]
+        return bool(np.allclose(self._fast.positive(_PROBES), exact, rtol=0, atol=1e-9)
+                    and np.allclose(scored, expected, rtol=0, atol=1e-9))
 
     @classmethod
     def load(cls) -> ProfanityScorer:
