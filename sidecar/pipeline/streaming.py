@@ -138,21 +138,16 @@ class StreamFlow:
         return strategy.settle(verdict)
 
 
-def delivered_stream_action(mode: str, decision: Decision, last_chance: bool) -> str | None:
+def delivered_stream_action(mode: str, decision: Decision) -> str | None:
     """The action a stream whose bytes reached the client records for its windows'
-    merged ``decision``; ``None`` when it must be ``block`` (an override).
+    merged ``decision`` (as delivered: a spent retry is already ``flag``); ``None``
+    when it must be ``block`` (an override).
 
-    An acceptable verdict (``pass``, ``flag``, ``mask``) stands; ``retry``/``fallback``
-    with nothing left to try (``last_chance``) was delivered flagged; any other stop
-    means the stream was being cut when the attempt ended (also when the client left
-    during the cut). ``passthrough`` forwards untouched: its verdict stands, for the
-    record only."""
+    An acceptable verdict (``pass``, ``flag``, ``mask``) stands; any other means the
+    stream was being cut when the attempt ended (also when the client left during the
+    cut). ``passthrough`` forwards untouched: its verdict stands, for the record only."""
     action = decision.action
-    if mode == "passthrough" or action in ACCEPTABLE:
-        return action
-    if last_chance and action in ("retry", "fallback"):
-        return as_delivered(decision).action
-    return None
+    return action if mode == "passthrough" or action in ACCEPTABLE else None
 
 
 def window_guard(
@@ -176,8 +171,6 @@ def window_guard(
         failed = guard.incomplete(stage_route, result, "output") if decision.action != "block" else []
         if failed:  # a leak the policy masks could not be looked for: cut, never release
             decision = incomplete_decision(ctx, failed)
-        if decision.action != "pass":
-            decisions.append(decision)
         return decision
 
     async def checker(check: WindowCheck) -> WindowVerdict:
@@ -196,12 +189,13 @@ def window_guard(
             window = await run(windows, check.text) if check.text else PASS
             whole_only = window.action in CONTINUE and decision.action not in CONTINUE
             decision = merge([window, decision])
-        verdict = WindowVerdict(decision.action, decision.reasons,
-                                tuple(decision.mask_findings), whole_only)
-        if last_chance and verdict.action in ("retry", "fallback"):
+        if last_chance and decision.action in ("retry", "fallback"):
             ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
-            return WindowVerdict("flag", verdict.reasons, verdict.mask_spans)
-        return verdict
+            decision, whole_only = as_delivered(decision), False
+        if decision.action != "pass":
+            decisions.append(decision)  # what the window's verdict was, as delivered
+        return WindowVerdict(decision.action, decision.reasons,
+                             tuple(decision.mask_findings), whole_only)
 
     spec = route.stream
     return StreamGuard(
@@ -281,27 +275,24 @@ class StreamStrategy:
             outcome = await self._stream(upstream, call.payload(spec, self.body, self.payload),
                                          spec.last_chance, facts)
             if outcome.committed:
-                self._deliver(upstream, facts, outcome.decision, spec.last_chance)
+                self._deliver(upstream, facts, outcome.decision)
                 adopted = True
             return outcome
         finally:
             if not adopted and ctx.status == 200:  # cancelled after bytes left: keep them
-                self._deliver(upstream, facts, merge(self._decisions), spec.last_chance)
+                self._deliver(upstream, facts, merge(self._decisions))
 
-    def _deliver(self, upstream: Upstream, facts: AnswerFacts, decision: Decision,
-                 last_chance: bool) -> None:
+    def _deliver(self, upstream: Upstream, facts: AnswerFacts, decision: Decision) -> None:
         """This attempt's answer reached the client: the request takes its facts, and its
         decision replaces what discarded attempts escalated. Never raises.
 
         The decision is the most severe of the input stage's and ``decision`` (this
-        attempt's windows), except: a ``retry``/``fallback`` with nothing left to try is
-        delivered flagged; any other stop means the stream was being cut when the
-        attempt ended (a client that left during the cut too): ``block``. Passthrough
-        streams record what the policy decided, for the record only."""
+        attempt's windows, as delivered), or ``block`` when they ended on a stop
+        (:func:`delivered_stream_action`)."""
         ctx = self.call.ctx
         ctx.upstream = upstream.label
         ctx.adopt(facts)
-        action = delivered_stream_action(self.call.route.stream.mode, decision, last_chance)
+        action = delivered_stream_action(self.call.route.stream.mode, decision)
         if action is None:
             ctx.override("block")
         else:
@@ -384,6 +375,7 @@ class StreamStrategy:
             if not last_chance or decision.action not in ("retry", "fallback"):
                 return Outcome(status=200, decision=decision)
             ctx.attributes[semconv.ATTR_EXHAUSTED] = "1"
+            decision = as_delivered(decision)
         body_out = jsonio.dumps(doc, lenient) if changed else raw
         response = upstream_response(ctx, 200, resp.headers.items(), body_out, decoded=changed)
         return Outcome(status=200, decision=decision, committed=True, result=response)

@@ -120,27 +120,24 @@ def test_the_trace_record_carries_the_final_decision() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "action", "last_chance", "recorded"),
+    ("mode", "action", "recorded"),
     [
-        ("windowed", "pass", False, "pass"),
-        ("windowed", "flag", False, "flag"),
-        ("windowed", "mask", False, "mask"),
-        ("windowed", "retry", True, "flag"),  # nothing left to try: delivered flagged
-        ("windowed", "fallback", True, "flag"),
-        ("windowed", "retry", False, None),  # a stop under way: block
-        ("windowed", "fallback", False, None),
-        ("windowed", "block", True, None),
-        ("windowed", "handoff", False, None),
-        ("buffered", "block", False, None),
-        ("passthrough", "retry", False, "retry"),  # for the record only
-        ("passthrough", "block", False, "block"),
+        ("windowed", "pass", "pass"),
+        ("windowed", "flag", "flag"),  # also a spent retry, delivered flagged
+        ("windowed", "mask", "mask"),
+        ("windowed", "retry", None),  # a stop under way: block
+        ("windowed", "fallback", None),
+        ("windowed", "block", None),
+        ("windowed", "handoff", None),
+        ("buffered", "block", None),
+        ("passthrough", "retry", "retry"),  # for the record only
+        ("passthrough", "block", "block"),
     ],
 )
 def test_a_delivered_stream_records_its_windows_verdict(
-    mode: str, action: str, last_chance: bool, recorded: str | None
+    mode: str, action: str, recorded: str | None
 ) -> None:
     from sidecar.pipeline.streaming import delivered_stream_action
     from sidecar.policy import Decision
 
-    got = delivered_stream_action(mode, Decision(action, ("d:l",)), last_chance)
-    assert got == recorded
+    assert delivered_stream_action(mode, Decision(action, ("d:l",))) == recorded
