@@ -338,15 +338,16 @@ class _Lane:
     def new_item(self, text: str, context: TextContext | None) -> _Item:
         return _Item(text, context, asyncio.get_running_loop().create_future())
 
-    async def run_inline(self, item: _Item) -> DetectionOutcome:
+    async def run_inline(self, items: list[_Item]) -> list[DetectionOutcome]:
+        """One ``detect`` call for ``items`` in the caller's task (no queue)."""
         self.in_flight += 1
         slot = _Slot(self)
         try:
-            await self.execute([item], slot)
+            await self.execute(items, slot)
         finally:
             if not slot.deferred:
                 slot.release()
-        return item.future.result()
+        return [item.future.result() for item in items]
 
     def submit(self, item: _Item) -> None:
         self.queue.append(item)
@@ -690,7 +691,7 @@ class DetectorRunner:
         for detector failures."""
         lane = self._lane(detector)
         if lane.can_run_inline():
-            return await lane.run_inline(lane.new_item(text, context))
+            return (await lane.run_inline([lane.new_item(text, context)]))[0]
         item = lane.new_item(text, context)
         if lane.unavailable():
             return lane.error_outcome(item, UNAVAILABLE, 0)
@@ -735,16 +736,23 @@ class DetectorRunner:
                 else:
                     lane.submit(item)
                     waiting.append((row, index, lane, item))
-        for row, (text, context) in enumerate(texts):
-            for index, lane in inline:
-                item = lane.new_item(text, context)
+        for index, lane in inline:
+            # an inline lane takes one text per call; a queued one run solo, its
+            # batches, as its queue would have formed them
+            step = 1 if lane.inline else max(1, lane.settings.max_batch)
+            for first in range(0, len(texts), step):
+                rows = range(first, min(first + step, len(texts)))
+                items = [lane.new_item(*texts[row]) for row in rows]
                 if lane.can_run_inline(solo):
-                    outcomes[row][index] = await lane.run_inline(item)
-                elif lane.unavailable():
-                    outcomes[row][index] = lane.error_outcome(item, UNAVAILABLE, 0)
-                else:
-                    lane.submit(item)
-                    waiting.append((row, index, lane, item))
+                    for row, outcome in zip(rows, await lane.run_inline(items), strict=True):
+                        outcomes[row][index] = outcome
+                    continue
+                for row, item in zip(rows, items, strict=True):
+                    if lane.unavailable():
+                        outcomes[row][index] = lane.error_outcome(item, UNAVAILABLE, 0)
+                    else:
+                        lane.submit(item)
+                        waiting.append((row, index, lane, item))
         try:
             for row, index, lane, item in waiting:  # each wait keeps its own deadline
                 outcomes[row][index] = await lane.wait(item)

@@ -667,6 +667,18 @@ async def test_solo_runs_an_idle_queued_detector_without_a_loop_turn(
     assert queued.calls == [["abc"], ["abcd"]]
 
 
+async def test_solo_keeps_a_requests_texts_in_one_batch(runner: DetectorRunner) -> None:
+    """``solo`` skips waiting for other requests, not batching this request's own
+    texts (a chat's messages): one call for all of them, up to ``max_batch``."""
+    queued = Recorder("queued")
+    await started(runner, (queued, RunSettings(inline=False, max_batch=2)))
+    sent = texts(3)
+    rows = await runner.run_segments(["queued"], [(t, None) for t in sent], solo=True)
+    assert queued.calls == [sent[:2], sent[2:]]
+    for text, (outcome,) in zip(sent, rows, strict=True):
+        assert_answers([outcome], [text])
+
+
 async def test_solo_still_queues_behind_a_busy_detector(runner: DetectorRunner) -> None:
     model = Recorder("model", blocking=True)
     await started(runner, (model, RunSettings()))
