@@ -280,8 +280,9 @@ def create_app(
     drift = build_drift(settings, clickhouse)
     if drift is not None:
         pairs.append((drift.exporter, ExporterSettings(kind="drift")))
+        exporter_list.append(drift.exporter)
     # every record consumer, drift's included (it reads the stored, masked prompt)
-    intake, privacy, emitter = build_records(settings, guard, exports, [e for e, _ in pairs])
+    intake, privacy, emitter = build_records(settings, guard, exports, exporter_list)
     signals = ImplicitSignals(issued=IssuedTraces(
         settings.feedback.issued_window_s, settings.feedback.max_issued))
     review_store = feedback_store(clickhouse)

@@ -2,7 +2,7 @@
 
 :class:`DriftStore` owns no client. It takes ``run(fn)``, which calls
 ``fn(client, database)`` and returns its result: the ClickHouse exporter's
-``run_query`` inside a sidecar (one chDB engine per process, owned by that exporter,
+``store.run`` inside a sidecar (one chDB engine per process, owned by that exporter,
 calls serialised with its inserts), or :meth:`DriftStore.for_client` around a client of
 its own (the CLI, a CronJob). Every method blocks on one or two queries: call them from
 a worker thread. Driver errors propagate (``ClickHouseError``); nothing here logs text.

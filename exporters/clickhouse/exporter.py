@@ -37,13 +37,12 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import orjson
-from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
 from exporters.base import BatchPreference, ExportResult
@@ -67,7 +66,6 @@ from exporters.errors import (
 from exporters.spill import SpillLog
 from sidecar.record import TraceRecord
 
-_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -300,14 +298,6 @@ class ClickHouseExporter:
     @property
     def ready(self) -> bool:
         return self._ready
-
-    def run_query(self, fn: Callable[[Client, str], _T]) -> _T:
-        """Run ``fn(client, database)`` serialised with this exporter's inserts. Blocks.
-
-        The same as ``self.store.run(fn)``; kept for callers holding the exporter.
-        Raises StorageUnavailableError when not connected; ``fn``'s errors propagate.
-        """
-        return self.store.run(fn)
 
     def snapshot(self) -> ClickHouseSnapshot:
         return ClickHouseSnapshot(

@@ -29,6 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from exporters.clickhouse.migrations import QUANTILES
 from sidecar.semconv import ATTR_REQUEST_RESPONSE_FORMAT as _RESPONSE_FORMAT_KEY
+from sidecar.timestamps import epoch_seconds
 
 Since = datetime | timedelta | float | int | str | None
 
@@ -52,7 +53,7 @@ def parse_since(value: Since, *, now: float | None = None) -> float | None:
         return None
     now = time.time() if now is None else now
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+        return epoch_seconds(value)
     if isinstance(value, timedelta):
         return now - value.total_seconds()
     if isinstance(value, int | float):

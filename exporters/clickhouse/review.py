@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from clickhouse_connect.driver.client import Client
+from sidecar.timestamps import epoch_seconds
 
 FEEDBACK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "String"),
@@ -71,9 +72,7 @@ def _db(database: str) -> str:
 def _ms(value: float | datetime | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    return round(value * 1000)
+    return round(epoch_seconds(value) * 1000)
 
 
 def _utc(row: dict[str, Any]) -> dict[str, Any]:
@@ -207,8 +206,7 @@ def status_backlog(
         parameters={"s": status, "n": max_scan},
     )
     count, oldest = result.result_rows[0]
-    millis = _ms(oldest) if count else None
-    return int(count), (millis / 1000 if millis is not None else None)
+    return int(count), (epoch_seconds(oldest) if count else None)
 
 
 def list_handoffs(

@@ -120,14 +120,14 @@ def query_panels(run: QueryRunner, window: TimeRange, search: str) -> list[Rende
 
 
 def clickhouse_runner(exports: ExportPipeline) -> RunnerLookup:
-    """The ``run_query`` of the started ClickHouse exporter in ``exports``, if any (looked up
-    per call: exporters join the pipeline as they start)."""
+    """The store runner of the started ClickHouse exporter in ``exports``, if any
+    (looked up per call: exporters join the pipeline as they start)."""
+    from exporters.clickhouse.exporter import ClickHouseExporter
 
     def lookup() -> QueryRunner | None:
         for processor in exports.processors:
-            run = getattr(processor.exporter, "run_query", None)
-            if processor.exporter.name == "clickhouse" and callable(run):
-                return run  # type: ignore[no-any-return]
+            if isinstance(processor.exporter, ClickHouseExporter):
+                return processor.exporter.store.run
         return None
 
     return lookup

@@ -193,19 +193,6 @@ class ReviewAuth:
         self._outcome(address, user or None, reviewer)
         return reviewer
 
-    @staticmethod
-    def header_user(authorization: str | None) -> str | None:
-        """The user name a basic ``Authorization`` header claims (unchecked), for lockouts."""
-        return _parse_header(authorization)[3]
-
-    def check_header(self, authorization: str | None, address: str | None = None) -> str | None:
-        """The reviewer for an ``Authorization`` header, or ``None``. A header that
-        was present but wrong counts as a failed sign-in (no lockout check: see
-        :meth:`authorize_header`)."""
-        if not authorization:
-            return None
-        return self._check_parsed(_parse_header(authorization), address)
-
     def authorize_header(self, authorization: str | None,
                          address: str | None = None) -> tuple[str | None, float]:
         """(reviewer, seconds to wait) for an ``Authorization`` header, lockout included.

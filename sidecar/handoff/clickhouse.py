@@ -3,7 +3,7 @@
 :class:`ClickHouseHandoffStore` does not own a client: in one process only one
 chDB engine path may be open and the ClickHouse exporter owns it, so the store
 takes a ``run(fn)`` that executes ``fn(client, database)`` serialised with the
-exporter's inserts, in the calling worker thread (``ClickHouseExporter.run_query``).
+exporter's inserts, in the calling worker thread (the exporter's ``store.run``).
 Reads and writes go through :mod:`exporters.clickhouse.review`. Every method
 blocks; driver errors propagate.
 """

@@ -93,7 +93,7 @@ def drive_drift(loop_thread: LoopThread, sc: RunningSidecar, demo: Any) -> None:
         assert sc.runtime.exports.force_flush(20)
     exporter = next(p.exporter for p in sc.runtime.exports.processors
                     if p.exporter.name == "clickhouse")
-    store = exporter.run_query(lambda client_, db: DriftStore.for_client(client_, db))
+    store = exporter.store.run(lambda client_, db: DriftStore.for_client(client_, db))
     drift = sc.runtime.drift
     run_job(store, sc.runtime.settings.drift, drift.state, pod="dash-test", store_text=True,
             windows=Windows(ref, cur))
@@ -188,7 +188,7 @@ def run_traffic(loop_thread: LoopThread, dsn: str, database: str, tmp: Path) -> 
     sc.runtime.exports.force_flush(10)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        got = clickhouse.run_query(
+        got = clickhouse.store.run(
             lambda c, db: c.query(f"SELECT count() FROM {db}.traces").result_rows[0][0])
         if got >= n:
             break

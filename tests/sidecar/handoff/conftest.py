@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def ch_store(backend: Backend, review_database: str) -> ClickHouseHandoffStore:
-    # what ClickHouseExporter.run_query provides in the sidecar: one client, one lock
+    # what ClickHouseExporter.store.run provides in the sidecar: one client, one lock
     return ClickHouseHandoffStore(locked_runner(backend.admin, review_database, threading.Lock()))
 
 
