@@ -113,6 +113,14 @@ class EventSizeLimit:
         return self._pending <= self._max
 
 
+DONE = b"data: [DONE]\n\n"  # the OpenAI stream's last event
+
+
+def encode(doc: Any) -> bytes:
+    """One SSE event carrying ``doc`` as JSON."""
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
 def completion_stream(doc: dict[str, Any]) -> bytes:
     """A complete one-choice answer the sidecar wrote itself (a ``chat.completion`` or
     ``text_completion`` document: a refusal, a hand-off message) as the SSE stream a
@@ -128,7 +136,7 @@ def completion_stream(doc: dict[str, Any]) -> bytes:
 
     def event(piece: dict[str, Any], reason: str | None, **extra: Any) -> bytes:
         c: dict[str, Any] = {"index": 0, **piece, "logprobs": None, "finish_reason": reason}
-        return b"data: " + orjson.dumps({**meta, "object": obj, "choices": [c], **extra}) + b"\n\n"
+        return encode({**meta, "object": obj, "choices": [c], **extra})
 
     tail = {"railwatch": doc["railwatch"]} if "railwatch" in doc else {}
     if chat:
@@ -137,4 +145,4 @@ def completion_stream(doc: dict[str, Any]) -> bytes:
                  event({"delta": {}}, finish, **tail)]
     else:
         parts = [event({"text": choice["text"]}, None), event({"text": ""}, finish, **tail)]
-    return b"".join(parts) + b"data: [DONE]\n\n"
+    return b"".join(parts) + DONE

@@ -35,6 +35,7 @@ from sidecar.pipeline.observe import StreamObserver
 from sidecar.pipeline.relay import BROKEN, TIMEOUT
 from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
+from sidecar.sse import DONE
 
 __all__ = ["STREAM_BROKEN_EVENT", "STREAM_INVALID_EVENTS", "STREAM_TIMEOUT_EVENT",
            "TAIL_EVENTS", "finish_stream", "open_stream", "pump"]
@@ -61,7 +62,6 @@ STREAM_INVALID_EVENTS = {  # StreamObserver.broken -> the client's last event
 TAIL_EVENTS = {  # why a stream stopped (relay's reasons, StreamObserver.broken) -> last event
     TIMEOUT: STREAM_TIMEOUT_EVENT, BROKEN: STREAM_BROKEN_EVENT, **STREAM_INVALID_EVENTS,
 }
-_DONE = b"data: [DONE]\n\n"
 
 
 async def finish_stream(out: web.StreamResponse, ctx: RequestContext, tail: bytes | None) -> None:
@@ -256,7 +256,7 @@ async def _finish(ctx: RequestContext, sg: StreamGuard, writer: _Writer,
     if out is None:  # nothing at all was released (an empty stream): still answer
         out = await writer.prepare()
         if not ctx.client_disconnected:
-            await writer.send(_DONE)
+            await writer.send(DONE)
     await finish_stream(out, ctx, tail)
     return out
 

@@ -13,13 +13,11 @@ Cost per chunk: one buffer join, one ``split`` and, for the usual one-line
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import orjson
+from sidecar.sse import DONE, encode
 
 __all__ = ["DONE", "RawEvent", "RawSplitter", "drop_usage_null", "encode"]
 
-DONE = b"data: [DONE]\n\n"
 
 # `"usage": null` as a key of the top-level object, with the comma that joins it to
 # its neighbour. A quote inside a JSON string is escaped, so an unescaped
@@ -90,10 +88,6 @@ def _event(block: bytes) -> RawEvent | None:
             value = line[5:]
             data.append(value[1:] if value.startswith(b" ") else value)
     return RawEvent(raw, b"\n".join(data) if data else None)
-
-
-def encode(doc: Any) -> bytes:
-    return b"data: " + orjson.dumps(doc) + b"\n\n"
 
 
 def drop_usage_null(raw: bytes) -> bytes | None:
