@@ -56,8 +56,8 @@ class DriftSettings(_Model):
     enabled: bool = True
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # requests whose features are stored
     max_rows_per_s: float = Field(default=20.0, gt=0)  # per sidecar, after sample_rate
-    # the longest a sampled row waits in memory before its insert (a crash loses what
-    # waits), even when no later request comes; fewer, larger inserts make fewer parts.
+    # the longest a record waits for the drift worker (its export batch delay), even when
+    # no later request comes; fewer, larger inserts make fewer parts.
     # Named like clickhouse.insert_max_age_s; insert_interval_s is its old name.
     insert_max_age_s: float = Field(default=5.0, gt=0, le=300, validation_alias=AliasChoices(
         "insert_max_age_s", "insert_interval_s"))

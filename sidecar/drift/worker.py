@@ -13,17 +13,19 @@ pipeline's ``submit``. Per batch it:
    the tests need a few hundred;
 3. embeds a sub-sample of their prompts in batches when embeddings are on, within a
    per-second budget (past it rows are stored without an embedding, counted);
-4. stores events at once, counting and logging each; hands rows to a
-   :class:`~sidecar.drift.buffer.RowBuffer`, which inserts them once
-   ``INSERT_MAX_ROWS`` wait or the oldest is ``drift.insert_max_age_s`` old, even when
-   no later batch comes (each insert makes a ClickHouse part, and parts cost merges: a
-   few large inserts are far cheaper than many small ones).
+4. stores the batch's events and rows, one insert each, counting and logging each
+   event.
+
+Batches are few and large (:meth:`batch_preference`: up to ``INSERT_MAX_ROWS`` records,
+at least every ``drift.insert_max_age_s``; each insert makes a ClickHouse part, and parts
+cost merges), so records wait in the batch processor's queue, where the crash journal
+still holds them, not in a buffer of this exporter's own. The rate budgets allow a
+burst of one batch interval.
 
 ``export`` never raises: a storage failure is counted (``skipped{reason="store"}``),
 logged, those rows are dropped (they are samples; no spill log) and ``FAILURE``
-returned when the failed insert was this call's. Text reaches storage only as the
-``example`` column, and only when ``store_text`` (the ClickHouse exporter's setting and
-the privacy mode allow it). ``shutdown`` writes every buffered row.
+returned. Text reaches storage only as the ``example`` column, and only when
+``store_text`` (the ClickHouse exporter's setting and the privacy mode allow it).
 """
 
 from __future__ import annotations
@@ -34,9 +36,8 @@ import time
 from collections.abc import Sequence
 from typing import TypeVar
 
-from exporters.base import ExportResult
+from exporters.base import BatchPreference, ExportResult
 from exporters.clickhouse.drift_store import DriftEvent, DriftStore, RequestFeatures
-from sidecar.drift.buffer import RowBuffer
 from sidecar.drift.changes import ChangeTracker
 from sidecar.drift.config import DriftSettings
 from sidecar.drift.embedder import Embedder
@@ -53,17 +54,18 @@ INSERT_MAX_ROWS = 2000  # rows buffered before an insert, whatever insert_max_ag
 
 
 class _Bucket:
-    """A token bucket: ``rate`` items a second, bursts up to two seconds' worth."""
+    """A token bucket: ``rate`` items a second, bursts up to ``burst_s`` seconds' worth."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst_s: float = 2.0) -> None:
         self.rate = rate
+        self.burst = burst_s * rate
         self.tokens = rate
         self.at = time.monotonic()
 
     def take(self, rng: random.Random, items: list[T]) -> list[T]:
         """As many of ``items`` as the bucket allows, drawn uniformly, in their order."""
         now = time.monotonic()
-        self.tokens = min(2 * self.rate, self.tokens + (now - self.at) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
         n = min(len(items), int(self.tokens))
         self.tokens -= n
@@ -86,11 +88,15 @@ class DriftExporter:
         self.store_text = store_text
         self.embedder = embedder
         self.tracker = ChangeTracker(pod)
-        self._rows = _Bucket(settings.max_rows_per_s)
-        self._embeds = _Bucket(settings.embeddings.max_per_s)
+        burst_s = max(2.0, settings.insert_max_age_s)  # a batch comes at least this often
+        self._rows = _Bucket(settings.max_rows_per_s, burst_s)
+        self._embeds = _Bucket(settings.embeddings.max_per_s, burst_s)
         self._rng = random.Random()
-        self._buffer = RowBuffer(store, state, max_age_s=settings.insert_max_age_s,
-                                 max_rows=INSERT_MAX_ROWS)
+
+    def batch_preference(self) -> BatchPreference:
+        """Few, large inserts: ``INSERT_MAX_ROWS`` records at most, every
+        ``drift.insert_max_age_s`` at least."""
+        return BatchPreference(INSERT_MAX_ROWS, self.settings.insert_max_age_s)
 
     def start(self) -> None:
         """Seed the change tracker from storage; load the embedder. Blocks; may raise."""
@@ -114,14 +120,24 @@ class DriftExporter:
             chosen = [(record, features(record, chars)) for record in kept]
             vectors = self._embed(chosen)
             rows = [self._row(r, f, vectors.get(i, ())) for i, (r, f) in enumerate(chosen)]
-            self.store.insert_events(events)  # at once: rare, and the point of an event
+            self.store.insert_events(events)
         except Exception as exc:  # noqa: BLE001 - an exporter never raises; counted
             self.counters.bump(self.counters.skipped, "store", len(batch))
             logger.error("drift worker failed on a batch of %d: %s", len(batch),
                          type(exc).__name__)
             return ExportResult.FAILURE
         self.counters.note_events(events)
-        return ExportResult.SUCCESS if self._buffer.add(rows) else ExportResult.FAILURE
+        if not rows:
+            return ExportResult.SUCCESS
+        try:
+            self.store.insert_requests(rows)
+        except Exception as exc:  # noqa: BLE001 - samples are not worth a spill log
+            self.counters.bump(self.counters.skipped, "store", len(rows))
+            logger.error("drift worker could not store %d rows: %s", len(rows),
+                         type(exc).__name__)
+            return ExportResult.FAILURE
+        self.counters.sampled += len(rows)
+        return ExportResult.SUCCESS
 
     def _embed(self, chosen: Sequence[tuple[TraceRecord, Features]]) -> dict[int, list[float]]:
         emb = self.settings.embeddings
@@ -155,9 +171,8 @@ class DriftExporter:
         )
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
-        """Insert the buffered rows now. Blocks (at most two inserts)."""
-        return self._buffer.flush()
+        """Nothing is held here (the batch processor drains its queue first)."""
+        return True
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Stop the buffer's timer and insert every buffered row. Blocks; never raises."""
-        self._buffer.close(timeout_s)
+        """Nothing to write (the batch processor exported what was queued)."""

@@ -6,16 +6,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pytest
 
 from exporters.batch import BatchProcessor
 from exporters.clickhouse import migrate
-from exporters.clickhouse.drift_store import DriftStore, RequestFeatures
+from exporters.clickhouse.drift_store import DriftStore
 from sidecar import semconv as sc
-from sidecar.drift.buffer import RowBuffer
 from sidecar.drift.config import DriftSettings
 from sidecar.drift.state import DriftState
 from sidecar.drift.worker import DriftExporter
@@ -123,41 +121,3 @@ def test_the_max_age_defaults_to_five_seconds_and_keeps_its_old_name() -> None:
     assert load_settings(env={}).drift.insert_max_age_s == 5.0
     old = load_settings(env={"RAILWATCH_DRIFT__INSERT_INTERVAL_S": "2"})
     assert old.drift.insert_max_age_s == 2.0
-
-
-def _features() -> RequestFeatures:
-    return RequestFeatures(
-        ts=time.time(), request_id=uuid.uuid4().hex, pod="p", upstream="http://u",
-        route="chat", model="m", model_requested="m", system_fingerprint="fp1",
-        system_prompt_hash="", system_prompt_chars=0, prompt_hash="h", prompt_chars=5,
-        num={}, cat={})
-
-
-class _SlowClickHouse(DriftStore):
-    """The real store in front of a ClickHouse that takes ``delay_s`` per insert."""
-
-    delay_s = 1.5
-
-    def insert_requests(self, rows: Sequence[RequestFeatures]) -> None:
-        time.sleep(self.delay_s)
-        super().insert_requests(rows)
-
-
-def test_close_waits_for_a_slow_insert_only_as_long_as_its_timeout(
-    backend: Backend, database: str, caplog: pytest.LogCaptureFixture,
-) -> None:
-    migrate(backend.admin, database)
-    state = DriftState()
-    store = _SlowClickHouse.for_client(backend.admin, database)
-    buffer = RowBuffer(store, state, max_age_s=0.05, max_rows=1000)
-    buffer.add([_features()])  # the timer starts its (slow) insert within 0.05 s
-    assert _wait_for(lambda: len(buffer) == 0)
-    buffer.add([_features()])  # waits behind it
-    started = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger="railwatch.drift"):
-        assert buffer.close(timeout_s=0.2) is False
-    # one slow insert at most (the timer's, joined), not that one and another
-    assert time.monotonic() - started < _SlowClickHouse.delay_s + 1.0
-    assert state.skipped == {"shutdown": 1}
-    assert any("dropped 1 rows at shutdown" in r.getMessage() for r in caplog.records)
-    assert _wait_for(lambda: _count(backend, database) == 1)  # the timer's insert landed
