@@ -102,6 +102,7 @@ def response_headers(headers: Iterable[tuple[str, str]], *, decoded: bool) -> CI
 _INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
                   "deflate": zlib.MAX_WBITS}
 _INLINE_INFLATE_BYTES = 16 * 1024  # bigger compressed bodies are inflated in a thread
+_INLINE_DECODED_BYTES = 128 * 1024  # and so are smaller ones that inflate past this
 _INFLATE_STEP = 1024 * 1024
 _PROBE_READ_BYTES = 64 * 1024  # a readiness probe reads no more of GET /v1/models
 
@@ -127,9 +128,10 @@ def _inflate_with(raw: bytes, wbits: int, limit: int) -> bytes | None:
     inflater = zlib.decompressobj(wbits)
     parts: list[bytes] = []
     total, data = 0, raw
+    step = min(_INFLATE_STEP, limit + 1)  # never more than the limit past it
     try:
         while True:
-            part = inflater.decompress(data, _INFLATE_STEP)
+            part = inflater.decompress(data, step)
             total += len(part)
             if total > limit:
                 raise _too_large(limit)
@@ -137,7 +139,7 @@ def _inflate_with(raw: bytes, wbits: int, limit: int) -> bytes | None:
             data = inflater.unconsumed_tail
             if inflater.eof:  # bytes after the end stay in unconsumed_tail: ignored
                 break
-            if not data and len(part) < _INFLATE_STEP:
+            if not data and len(part) < step:
                 break  # truncated (a full step may leave output pending: drained first)
     except zlib.error:
         return None
@@ -287,8 +289,15 @@ class UpstreamClient:
         self.trimmer.note(size)
         raw = b"".join(chunks)
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-        if encoding not in _INFLATE_WBITS or len(raw) <= _INLINE_INFLATE_BYTES:
+        if encoding not in _INFLATE_WBITS:  # nothing to inflate
             return UpstreamBody(raw, inflate(raw, encoding, limit))
+        if len(raw) <= _INLINE_INFLATE_BYTES:
+            try:  # a small answer on the loop; a small body that inflates big: a thread
+                return UpstreamBody(raw, inflate(raw, encoding,
+                                                 min(limit, _INLINE_DECODED_BYTES)))
+            except UpstreamTooLargeError:
+                if limit <= _INLINE_DECODED_BYTES:
+                    raise
         return UpstreamBody(raw, await asyncio.to_thread(inflate, raw, encoding, limit))
 
     def last_probe(self) -> dict[str, Any]:

@@ -320,3 +320,18 @@ def test_inflate_ends_at_the_stream_end_and_bounds_bombs() -> None:
         inflate(packed, "gzip", 1 << 20)
     assert inflate(b"not gzip", "gzip", 1 << 20) is None
     assert inflate(b"raw", "br", 1 << 20) is None
+
+
+def test_a_small_body_that_inflates_big_is_left_to_a_thread() -> None:
+    """A gzip body of a few KB can hold megabytes: the loop inflates small bodies only up
+    to 128 KB of output (one step no bigger than that), past it a thread does the rest."""
+    import gzip
+
+    from sidecar.errors import UpstreamTooLargeError
+    from sidecar.pipeline import upstream
+
+    packed = gzip.compress(b"\0" * (16 << 20))
+    assert len(packed) <= upstream._INLINE_INFLATE_BYTES  # small enough for the loop
+    with pytest.raises(UpstreamTooLargeError):
+        upstream.inflate(packed, "gzip", upstream._INLINE_DECODED_BYTES)
+    assert upstream.inflate(packed, "gzip", 32 << 20) == b"\0" * (16 << 20)
