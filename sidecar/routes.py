@@ -9,8 +9,9 @@ from aiohttp import web
 
 from sidecar import __version__, semconv
 from sidecar.runtime import RUNTIME, Runtime, readiness
-from sidecar.errors import BadRequestError, NotFoundError, RequestError, error_json
+from sidecar.errors import BadRequestError, NotFoundError, RequestError
 from sidecar.pipeline.ingress import parse_json_object, read_body
+from sidecar.pipeline.responses import plain_error_response
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -58,8 +59,7 @@ def setup_routes(app: web.Application, runtime: Runtime) -> None:
                 raise BadRequestError("'route' must be a string", param="route",
                                       code="invalid_type")
         except RequestError as exc:
-            return web.Response(body=error_json(exc.message, exc.error_type, exc.param, exc.code),
-                                status=exc.status, content_type="application/json")
+            return plain_error_response(exc)
         result = await rt.guard.check_text(text, stage, route, response_format)
         return _json(result)
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Protocol
 
 from sidecar.context import RequestContext
 from sidecar.pipeline.observe import note_response_format
-from sidecar.privacy import StoragePrivacy
+from sidecar.privacy import CheckedText, StoragePrivacy
 from sidecar.record import TraceRecord
 
 logger = logging.getLogger(__name__)
@@ -143,9 +143,7 @@ class Emitter:
     def emit_record(self, record: TraceRecord) -> None:
         """Submit a record built elsewhere (the SDK's, received by the sidecar): this
         sidecar's privacy setting applies to its text whatever the sender did."""
-        keep = self.keep_text
-        finish = self.privacy.finisher(record.prompt_text if keep else None,
-                                       record.output_text if keep else None, ())
+        finish = self._finisher(record.prompt_text, record.output_text, ())
         self.sink.submit(replace(record, prompt_text=self._raw_text(record.prompt_text),
                                  output_text=self._raw_text(record.output_text),
                                  text_masked=False), finish)
@@ -159,9 +157,14 @@ class Emitter:
         except Exception:
             logger.exception("could not build the trace record for request %s", ctx.request_id)
             return
-        if self.keep_text:
-            finish = self.privacy.finisher(ctx.prompt_text, ctx.output_text, ctx.privacy_checked)
-        else:  # identifiers are still pseudonymised; there is no text to mask
-            finish = self.privacy.finisher(None, None, ())
-        self.sink.submit(record, finish)
+        self.sink.submit(record, self._finisher(ctx.prompt_text, ctx.output_text,
+                                                ctx.privacy_checked))
         self.emitted += 1
+
+    def _finisher(self, prompt: str | None, output: str | None,
+                  checked: Sequence[CheckedText]) -> Callable[[TraceRecord], TraceRecord] | None:
+        """The intake's finishing step: text only when an exporter reads it (identifiers
+        are pseudonymised either way)."""
+        if not self.keep_text:
+            return self.privacy.finisher(None, None, ())
+        return self.privacy.finisher(prompt, output, checked)
