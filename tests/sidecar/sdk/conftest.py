@@ -39,14 +39,17 @@ def policy_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sdk_local(backend: Backend, database: str, tmp_path: Path, policy_file: Path) -> Iterator[Any]:
-    """The SDK configured in local mode; yields the runtime module; shut down after."""
+def sdk_local(backend: Backend, database: str, tmp_path: Path, policy_file: Path,
+              request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The SDK configured in local mode; yields the runtime module; shut down after.
+    ``privacy.capture`` is ``raw`` unless the test parametrizes the fixture
+    (``indirect=True``) with another."""
     from sidecar.sdk import runtime as rt
 
     rt.shutdown()
     rt.configure(mode="local", policy=policy_file, settings={
         "data_dir": str(tmp_path / "data"),
-        "privacy": {"capture": "raw"},
+        "privacy": {"capture": getattr(request, "param", "raw")},
         "exporters": [{"kind": "clickhouse", "options": {
             "dsn": backend.dsn, "database": database, "spill_dir": str(tmp_path / "spill"),
             "ttl_text_days": None}}],

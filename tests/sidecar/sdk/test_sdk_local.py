@@ -21,7 +21,6 @@ from tests.sidecar.sdk.conftest import traces
 
 if TYPE_CHECKING:
     from tests.conftest import Backend
-    from pathlib import Path
 
 EMAIL = "alice@example.com"
 CARD = "4111 1111 1111 1111"
@@ -259,8 +258,9 @@ def test_otel_spans_of_the_app_are_the_parent(sdk_local: Any, backend: Backend, 
     assert [r["parent_span_id"] for r in rows] == [parent]
 
 
-def test_feedback_for_an_sdk_trace(sdk_local: Any, backend: Backend, database: str) -> None:
-    from sidecar.sdk import current_trace_id, guard, record_feedback
+def _traced_call() -> str:
+    """Trace id of one guarded call (the SDK configured by ``sdk_local``)."""
+    from sidecar.sdk import current_trace_id, guard
 
     ids: list[str | None] = []
 
@@ -271,11 +271,35 @@ def test_feedback_for_an_sdk_trace(sdk_local: Any, backend: Backend, database: s
 
     answer("hi")
     assert ids[0] is not None
-    record_feedback(ids[0], thumbs="down", comment="wrong")
+    return ids[0]
+
+
+def test_feedback_for_an_sdk_trace(sdk_local: Any, backend: Backend, database: str) -> None:
+    from sidecar.sdk import record_feedback
+
+    trace_id = _traced_call()
+    record_feedback(trace_id, thumbs="down", comment="wrong")
     result = backend.admin.query(
         f"SELECT kind, value FROM {database}.feedback WHERE trace_id = %(t)s",
-        parameters={"t": ids[0]})
+        parameters={"t": trace_id})
     assert [tuple(r) for r in result.result_rows] == [("thumbs", -1.0)]
+
+
+@pytest.mark.parametrize("sdk_local", ["masked"], indirect=True)
+def test_feedback_text_follows_the_privacy_setting(sdk_local: Any, backend: Backend,
+                                                   database: str) -> None:
+    """As on the sidecar's /v1/feedback: under ``capture: masked`` the comment is
+    stored masked and the user as a pseudonym."""
+    from sidecar.sdk import record_feedback
+
+    trace_id = _traced_call()
+    record_feedback(trace_id, thumbs="down", comment=f"write to {EMAIL}", user=EMAIL)
+    result = backend.admin.query(
+        f"SELECT comment, user FROM {database}.feedback WHERE trace_id = %(t)s",
+        parameters={"t": trace_id})
+    [(comment, user)] = [tuple(r) for r in result.result_rows]
+    assert comment == "write to <EMAIL_ADDRESS_1>"
+    assert EMAIL not in str(user) and str(user).startswith("h_")
 
 
 def test_threads_and_tasks_share_one_runtime(sdk_local: Any) -> None:
@@ -307,39 +331,3 @@ def test_threads_and_tasks_share_one_runtime(sdk_local: Any) -> None:
     with ThreadPoolExecutor(4) as pool:
         assert all(r is first for r in pool.map(lambda _: runtime(), range(8)))
 
-
-def test_feedback_text_follows_the_privacy_setting(backend: Backend, database: str,
-                                                   tmp_path: Path, policy_file: Path) -> None:
-    """As on the sidecar's /v1/feedback: under ``capture: masked`` the comment is
-    stored masked and the user as a pseudonym."""
-    from sidecar.sdk import current_trace_id, guard, record_feedback
-    from sidecar.sdk import runtime as rt
-
-    rt.shutdown()
-    rt.configure(mode="local", policy=policy_file, settings={
-        "data_dir": str(tmp_path / "data"),
-        "privacy": {"capture": "masked"},
-        "exporters": [{"kind": "clickhouse", "options": {
-            "dsn": backend.dsn, "database": database, "spill_dir": str(tmp_path / "spill"),
-            "ttl_text_days": None}}],
-    })
-    try:
-        ids: list[str | None] = []
-
-        @guard(input=["prompt"])
-        def answer(prompt: str) -> str:
-            ids.append(current_trace_id())
-            return "ok"
-
-        answer("hi")
-        assert ids[0] is not None
-        record_feedback(ids[0], thumbs="down", comment=f"write to {EMAIL}", user=EMAIL)
-        result = backend.admin.query(
-            f"SELECT comment, user FROM {database}.feedback WHERE trace_id = %(t)s",
-            parameters={"t": ids[0]})
-        [(comment, user)] = [tuple(r) for r in result.result_rows]
-        assert comment == "write to <EMAIL_ADDRESS_1>"
-        assert EMAIL not in str(user) and str(user).startswith("h_")
-    finally:
-        rt.shutdown()
-        rt._config = None
