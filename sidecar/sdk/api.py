@@ -175,7 +175,7 @@ async def _open_stream(gf: GuardedFunction, rt: SdkRuntime, args: tuple[Any, ...
     ctx.stream = True
     try:
         with tracing.activate(ctx):
-            masker, _decision = await input_stage(gf, rt, ctx, route, args, kwargs, body)
+            masker, input_decision = await input_stage(gf, rt, ctx, route, args, kwargs, body)
             call_args, call_kwargs = gf.shape.with_body(args, kwargs, body)
             ctx.upstream_attempts = 1
             ctx.upstream_sent_at = time.perf_counter()
@@ -185,7 +185,7 @@ async def _open_stream(gf: GuardedFunction, rt: SdkRuntime, args: tuple[Any, ...
     except BaseException:
         _emit(rt, ctx)
         raise
-    stream = GuardedStream(rt, ctx, route, masker, len(masker) > 0, body,
+    stream = GuardedStream(rt, ctx, route, masker, len(masker) > 0, body, input_decision,
                            on_end=lambda: _emit(rt, ctx))
     return stream, source
 

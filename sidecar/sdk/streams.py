@@ -24,8 +24,8 @@ from sidecar.errors import GuardrailViolation
 from sidecar.masking import Masker
 from sidecar.pipeline.observe import StreamObserver
 from sidecar.pipeline.stream_guard import StreamStep
-from sidecar.pipeline.streaming import window_guard
-from sidecar.policy import Decision, Route
+from sidecar.pipeline.streaming import delivered_stream_action, window_guard
+from sidecar.policy import Decision, Route, merge
 from sidecar.sdk.runtime import SdkRuntime
 from sidecar.sse import SseParser
 
@@ -75,9 +75,10 @@ class GuardedStream:
     """State of one guarded stream; the sync and async iterators below drive it."""
 
     def __init__(self, rt: SdkRuntime, ctx: RequestContext, route: Route, masker: Masker,
-                 restore_input: bool, body: dict[str, Any],
+                 restore_input: bool, body: dict[str, Any], input_decision: str = "pass",
                  on_end: Callable[[], None] | None = None) -> None:
         self.rt, self.ctx, self.route, self.on_end = rt, ctx, route, on_end
+        self.input_decision = input_decision
         self.facts = AnswerFacts()
         self.observer = StreamObserver(self.facts)
         self.decisions: list[Decision] = []
@@ -120,11 +121,21 @@ class GuardedStream:
 
     def finish(self) -> None:
         """The stream ended (exhausted, violated, or dropped by the caller): settle the
-        trace and hand it over. Never raises."""
+        trace and hand it over. Never raises.
+
+        The decision is the proxy's for a delivered stream: the input stage's and the
+        windows' verdicts, or ``block`` when a window had decided to stop the stream
+        (``retry`` and ``fallback`` included: an SDK stream makes one attempt), also when
+        the caller dropped the stream before the violation reached it."""
         self.rt.loop.loop.call_soon_threadsafe(self.guard.abort)
         self.observer.close()
         self.facts.first_token_at = self.facts.last_token_at = None  # the caller's side counts
         self.ctx.adopt(self.facts)
+        action = delivered_stream_action("windowed", merge(self.decisions))
+        if action is None:
+            self.ctx.override("block")
+        else:
+            self.ctx.settle(self.input_decision, action)
         if self.ctx.status == 0:
             self.ctx.status = 200
         if self.on_end is not None:

@@ -194,6 +194,36 @@ def test_a_mask_that_cannot_be_applied_fails_closed(sdk_local: Any) -> None:
         dict_answer("hi")
 
 
+@pytest.mark.parametrize(("windows", "expected"), [
+    ((), "mask"),  # nothing said in the answer: the input stage's mask
+    (("flag",), "mask"),  # mask is more severe than flag
+    (("retry",), "block"),  # a stop the caller never saw (it dropped the stream first)
+    (("flag", "fallback"), "block"),
+])
+def test_a_stream_dropped_mid_way_settles_as_the_proxy_does(
+        sdk_local: Any, windows: tuple[str, ...], expected: str) -> None:
+    """``GuardedStream.finish`` records the delivered stream's decision: the input's and
+    the windows' verdicts, or ``block`` when a window had decided to stop the stream (also
+    when the caller dropped it before the violation reached it: the proxy's rule)."""
+    from sidecar.policy import Decision
+    from sidecar.sdk.api import LazyFunction, _open_stream, _shape_for, run_sync
+    from sidecar.sdk.runtime import runtime
+
+    def pieces(prompt: str) -> Iterator[str]:
+        yield from ("one ", "two")
+
+    lazy = LazyFunction("pieces", pieces, _shape_for(pieces, ["prompt"], None), None, ())
+    stream, _source = run_sync(_open_stream(lazy.get(), runtime(), (f"mail {EMAIL}",), {}))
+    assert stream.input_decision == "mask"
+    for action in windows:  # what the window checks had decided when the caller left
+        stream.decisions.append(Decision(action, (f"toxicity:{action}",)))
+        stream.ctx.escalate(action)
+    emitted: list[str] = []
+    stream.on_end = lambda: emitted.append(stream.ctx.decision)
+    stream.finish()
+    assert emitted == [expected]
+
+
 def test_fallback_functions_and_their_traces(sdk_local: Any, backend: Backend, database: str) -> None:
     from sidecar.sdk import current_trace_id, guard, observe, shutdown
 
