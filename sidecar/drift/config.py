@@ -6,7 +6,21 @@ Units: ``*_s`` seconds; rates are fractions in [0, 1]. Drift needs ClickHouse (t
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+import logging
+from typing import Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_INSERT_AGE_S = 300.0  # past minutes, what a crash loses and the window job's lag grow
 
 
 class _Model(BaseModel):
@@ -59,8 +73,9 @@ class DriftSettings(_Model):
     # the longest a record waits for the drift worker (its export batch delay), even when
     # no later request comes; fewer, larger inserts make fewer parts.
     # Named like clickhouse.insert_max_age_s; insert_interval_s is its old name.
-    insert_max_age_s: float = Field(default=5.0, gt=0, le=300, validation_alias=AliasChoices(
-        "insert_max_age_s", "insert_interval_s"))
+    insert_max_age_s: float = Field(default=5.0, gt=0, le=MAX_INSERT_AGE_S,
+                                    validation_alias=AliasChoices("insert_max_age_s",
+                                                                  "insert_interval_s"))
     window_s: float = Field(default=3600.0, ge=1.0)  # window length
     min_window_size: int = Field(default=200, ge=10)  # rows per window, else no test
     max_window_rows: int = Field(default=5000, ge=100)  # rows read per window (uniform sample)
@@ -73,6 +88,26 @@ class DriftSettings(_Model):
     pod: str | None = None  # this sidecar's name in stored rows; None: $HOSTNAME
     embeddings: EmbeddingSettings = EmbeddingSettings()
     canaries: CanarySettings = CanarySettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        """``insert_interval_s``, the setting's old name, had no upper bound: above 300 s
+        it is lowered to 300 s with a warning, so that an old settings file still starts
+        (the new name is checked as usual). Giving both names is an error."""
+        if not isinstance(data, dict) or "insert_interval_s" not in data:
+            return data
+        if "insert_max_age_s" in data:
+            raise ValueError("insert_interval_s is the old name of insert_max_age_s: give one")
+        try:
+            too_long = float(data["insert_interval_s"]) > MAX_INSERT_AGE_S
+        except (TypeError, ValueError):
+            return data  # not a number: the field's own check says so
+        if too_long:
+            log.warning("drift.insert_interval_s (now insert_max_age_s) is at most %.0f s; "
+                        "using %.0f s", MAX_INSERT_AGE_S, MAX_INSERT_AGE_S)
+            data = {**data, "insert_interval_s": MAX_INSERT_AGE_S}
+        return data
 
     @field_validator("pod")
     @classmethod
