@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -44,7 +43,8 @@ from sidecar.dashboard.live import LiveTable, live_tables
 from sidecar.dashboard.sql import TimeRange, expand, with_database
 from sidecar.dashboard.svg import format_number, line_chart
 from sidecar.errors import error_json
-from sidecar.handoff.auth import ReviewAuth
+from sidecar.handoff.auth import LoginLockedOut, ReviewAuth, retry_after
+from sidecar.pipeline.responses import plain_error_response
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +150,6 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
                             samesite="Strict", secure=auth.secure_cookies,
                             max_age=int(auth.session_ttl_s))
 
-    def locked_out(wait: float) -> web.Response:
-        """429 while the address or user is locked out after failed sign-ins (the review
-        UI's lockout: failures here and at /review count together)."""
-        return web.Response(
-            body=error_json("too many failed sign-ins; try again later", "rate_limit_error",
-                            None, "login_locked"),
-            status=429, content_type="application/json",
-            headers={"Retry-After": str(max(1, math.ceil(wait))), "Cache-Control": "no-store"})
-
     def who(request: web.Request) -> tuple[str | None, web.Response | None]:
         """The reviewer (session cookie or ``Authorization``), or a refusal (locked out)."""
         session = auth.session(request.cookies.get(SESSION_COOKIE))
@@ -166,7 +157,7 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
             return session.reviewer, None
         reviewer, wait = auth.authorize_header(request.headers.get("Authorization"),
                                                request.remote)
-        return reviewer, (locked_out(wait) if wait > 0.0 else None)
+        return reviewer, (plain_error_response(LoginLockedOut(wait)) if wait > 0.0 else None)
 
     def unauthorized() -> web.Response:
         return web.Response(
@@ -229,8 +220,11 @@ def setup_dashboard(app: web.Application, auth: ReviewAuth, runner: RunnerLookup
             form = dict(parse_qsl(raw.decode("utf-8"), max_num_fields=10))
             if auth.check_login_csrf(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
                 user = form.get("username") or None
-                if auth.lockout_s(request.remote, user) > 0.0:
-                    return login_page("Too many failed sign-ins; try again later.", 429)
+                wait = auth.lockout_s(request.remote, user)
+                if wait > 0.0:
+                    response = login_page("Too many failed sign-ins; try again later.", 429)
+                    response.headers["Retry-After"] = retry_after(wait)
+                    return response
                 reviewer = auth.check_login(form.get("token"), user, form.get("password"),
                                             request.remote)
                 if reviewer is not None:

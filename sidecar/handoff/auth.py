@@ -21,8 +21,9 @@
   past ``login_free_failures`` each failure locks for an exponentially growing
   time. For an ``Authorization`` header, :meth:`ReviewAuth.authorize_header` does
   both (lockout, then check); for a form, callers ask :meth:`ReviewAuth.lockout_s`
-  before ``check_login``. Answer 429 with ``Retry-After`` while the wait is
-  positive; ``check_*`` with an ``address`` record the outcome.
+  before ``check_login``. Answer :class:`LoginLockedOut` (429 with ``Retry-After``,
+  the same at ``/review`` and ``/dashboard``) while the wait is positive; ``check_*``
+  with an ``address`` record the outcome.
 - **Hand-off polls**: :class:`PollTokens` mints ``HMAC(key, "poll:" + id)`` per
   hand-off, given to the client with the hand-off and required by
   ``GET /v1/handoffs/{id}`` (``x-railwatch-handoff-token``).
@@ -36,12 +37,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from dataclasses import dataclass
 
 import orjson
 
+from sidecar.errors import RequestError
 from sidecar.handoff.config import ReviewSettings
 from sidecar.handoff.lockout import LoginThrottle
 
@@ -75,6 +78,26 @@ def _unb64(text: str) -> bytes:
 # (scheme lower-cased, value, basic password or None when not a decodable "user:password",
 #  basic user name or None when empty/absent)
 _Parsed = tuple[str, str, str | None, str | None]
+
+
+def retry_after(wait_s: float) -> str:
+    """A lockout's remaining ``wait_s`` as a ``Retry-After`` value (whole seconds, >= 1)."""
+    return str(max(1, math.ceil(wait_s)))
+
+
+class LoginLockedOut(RequestError):
+    """The client is locked out after failed sign-ins (the review UI's and the
+    dashboard's, counted together): 429 with ``Retry-After``, before any credential is
+    looked at."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "too_many_failed_logins"
+
+    def __init__(self, wait_s: float) -> None:
+        retry = retry_after(wait_s)
+        super().__init__(f"too many failed sign-ins; retry after {retry} s",
+                         headers={"Retry-After": retry, "Cache-Control": "no-store"})
 
 
 def _parse_header(authorization: str | None) -> _Parsed:

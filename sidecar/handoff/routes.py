@@ -25,7 +25,6 @@ CSP that allows no script, ``no-store`` caching and no framing.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -38,7 +37,14 @@ from aiohttp import web
 from markupsafe import Markup
 
 from sidecar.errors import RequestError, error_json
-from sidecar.handoff.auth import LOGIN_COOKIE, SESSION_COOKIE, ReviewAuth, Session
+from sidecar.handoff.auth import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    LoginLockedOut,
+    ReviewAuth,
+    Session,
+    retry_after,
+)
 from sidecar.handoff.highlight import highlight
 from sidecar.handoff.model import ConversationPart, Handoff
 from sidecar.handoff.response import HEADER_HANDOFF_TOKEN
@@ -92,17 +98,6 @@ def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-class _LockedOut(RequestError):
-    status = 429
-    error_type = "authentication_error"
-    code = "too_many_failed_logins"
-
-    def __init__(self, wait_s: float) -> None:
-        retry = max(1, math.ceil(wait_s))
-        super().__init__(f"too many failed sign-ins; retry after {retry} s",
-                         headers={"Retry-After": str(retry), "Cache-Control": "no-store"})
-
-
 def _redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
@@ -145,7 +140,7 @@ def setup_handoff_routes(
         """The reviewer an ``Authorization`` header proves, or a refusal (locked out)."""
         reviewer, wait = auth.authorize_header(request.headers.get("Authorization"),
                                                request.remote)
-        return reviewer, (plain_error_response(_LockedOut(wait)) if wait > 0.0 else None)
+        return reviewer, (plain_error_response(LoginLockedOut(wait)) if wait > 0.0 else None)
 
     def identify(request: web.Request) -> tuple[Session | None, str | None, web.Response | None]:
         """The session (from the cookie, or a new one for a valid Authorization
@@ -241,7 +236,7 @@ def setup_handoff_routes(
         wait = auth.lockout_s(request.remote, user)
         if wait > 0.0:
             response = login_page(next_url, "Too many failed sign-ins; try again later.", 429)
-            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            response.headers["Retry-After"] = retry_after(wait)
             return response
         reviewer = auth.check_login(form.get("token"), user, form.get("password"),
                                     request.remote)

@@ -5,6 +5,7 @@ whose pixels show drawn chart series (not 'no data' boxes)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -134,10 +135,14 @@ def test_dashboard_shows_this_sidecars_live_state(traffic: Traffic) -> None:
 
 
 def test_failed_sign_ins_lock_the_dashboard_out(start_sidecar: Any, demo_upstream: Any) -> None:
-    sc = start_sidecar(demo_upstream.url, handoff={"review": {
+    sc = start_sidecar(demo_upstream.url, handoff={"enabled": True, "review": {
         "token": TOKEN, "login_free_failures": 0, "login_backoff_s": 30}})
     url = sc.url + "/dashboard"
     status, _, _ = asyncio.run(_get(url, Authorization="Bearer " + "w" * 40))
     assert status == 401
     status, headers, body = asyncio.run(_get(url, Authorization=f"Bearer {TOKEN}"))
-    assert status == 429 and int(headers["Retry-After"]) >= 1 and "login_locked" in body
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and "too_many_failed_logins" in body
+    # the review UI shares the lockout and answers it with the same error
+    review = asyncio.run(_get(sc.url + "/review", Authorization=f"Bearer {TOKEN}"))
+    assert review[0] == 429 and int(review[1]["Retry-After"]) >= 1
+    assert json.loads(review[2])["error"] == json.loads(body)["error"]
