@@ -81,7 +81,7 @@ class ClickHouseConfig(BaseModel):
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    query_timeout_s: float = Field(default=30.0, gt=0)
+    query_timeout_s: float = Field(default=30.0, gt=0)  # every query, chDB too (max_execution_time)
     verify: bool = True
     ca_cert: str | None = None
     require_at_start: bool = False  # a server DSN that does not answer fails start()

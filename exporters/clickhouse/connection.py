@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import re
 from pathlib import Path
@@ -47,8 +48,16 @@ def connect(config: ClickHouseConfig) -> Client:
     if config.is_embedded:
         path = config.embedded_path
         assert path is not None
-        return _connect_embedded(path)
+        return _connect_embedded(path, query_settings(config))
     return _connect_server(config)
+
+
+def query_settings(config: ClickHouseConfig) -> dict[str, Any]:
+    """ClickHouse settings sent with every query of a client: ``max_execution_time``
+    (``query_timeout_s``, in whole seconds) makes the engine itself stop a query that
+    runs longer (``TIMEOUT_EXCEEDED``). Embedded chDB has no other bound (no socket to
+    time out), and a server is freed too, not only the client's socket."""
+    return {"max_execution_time": max(1, math.ceil(config.query_timeout_s))}
 
 
 def describe_error(exc: BaseException) -> str:
@@ -113,7 +122,7 @@ def _locked_message(path: Path, pid: int) -> str:
     )
 
 
-def _connect_embedded(path: Path) -> Client:
+def _connect_embedded(path: Path, settings: dict[str, Any]) -> Client:
     # checked first: chDB itself would only say "Error initializing EmbeddedServer"
     check_embedded_free(path)
     try:
@@ -121,7 +130,7 @@ def _connect_embedded(path: Path) -> Client:
     except OSError as exc:
         raise ExporterStartError(f"cannot create the chDB data directory {path}: {exc}") from exc
     try:
-        return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        return clickhouse_connect.get_client(dsn=f"chdb://{path}", settings=settings)
     except (ClickHouseError, RuntimeError) as exc:
         other = _OTHER_PATH.search(str(exc))
         if other:
@@ -151,6 +160,7 @@ def _connect_server(config: ClickHouseConfig) -> Client:
         # state, so concurrent calls cannot trip "session is locked"
         "autogenerate_session_id": False,
         "query_retries": 0,
+        "settings": query_settings(config),
     }
     if config.username is not None:
         kwargs["username"] = config.username

@@ -257,3 +257,18 @@ def test_second_embedded_path_in_one_process_is_refused_by_name(backend, tmp_pat
     with pytest.raises(StorageLockedError) as info:
         connect(ClickHouseConfig(dsn=f"chdb://{tmp_path / 'other'}"))
     assert str(backend.path) in str(info.value) and "one engine path per process" in str(info.value)
+
+
+def test_a_query_longer_than_query_timeout_is_stopped_by_the_engine(backend):
+    """``query_timeout_s`` bounds every query, embedded chDB included (it has no socket
+    to time out): the engine stops it with TIMEOUT_EXCEEDED."""
+    import time
+
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    client = connect(ClickHouseConfig(dsn=backend.dsn, query_timeout_s=1))
+    started = time.monotonic()
+    with pytest.raises(DatabaseError) as err:
+        client.query("SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) % 7 = 1")
+    assert "TIMEOUT_EXCEEDED" in str(err.value) and time.monotonic() - started < 10
+    assert client.query("SELECT 1").result_rows == [(1,)]  # the client is still usable
