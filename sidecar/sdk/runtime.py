@@ -151,21 +151,24 @@ class SdkRuntime:
             await asyncio.to_thread(intake.start)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Flush and stop; idempotent."""
+        """Flush and stop; idempotent. Records are flushed first: finishing one for
+        storage (masking its text) needs the detectors, which close after."""
         closers, self._closers = self._closers, []
+        exports, self._exports = self._exports, None
 
         async def close_all() -> None:
             for close in reversed(closers):
                 await close()
 
         try:
-            if closers and not self.loop.loop.is_closed():
-                self.loop.run(close_all(), timeout_s)
+            if exports is not None:
+                exports.shutdown(timeout_s)
         finally:
-            if self._exports is not None:
-                self._exports.shutdown(timeout_s)
-                self._exports = None
-            self.loop.stop()
+            try:
+                if closers and not self.loop.loop.is_closed():
+                    self.loop.run(close_all(), timeout_s)
+            finally:
+                self.loop.stop()
 
     # --- what guarded calls use -------------------------------------------------------
 

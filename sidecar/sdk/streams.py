@@ -91,9 +91,12 @@ class GuardedStream:
         self.adapter = StreamAdapter()
         self.parser = SseParser()
         self.released = False
+        self.violation: GuardrailViolation | None = None  # a stop, raised after its items
 
     def items(self, step: StreamStep) -> list[Any]:
-        """The items a step releases; raises the violation when it stopped the stream."""
+        """The items a step releases (text that passed its check). When the step also
+        stopped the stream, the violation is kept for :meth:`check`, which the caller
+        calls after giving out these items."""
         out = self.adapter.decode(step.data, self.parser) if step.data else []
         if out:
             self.released = True
@@ -103,6 +106,11 @@ class GuardedStream:
         if step.verdict is not None and step.verdict.action not in ("pass", "flag", "mask"):
             self._stop(step)
         return out
+
+    def check(self) -> None:
+        """Raise the violation of a step that stopped the stream (after its items)."""
+        if self.violation is not None:
+            raise self.violation
 
     def _stop(self, step: StreamStep) -> None:
         assert step.verdict is not None
@@ -116,8 +124,9 @@ class GuardedStream:
              "score": round(float(t.finding.score), 6), "action": t.action}
             for t in triggered
         )
-        raise GuardrailViolation(step.verdict.action if not self.released else "block",
-                                 "output", step.verdict.reasons, findings, ctx.trace_id)
+        self.violation = GuardrailViolation(
+            step.verdict.action if not self.released else "block", "output",
+            step.verdict.reasons, findings, ctx.trace_id)
 
     def finish(self) -> None:
         """The stream ended (exhausted, violated, or dropped by the caller): settle the
@@ -148,7 +157,9 @@ def iterate(stream: GuardedStream, source: Iterator[Any]) -> Iterator[Any]:
         for item in source:
             step = loop.run(stream.guard.feed(stream.adapter.encode(item)))
             yield from stream.items(step)
+            stream.check()
         yield from stream.items(loop.run(stream.guard.close()))
+        stream.check()
     finally:
         stream.finish()
 
@@ -160,7 +171,9 @@ async def aiterate(stream: GuardedStream, source: AsyncIterator[Any]) -> AsyncIt
             step = await loop.call(stream.guard.feed(stream.adapter.encode(item)))
             for out in stream.items(step):
                 yield out
+            stream.check()
         for out in stream.items(await loop.call(stream.guard.close())):
             yield out
+        stream.check()
     finally:
         stream.finish()

@@ -194,6 +194,32 @@ def test_a_mask_that_cannot_be_applied_fails_closed(sdk_local: Any) -> None:
         dict_answer("hi")
 
 
+def test_text_that_passed_before_a_stop_is_given_out_before_the_violation(sdk_local: Any) -> None:
+    """A stop step carries the text that passed before the violating window (then the
+    cut event): ``items`` gives that text out and keeps the violation, which ``check``
+    raises after it (it used to be raised at once, and the text was lost)."""
+    from sidecar.pipeline._stream_windows import WindowVerdict
+    from sidecar.pipeline.stream_guard import StreamStep
+    from sidecar.sdk.api import LazyFunction, _open_stream, _shape_for, run_sync
+    from sidecar.sdk.runtime import runtime
+
+    def pieces(prompt: str) -> Iterator[str]:
+        yield "unused"
+
+    lazy = LazyFunction("pieces", pieces, _shape_for(pieces, ["prompt"], None), None, ())
+    stream, _source = run_sync(_open_stream(lazy.get(), runtime(), ("hi",), {}))
+    stream.adapter.encode("the caller's items are strings")
+    data = (stream.adapter.encode("Second calm sentence here. ")
+            + b'data: {"railwatch": {"cut": "block"}}\n\ndata: [DONE]\n\n')
+    step = StreamStep(data, WindowVerdict("block", ("toxicity:toxicity",)), cut=True)
+    assert stream.items(step) == ["Second calm sentence here. "]
+    with pytest.raises(GuardrailViolation) as err:
+        stream.check()
+    assert err.value.action == "block" and err.value.reasons == ("toxicity:toxicity",)
+    stream.finish()
+    assert stream.ctx.decision == "block" and stream.ctx.status == 200
+
+
 @pytest.mark.parametrize(("windows", "expected"), [
     ((), "mask"),  # nothing said in the answer: the input stage's mask
     (("flag",), "mask"),  # mask is more severe than flag
@@ -330,6 +356,35 @@ def test_feedback_text_follows_the_privacy_setting(sdk_local: Any, backend: Back
     [(comment, user)] = [tuple(r) for r in result.result_rows]
     assert comment == "write to <EMAIL_ADDRESS_1>"
     assert EMAIL not in str(user) and str(user).startswith("h_")
+
+
+@pytest.mark.parametrize("sdk_local", ["masked"], indirect=True)
+def test_shutdown_right_after_calls_stores_their_text_masked(sdk_local: Any, backend: Backend,
+                                                             database: str) -> None:
+    """Shutdown flushes the records before it closes the detectors: a record still being
+    finished keeps its masked text (a stream's was stored without text)."""
+    from sidecar.sdk import current_trace_id, guard, shutdown
+
+    ids: list[str | None] = []
+
+    @guard(input=["prompt"])
+    def answer(prompt: str) -> str:
+        ids.append(current_trace_id())
+        return f"noted: {prompt}"
+
+    @guard(input=["prompt"])
+    def pieces(prompt: str) -> Iterator[str]:
+        ids.append(current_trace_id())
+        yield from ("noted: ", prompt)
+
+    answer(f"call: mail {EMAIL}")
+    assert "".join(pieces(f"stream: mail {EMAIL}")) == f"noted: stream: mail {EMAIL}"
+    shutdown()
+    assert len(ids) == 2
+    for trace_id in ids:
+        assert trace_id is not None
+        [row] = traces(backend, database, trace_id)
+        assert "<EMAIL_ADDRESS_1>" in row["prompt_text"] and EMAIL not in row["prompt_text"]
 
 
 def test_threads_and_tasks_share_one_runtime(sdk_local: Any) -> None:
