@@ -35,7 +35,14 @@ from exporters.errors import ExporterStartError, StorageLockedError, StorageUnav
 _OTHER_PATH = re.compile(r"already initialized with path '([^']*)'")
 _AUTH_CODES = {192, 193, 194, 195, 516}  # UNKNOWN_USER, WRONG_PASSWORD, ..., AUTHENTICATION_FAILED
 
-__all__ = ["check_embedded_free", "connect", "describe_error", "embedded_lock_holder"]
+__all__ = [
+    "UNBOUNDED",
+    "check_embedded_free",
+    "connect",
+    "describe_error",
+    "embedded_lock_holder",
+    "query_settings",
+]
 
 
 def connect(config: ClickHouseConfig) -> Client:
@@ -56,8 +63,17 @@ def query_settings(config: ClickHouseConfig) -> dict[str, Any]:
     """ClickHouse settings sent with every query of a client: ``max_execution_time``
     (``query_timeout_s``, in whole seconds) makes the engine itself stop a query that
     runs longer (``TIMEOUT_EXCEEDED``). Embedded chDB has no other bound (no socket to
-    time out), and a server is freed too, not only the client's socket."""
+    time out), and a server is freed too, not only the client's socket.
+
+    Writes whose interruption would leave a half-done state pass :data:`UNBOUNDED`:
+    trace and finding inserts (a materialized view still being fed when the insert is
+    stopped keeps the base rows but misses the aggregate ones, and the retry is then
+    deduplicated) and migrations (DDL, possibly ``ON CLUSTER``)."""
     return {"max_execution_time": max(1, math.ceil(config.query_timeout_s))}
+
+
+UNBOUNDED: dict[str, Any] = {"max_execution_time": 0}
+"""Settings of a write that must not be stopped half-way (see :func:`query_settings`)."""
 
 
 def describe_error(exc: BaseException) -> str:

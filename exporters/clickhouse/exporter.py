@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from exporters.base import BatchPreference, ExportResult
 from exporters.clickhouse.config import ClickHouseConfig
-from exporters.clickhouse.connection import check_embedded_free, describe_error
+from exporters.clickhouse.connection import UNBOUNDED, check_embedded_free, describe_error
 from exporters.clickhouse.store import ClickHouseStore
 from exporters.clickhouse.rows import (
     FINDING_NAMES,
@@ -371,7 +371,8 @@ class ClickHouseExporter:
             store_text=self.config.store_text,
             prices=self.config.prices,
         )
-        settings = {"insert_deduplication_token": unit.token, "insert_deduplicate": 1}
+        # never stopped half-way: the *_1m views are fed by these inserts
+        settings = {"insert_deduplication_token": unit.token, "insert_deduplicate": 1, **UNBOUNDED}
         client.insert(f"{self.database}.traces", traces, column_names=TRACE_NAMES,
                       column_type_names=TRACE_TYPES, settings=settings)
         if findings:

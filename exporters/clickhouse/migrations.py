@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from exporters.clickhouse.connection import UNBOUNDED
 from exporters.clickhouse.drift_schema import drift_tables
 from exporters.errors import MigrationError
 
@@ -454,6 +455,7 @@ def migrate(
                 [[m.version, m.name, m.checksum(), int(time.time() * 1000)]],
                 column_names=["version", "name", "checksum", "applied_at"],
                 column_type_names=["UInt32", "String", "String", "DateTime64(3, 'UTC')"],
+                settings=UNBOUNDED,
             )
         except ClickHouseError as exc:
             raise MigrationError(f"cannot record migration {m.version} in {database}: {exc}") from exc
@@ -465,7 +467,7 @@ def migrate(
 def _run(client: Client, statements: Sequence[str], what: str) -> None:
     for sql in statements:
         try:
-            client.command(sql)
+            client.command(sql, settings=UNBOUNDED)
         except ClickHouseError as exc:
             raise MigrationError(f"{what} failed: {exc}") from exc
 
@@ -527,7 +529,7 @@ def apply_ttl(
             )
             run.append(f"ALTER TABLE {database}.{table}{oc} {action}")
         for sql in run:
-            client.command(sql, settings={"materialize_ttl_after_modify": 0})
+            client.command(sql, settings={"materialize_ttl_after_modify": 0, **UNBOUNDED})
     except ClickHouseError as exc:
         raise MigrationError(f"applying the TTL settings to {database} failed: {exc}") from exc
     return run

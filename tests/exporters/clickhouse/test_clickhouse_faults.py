@@ -272,3 +272,26 @@ def test_a_query_longer_than_query_timeout_is_stopped_by_the_engine(backend):
         client.query("SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) % 7 = 1")
     assert "TIMEOUT_EXCEEDED" in str(err.value) and time.monotonic() - started < 10
     assert client.query("SELECT 1").result_rows == [(1,)]  # the client is still usable
+
+
+def test_trace_inserts_through_a_slow_view_are_not_stopped_half_way(
+        backend, database, make_exporter):
+    """query_timeout_s bounds queries, not the trace inserts: an insert feeding a
+    materialized view, stopped half-way, would keep the base rows and lose the view's
+    (the retry is then deduplicated away). Here a view takes 1.8 s per batch of 6 rows
+    against a 1 s query timeout, and every row reaches both tables."""
+    client = backend.admin
+    exporter = make_exporter(query_timeout_s=1)
+    client.command(f"CREATE TABLE {database}.slow_agg (request_id String) "
+                   "ENGINE = MergeTree ORDER BY request_id")
+    client.command(f"CREATE MATERIALIZED VIEW {database}.slow_mv TO {database}.slow_agg AS "
+                   f"SELECT request_id FROM {database}.traces WHERE sleepEachRow(0.3) = 0")
+    processor = BatchProcessor(exporter, max_batch=6, schedule_delay_s=0.01)
+    records = [full_record(i) for i in range(6)]
+    for r in records:
+        processor.submit(r)
+    assert processor.force_flush(30)
+    processor.shutdown(5)
+    assert exporter.spilled_rows == 0 and exporter.state()["last_error"] is None
+    agg = client.query(f"SELECT count() FROM {database}.slow_agg").result_rows
+    assert agg == [(6,)] and _counts(client, database)[2] == 6
