@@ -12,6 +12,7 @@ passed its check); nothing after it is yielded. Streams make one attempt: a
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -28,6 +29,10 @@ from sidecar.pipeline.streaming import delivered_stream_action, window_guard
 from sidecar.policy import Decision, Route, merge
 from sidecar.sdk.runtime import SdkRuntime
 from sidecar.sse import SseParser
+
+log = logging.getLogger(__name__)
+
+_ABORT_WAIT_S = 5.0  # for the SDK loop to stop a stream's checks
 
 
 class StreamAdapter:
@@ -103,8 +108,8 @@ class GuardedStream:
             if self.ctx.first_token_at is None:
                 self.ctx.first_token_at = time.perf_counter()
             self.ctx.last_token_at = time.perf_counter()
-        if step.verdict is not None and step.verdict.action not in ("pass", "flag", "mask"):
-            self._stop(step)
+        if step.verdict is not None and (step.cut or step.before_first_byte):
+            self._stop(step)  # (a passthrough stream's verdict is for the record only)
         return out
 
     def check(self) -> None:
@@ -136,11 +141,11 @@ class GuardedStream:
         windows' verdicts, or ``block`` when a window had decided to stop the stream
         (``retry`` and ``fallback`` included: an SDK stream makes one attempt), also when
         the caller dropped the stream before the violation reached it."""
-        self.rt.loop.loop.call_soon_threadsafe(self.guard.abort)
+        self._abort_guard()
         self.observer.close()
         self.facts.first_token_at = self.facts.last_token_at = None  # the caller's side counts
         self.ctx.adopt(self.facts)
-        action = delivered_stream_action("windowed", merge(self.decisions))
+        action = delivered_stream_action(self.route.stream.mode, merge(self.decisions))
         if action is None:
             self.ctx.override("block")
         else:
@@ -149,6 +154,26 @@ class GuardedStream:
             self.ctx.status = 200
         if self.on_end is not None:
             self.on_end()
+
+
+    def _abort_guard(self) -> None:
+        """Stop the guard's window checks, and wait until it has: a check still running
+        (an async caller cancelled mid-feed) must not add a verdict after the decision
+        is read. Never raises."""
+        loop = self.rt.loop
+        if loop.in_loop():
+            self.guard.abort()
+            return
+        if loop.loop.is_closed():  # the runtime was shut down: no check runs any more
+            return
+
+        async def abort() -> None:
+            self.guard.abort()
+
+        try:
+            loop.run(abort(), _ABORT_WAIT_S)
+        except Exception:  # noqa: BLE001 - the SDK loop is gone or stuck: nothing to wait for
+            log.warning("SDK stream: the guard could not be stopped; its decision may be early")
 
 
 def iterate(stream: GuardedStream, source: Iterator[Any]) -> Iterator[Any]:

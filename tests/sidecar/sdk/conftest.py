@@ -32,9 +32,10 @@ routes:
 
 
 @pytest.fixture
-def policy_file(tmp_path: Path) -> Path:
+def policy_file(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """The policy above, or the one a test parametrizes the fixture with (``indirect``)."""
     path = tmp_path / "policy.yaml"
-    path.write_text(POLICY)
+    path.write_text(getattr(request, "param", POLICY))
     return path
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from sidecar.errors import GuardrailViolation
 from tests.helpers.servers import seen
-from tests.sidecar.sdk.conftest import traces
+from tests.sidecar.sdk.conftest import POLICY, traces
 
 if TYPE_CHECKING:
     from tests.conftest import Backend
@@ -218,6 +218,27 @@ def test_text_that_passed_before_a_stop_is_given_out_before_the_violation(sdk_lo
     assert err.value.action == "block" and err.value.reasons == ("toxicity:toxicity",)
     stream.finish()
     assert stream.ctx.decision == "block" and stream.ctx.status == 200
+
+
+@pytest.mark.parametrize("policy_file", [POLICY.replace(
+    "    retry: {times: 1}", "    retry: {times: 1}\n    stream: {mode: passthrough}")], indirect=True)
+def test_a_passthrough_stream_is_delivered_whole_and_its_verdict_recorded(
+        sdk_local: Any, backend: Backend, database: str) -> None:
+    """``stream.mode: passthrough`` forwards everything and records the verdict: the SDK
+    neither stops the stream nor raises (as the proxy), and the trace says ``block``."""
+    from sidecar.sdk import current_trace_id, guard
+
+    ids: list[str | None] = []
+    parts = ("Hello there, a calm sentence. ", "You stupid idiot moron, I hate you. ", "Bye.")
+
+    @guard(input=["prompt"])
+    def pieces(prompt: str) -> Iterator[str]:
+        ids.append(current_trace_id())
+        yield from parts
+
+    assert "".join(pieces("hi")) == "".join(parts)
+    [row] = traces(backend, database, str(ids[0]))
+    assert row["decision"] == "block" and row["status"] == 200
 
 
 @pytest.mark.parametrize(("windows", "expected"), [
