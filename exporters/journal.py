@@ -179,11 +179,16 @@ class RecordIntake:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        self._drain()
+        drained = self._drain(max(0.0, deadline - time.monotonic()))
+        if not drained:  # the thread is stuck finishing a record: do not wait for it
+            logger.error("record intake: still busy at shutdown; %d queued records are not "
+                         "stored, and what the journal holds is replayed at the next start",
+                         len(self._inbox))
         self.exports.shutdown(max(0.0, deadline - time.monotonic()))
-        self._settle()
-        if self._log is not None:
-            self._log.close()
+        if drained:
+            self._settle()
+            if self._log is not None:
+                self._log.close()
 
     # -- the thread ----------------------------------------------------------------------
 
@@ -201,22 +206,32 @@ class RecordIntake:
             except Exception as exc:  # noqa: BLE001 - the thread must survive anything
                 logger.error("record intake error: %s", type(exc).__name__)
 
-    def _drain(self) -> None:
-        with self._lock:
-            inbox = self._inbox
-            if not inbox:
-                return
-            batch: list[TraceRecord] = []
-            while inbox:
-                record, finish = inbox.popleft()
-                if finish is not None:
-                    record = self._finish(record, finish)
-                batch.append(record)
-            self._journal(batch)
-            for record in batch:
-                self.exports.submit(record)
-            self._fanned += len(batch)
-            self.stats.finished += len(batch)
+    def _drain(self, timeout_s: float | None = None) -> bool:
+        """Finish, journal and fan out what is queued; False when the lock (another
+        drain under way) was not free within ``timeout_s`` (None: waits)."""
+        if not self._lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
+            return False
+        try:
+            self._drain_locked()
+        finally:
+            self._lock.release()
+        return True
+
+    def _drain_locked(self) -> None:
+        inbox = self._inbox
+        if not inbox:
+            return
+        batch: list[TraceRecord] = []
+        while inbox:
+            record, finish = inbox.popleft()
+            if finish is not None:
+                record = self._finish(record, finish)
+            batch.append(record)
+        self._journal(batch)
+        for record in batch:
+            self.exports.submit(record)
+        self._fanned += len(batch)
+        self.stats.finished += len(batch)
 
     def _finish(self, record: TraceRecord, finish: Finisher) -> TraceRecord:
         try:

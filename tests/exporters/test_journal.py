@@ -91,6 +91,32 @@ def test_a_failing_finisher_stores_no_text() -> None:
         intake.shutdown(5)
 
 
+def test_shutdown_does_not_wait_forever_for_a_stuck_finisher(caplog) -> None:  # type: ignore[no-untyped-def]
+    """A finisher that never returns holds the intake's drain: shutdown gives up at its
+    timeout and says so, instead of blocking the process's exit."""
+    memory = MemoryExporter()
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(record: TraceRecord) -> TraceRecord:
+        entered.set()
+        release.wait(30)
+        return record
+
+    intake = RecordIntake(ExportPipeline([BatchProcessor(memory, schedule_delay_s=0.01)]))
+    intake.start()
+    try:
+        intake.submit(rec(1), stuck)
+        assert entered.wait(5)
+        intake.submit(rec(2))
+        started = time.monotonic()
+        intake.shutdown(0.5)
+        assert time.monotonic() - started < 3
+        assert any("still busy at shutdown; 1 queued records" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        release.set()
+
+
 def test_a_full_intake_queue_drops_and_counts() -> None:
     memory = MemoryExporter()
     intake = RecordIntake(ExportPipeline([BatchProcessor(memory)]), max_queue=3)
