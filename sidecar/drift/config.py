@@ -94,11 +94,14 @@ class DriftSettings(_Model):
     def _old_name(cls, data: Any) -> Any:
         """``insert_interval_s``, the setting's old name, had no upper bound: above 300 s
         it is lowered to 300 s with a warning, so that an old settings file still starts
-        (the new name is checked as usual). Giving both names is an error."""
+        (the new name is checked as usual). With both names (an old file, a new
+        override), the new one is used, with a warning."""
         if not isinstance(data, dict) or "insert_interval_s" not in data:
             return data
         if "insert_max_age_s" in data:
-            raise ValueError("insert_interval_s is the old name of insert_max_age_s: give one")
+            log.warning("drift.insert_interval_s is the old name of drift.insert_max_age_s, "
+                        "which is also set: using insert_max_age_s")
+            return {k: v for k, v in data.items() if k != "insert_interval_s"}
         try:
             too_long = float(data["insert_interval_s"]) > MAX_INSERT_AGE_S
         except (TypeError, ValueError):
