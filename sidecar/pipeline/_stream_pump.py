@@ -25,42 +25,33 @@ import time
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from sidecar import semconv
 from sidecar.context import RequestContext
-from sidecar.errors import RequestError, UpstreamError, UpstreamTimeoutError
+from sidecar.errors import RequestError, UpstreamError, UpstreamTimeoutError, error_body
 from sidecar.pipeline.observe import StreamObserver
 from sidecar.pipeline.relay import BROKEN, TIMEOUT
 from sidecar.pipeline.stream_guard import StreamGuard, StreamStep, WindowVerdict
 from sidecar.pipeline.upstream import response_headers
-from sidecar.sse import DONE
+from sidecar.sse import DONE, encode
 
-__all__ = ["STREAM_BROKEN_EVENT", "STREAM_INVALID_EVENTS", "STREAM_TIMEOUT_EVENT",
-           "TAIL_EVENTS", "finish_stream", "open_stream", "pump"]
+__all__ = ["TAIL_EVENTS", "finish_stream", "open_stream", "pump"]
 
 
 def _error_event(message: str, code: str) -> bytes:
-    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
-    return b"data: " + orjson.dumps(body) + b"\n\n"
+    return encode(error_body(message, "upstream_error", None, code))
 
 
-STREAM_BROKEN_EVENT = _error_event(
-    "the upstream stream ended before it was complete", "upstream_stream_broken"
-)
-STREAM_TIMEOUT_EVENT = _error_event(
-    "the upstream stream stalled past the read timeout", "upstream_timeout"
-)
-STREAM_INVALID_EVENTS = {  # StreamObserver.broken -> the client's last event
+TAIL_EVENTS = {  # why a stream stopped (relay's reasons, StreamObserver.broken) -> last event
+    TIMEOUT: _error_event("the upstream stream stalled past the read timeout", "upstream_timeout"),
+    BROKEN: _error_event("the upstream stream ended before it was complete",
+                         "upstream_stream_broken"),
     "upstream_broken_response": _error_event(
         "the upstream sent a malformed stream event", "upstream_broken_response"),
     "upstream_response_too_large": _error_event(
         "the upstream's stream (or one of its events) is over the size limit",
         "upstream_response_too_large"),
-}
-TAIL_EVENTS = {  # why a stream stopped (relay's reasons, StreamObserver.broken) -> last event
-    TIMEOUT: STREAM_TIMEOUT_EVENT, BROKEN: STREAM_BROKEN_EVENT, **STREAM_INVALID_EVENTS,
 }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sidecar.masking import Masker, PlaceholderPrefixes
-from sidecar.pipeline._stream_sse import DONE, encode
+from sidecar.sse import DONE, encode
 from sidecar.pipeline._stream_state import Choice, Item
 from sidecar.pipeline._stream_text import PlaceholderRestorer, apply_edits, whole_span
 

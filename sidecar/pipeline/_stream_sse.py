@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import re
 
-from sidecar.sse import DONE, encode
-
-__all__ = ["DONE", "RawEvent", "RawSplitter", "drop_usage_null", "encode"]
+__all__ = ["RawEvent", "RawSplitter", "drop_usage_null"]
 
 
 # `"usage": null` as a key of the top-level object, with the comma that joins it to

@@ -107,12 +107,7 @@ class UnaryStrategy:
                              AnswerFacts(upstream_done_at=time.perf_counter()))
         if status != 200:
             return Outcome(status=status, result=answer)
-        try:
-            doc = None
-            if body.decoded is not None:  # else undecodable: unparsed
-                doc, answer.lenient = jsonio.loads(body.decoded)
-        except (ValueError, OSError):
-            doc = None
+        doc, answer.lenient = body.json()  # None: undecodable or not JSON, unparsed
         if isinstance(doc, dict) and "error" in doc and "choices" not in doc and "data" not in doc:
             # a 200 carrying an OpenAI error: a failed upstream answer, retried as one
             error = UpstreamError("the upstream answered with an error body",

@@ -71,7 +71,8 @@ from sidecar import jsonio
 
 from sidecar.masking import Masker, PlaceholderPrefixes
 from sidecar.pipeline._stream_release import META_KEYS, Outbox
-from sidecar.pipeline._stream_sse import RawEvent, RawSplitter, drop_usage_null, encode
+from sidecar.pipeline._stream_sse import RawEvent, RawSplitter, drop_usage_null
+from sidecar.sse import encode
 from sidecar.pipeline._stream_state import Choice, Item
 from sidecar.pipeline._stream_windows import (
     CONTINUE,

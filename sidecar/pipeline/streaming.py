@@ -357,11 +357,8 @@ class StreamStrategy:
     ) -> Outcome[StreamResult]:
         ctx, guard, route = self.call.ctx, self.flow.guard, self.call.route
         assert guard is not None
-        raw, body = answer.raw, answer.decoded  # body None: undecodable, unparsed
-        try:
-            doc, lenient = jsonio.loads(body) if body else (None, False)
-        except (ValueError, OSError):
-            doc, lenient = None, False
+        raw = answer.raw
+        doc, lenient = answer.json()  # None: undecodable or not JSON, unparsed
         if not isinstance(doc, dict):
             ctx.attributes[semconv.ATTR_OUTPUT_UNCHECKED] = "unparsed"
             if route.output:  # nothing the detectors can read: the route decides

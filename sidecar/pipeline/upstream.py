@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from multidict import CIMultiDict
 
-from sidecar import semconv
+from sidecar import jsonio, semconv
 from sidecar.context import RequestContext
 from sidecar.memtrim import MemoryTrimmer
 from sidecar.errors import UpstreamTimeoutError, UpstreamTooLargeError, UpstreamUnavailableError
@@ -121,6 +121,16 @@ class UpstreamBody:
 
     raw: bytes
     decoded: bytes | None
+
+    def json(self) -> tuple[Any, bool]:
+        """``(document, lenient)`` of the decoded body (see :func:`sidecar.jsonio.loads`),
+        ``(None, False)`` when it cannot be decoded or is not JSON."""
+        if not self.decoded:
+            return None, False
+        try:
+            return jsonio.loads(self.decoded)
+        except ValueError:
+            return None, False
 
 
 def _inflate_with(raw: bytes, wbits: int, limit: int) -> bytes | None:

@@ -28,7 +28,7 @@ from sidecar.pipeline.stream_guard import StreamStep
 from sidecar.pipeline.streaming import delivered_stream_action, window_guard
 from sidecar.policy import Decision, Route, merge
 from sidecar.sdk.runtime import SdkRuntime
-from sidecar.sse import SseParser
+from sidecar.sse import SseParser, encode
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,14 @@ class StreamAdapter:
     def encode(self, item: Any) -> bytes:
         if isinstance(item, str):
             self.text = True
-            doc: Any = {"object": "chat.completion.chunk",
-                        "choices": [{"index": 0, "delta": {"content": item}}]}
-            return b"data: " + orjson.dumps(doc) + b"\n\n"
+            return encode({"object": "chat.completion.chunk",
+                           "choices": [{"index": 0, "delta": {"content": item}}]})
         to_json = getattr(item, "to_json", None)
         if callable(to_json):
             self.kind = type(item)
             encoded = str(to_json(indent=None))
             return b"data: " + encoded.encode("utf-8") + b"\n\n"
-        return b"data: " + orjson.dumps(item) + b"\n\n"
+        return encode(item)
 
     def decode(self, data: bytes, parser: SseParser) -> list[Any]:
         items: list[Any] = []
@@ -154,7 +153,6 @@ class GuardedStream:
             self.ctx.status = 200
         if self.on_end is not None:
             self.on_end()
-
 
     def _abort_guard(self) -> None:
         """Stop the guard's window checks, and wait until it has: a check still running
