@@ -725,17 +725,21 @@ class DetectorRunner:
         outcomes: list[list[DetectionOutcome | None]] = [[None] * len(lanes) for _ in texts]
         waiting: list[tuple[int, int, _Lane, _Item]] = []
         inline: list[tuple[int, _Lane]] = []
+
+        def enqueue(row: int, index: int, lane: _Lane, item: _Item) -> None:
+            """Queue ``item``, or answer it ``unavailable`` at once."""
+            if lane.unavailable():
+                outcomes[row][index] = lane.error_outcome(item, UNAVAILABLE, 0)
+            else:
+                lane.submit(item)
+                waiting.append((row, index, lane, item))
+
         for index, lane in enumerate(lanes):
             if (lane.inline or solo) and not lane.unavailable():
                 inline.append((index, lane))
                 continue
             for row, (text, context) in enumerate(texts):
-                item = lane.new_item(text, context)
-                if lane.unavailable():
-                    outcomes[row][index] = lane.error_outcome(item, UNAVAILABLE, 0)
-                else:
-                    lane.submit(item)
-                    waiting.append((row, index, lane, item))
+                enqueue(row, index, lane, lane.new_item(text, context))
         for index, lane in inline:
             # an inline lane takes one text per call; a queued one run solo, its
             # batches, as its queue would have formed them
@@ -748,11 +752,7 @@ class DetectorRunner:
                         outcomes[row][index] = outcome
                     continue
                 for row, item in zip(rows, items, strict=True):
-                    if lane.unavailable():
-                        outcomes[row][index] = lane.error_outcome(item, UNAVAILABLE, 0)
-                    else:
-                        lane.submit(item)
-                        waiting.append((row, index, lane, item))
+                    enqueue(row, index, lane, item)
         try:
             for row, index, lane, item in waiting:  # each wait keeps its own deadline
                 outcomes[row][index] = await lane.wait(item)

@@ -271,16 +271,15 @@ def create_app(
         policy = load_policy(settings.guardrails.policy)
         _check_fallbacks(policy, settings)
         guard = build_guard(policy, in_flight)
-    exporter_list = [e for e, _ in pairs]
-    clickhouse = clickhouse_exporter(exporter_list)
-    metrics = _prometheus_exporter(exporter_list)
+    clickhouse = clickhouse_exporter([e for e, _ in pairs])
+    metrics = _prometheus_exporter([e for e, _ in pairs])
     exports = ExportPipeline()
     from sidecar.drift.assembly import build_drift  # drift (issue 12): worker + scheduler
 
     drift = build_drift(settings, clickhouse)
     if drift is not None:
         pairs.append((drift.exporter, ExporterSettings(kind="drift")))
-        exporter_list.append(drift.exporter)
+    exporter_list = [e for e, _ in pairs]
     # every record consumer, drift's included (it reads the stored, masked prompt)
     intake, privacy, emitter = build_records(settings, guard, exports, exporter_list)
     signals = ImplicitSignals(issued=IssuedTraces(
